@@ -1,0 +1,238 @@
+"""The `kengele` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from app import logs
+from app.config import Settings
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(Exception):
+    """Bad input: exit status 2 with a one-line message."""
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise CliError(f"configuration: {where}: {first['msg']}") from None
+
+
+def _upgrade(settings: Settings) -> None:
+    from app.db import upgrade
+
+    upgrade(settings.database_url)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = _settings()
+    logs.configure(settings.log_level, settings.log_format)
+    if settings.is_sqlite:
+        _upgrade(settings)
+    os.environ["KENGELE_RUN_DISPATCHER"] = "0" if args.no_dispatcher else "1"
+    os.environ["KENGELE_RUN_SCHEDULER"] = "0" if args.no_scheduler else "1"
+    uvicorn.run(
+        "app.main:from_environment",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from app.services.runtime import Runtime
+
+    settings = _settings()
+    logs.configure(settings.log_level, settings.log_format)
+    if settings.is_sqlite:
+        _upgrade(settings)
+    runtime = Runtime(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    runtime.start(intake=False, processor=True, dispatcher=True)
+    stop.wait()
+    runtime.stop()
+    return EXIT_OK
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    settings = _settings()
+    _upgrade(settings)
+    print(f"database at head: {settings.database_url.split('@')[-1]}")
+    return EXIT_OK
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    from keywords.parser import SenderContext, lexicon, parse
+
+    settings = _settings()
+    if args.lang and args.lang not in lexicon(settings.default_language).grammars:
+        raise CliError(f"--lang: no grammar for {args.lang!r}")
+    result = parse(args.text, SenderContext(language=args.lang), lex=lexicon(settings.default_language))
+    print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+    return EXIT_OK
+
+
+def _row(obj: Any, *fields: str) -> dict[str, Any]:
+    out = {}
+    for name in fields:
+        value = getattr(obj, name)
+        out[name] = value.isoformat() if isinstance(value, datetime) else value
+    return out
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from app.models import Alert, Incident, Message
+    from app.phones import normalize
+    from app.services.runtime import Runtime
+    from gateways.base import InboundSms
+
+    settings = _settings()
+    logs.configure("WARNING", settings.log_format)
+    at = None
+    if args.at:
+        try:
+            at = datetime.fromisoformat(args.at)
+        except ValueError:
+            raise CliError(f"--at: {args.at!r} is not ISO 8601") from None
+        at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    if not normalize(args.sender, settings.default_region).valid:
+        print(f"warning: --sender {args.sender!r} is not a valid number; stored as given", file=sys.stderr)
+    if settings.is_sqlite:
+        _upgrade(settings)
+    runtime = Runtime(settings)
+    sms = InboundSms(
+        provider="simulate",
+        provider_message_id=f"sim-{uuid.uuid4().hex}",
+        sender=args.sender,
+        recipient=None,
+        text=args.text,
+        reported_at=at,
+        raw={"from": [args.sender], "text": [args.text]},
+    )
+    stored = runtime.writer.store_now(sms)
+    assert stored.message_id is not None
+    runtime.processor.process([stored.message_id])
+    with runtime.factory() as session:
+        message = session.get(Message, stored.message_id)
+        alert = session.scalar(select(Alert).where(Alert.message_id == stored.message_id))
+        incident = session.get(Incident, alert.incident_id) if alert and alert.incident_id else None
+        outbound = session.scalars(
+            select(Message).where(Message.in_reply_to == stored.message_id).order_by(Message.id)
+        ).all()
+        message_fields = ("id", "provider", "sender", "phone_valid", "text", "status", "intent", "outcome",
+                          "language", "reported_at", "processed_at", "error")
+        out = {
+            "message": _row(message, *message_fields) | {"parse": message.parse} if message else None,
+            "alert": _row(alert, "id", "incident_id", "category", "severity", "place_name", "lat", "lon",
+                          "precision", "language", "reported_at") | {"details": alert.details} if alert else None,
+            "incident": _row(incident, "id", "code", "category", "severity", "status", "place_name",
+                             "report_count", "reporter_count") if incident else None,
+            "outbound": [_row(m, "id", "recipient", "purpose", "status", "text", "language", "idempotency_key")
+                         for m in outbound],
+        }
+    runtime.engine.dispose()
+    print(json.dumps(out, ensure_ascii=False, indent=2))
+    return EXIT_OK
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from app.auth import ROLES, hash_token, new_token
+    from app.db import make_engine, make_sessionmaker, transaction
+    from app.models import ApiToken
+
+    if args.role not in ROLES:
+        raise CliError(f"--role: {args.role!r} is not one of {', '.join(ROLES)}")
+    if not args.name.strip():
+        raise CliError("--name: empty")
+    settings = _settings()
+    if settings.is_sqlite:
+        _upgrade(settings)
+    engine = make_engine(settings.database_url)
+    token = new_token()
+    with transaction(make_sessionmaker(engine)) as session:
+        session.add(ApiToken(name=args.name.strip(), role=args.role, token_hash=hash_token(token)))
+    engine.dispose()
+    print(token)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kengele", description="SMS/USSD gateway for community alert networks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="migrate (SQLite) and serve the API, webhooks and background work")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--no-scheduler", action="store_true")
+    serve.add_argument("--no-dispatcher", action="store_true")
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="scheduler, processor sweep and outbox dispatcher only")
+    worker.set_defaults(func=cmd_worker)
+
+    db = sub.add_parser("db", help="database")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
+
+    parse = sub.add_parser("parse", help="print the parse of TEXT as JSON; touches no database")
+    parse.add_argument("text")
+    parse.add_argument("--lang")
+    parse.add_argument("--sender")
+    parse.set_defaults(func=cmd_parse)
+
+    sim = sub.add_parser("simulate", help="run one inbound SMS through the whole pipeline")
+    sim.add_argument("--sender", required=True)
+    sim.add_argument("--at", help="report time, ISO 8601")
+    sim.add_argument("text")
+    sim.set_defaults(func=cmd_simulate)
+
+    token = sub.add_parser("token", help="API tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="print a new API token")
+    create.add_argument("--role", required=True)
+    create.add_argument("--name", required=True)
+    create.set_defaults(func=cmd_token_create)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        print(f"kengele: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_FAIL
+    except Exception as exc:  # noqa: BLE001  (one line on stderr, not a traceback, for operators)
+        print(f"kengele: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAIL

@@ -1,0 +1,142 @@
+"""Settings: one pydantic-settings class, read from the environment and `.env`, never at import time."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+KNOWN_GATEWAYS = ("twilio", "africastalking", "console")
+# Values people paste from examples; refused outside development so no deployment runs with them.
+PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "xxx", "test", "token", "example"}
+
+
+def _alias(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Everything Kengele reads from its environment (see CONTRACT.md for the names)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KENGELE_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    env: Literal["development", "production", "test"] = "development"
+    database_url: str = "sqlite:///./kengele.db"
+    gateway: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["console"])
+    public_url: str = "http://127.0.0.1:8000"
+    default_region: str = "CD"
+    timezone: str = "Africa/Lubumbashi"
+    default_language: str = "fr"
+    admin_token: SecretStr | None = None
+    ack_timeout: int = Field(600, ge=1)
+    dedup_window: int = Field(21600, ge=1)
+    dedup_radius_km: float = Field(10.0, gt=0)
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    # Replies to senders who are not on the roster: a reply on a seized phone can endanger its owner.
+    reply_unregistered: bool = True
+
+    # Durability of SQLite commits: FULL survives power loss, NORMAL only process crashes.
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+
+    # Outbox dispatcher.
+    send_timeout: float = Field(10.0, gt=0)
+    send_max_attempts: int = Field(3, ge=1, description="tries on one gateway before the next")
+    send_backoff_base: float = Field(2.0, ge=0)
+    send_backoff_max: float = Field(300.0, ge=0)
+    dispatch_concurrency: int = Field(4, ge=1, le=64)
+    dispatch_poll: float = Field(1.0, gt=0)
+    send_lease: float = Field(120.0, gt=0, description="seconds a dispatcher owns a row it sends")
+
+    twilio_account_sid: str | None = Field(None, validation_alias=_alias("TWILIO_ACCOUNT_SID"))
+    twilio_auth_token: SecretStr | None = Field(None, validation_alias=_alias("TWILIO_AUTH_TOKEN"))
+    twilio_from: str | None = Field(None, validation_alias=_alias("TWILIO_FROM"))
+    # Where the SDK sends; only changed to point it at a local fake or a regional edge.
+    twilio_api_base: str | None = None
+
+    at_username: str | None = Field(None, validation_alias=_alias("AT_USERNAME"))
+    at_api_key: SecretStr | None = Field(None, validation_alias=_alias("AT_API_KEY"))
+    at_sender: str | None = Field(None, validation_alias=_alias("AT_SENDER"))
+    at_webhook_secret: SecretStr | None = None
+    at_api_base: str | None = None
+
+    @field_validator("gateway", mode="before")
+    @classmethod
+    def _split_gateways(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().lower() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("gateway")
+    @classmethod
+    def _known_gateways(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in KNOWN_GATEWAYS]
+        if unknown:
+            raise ValueError(f"unknown gateway {unknown[0]!r}; known: {', '.join(KNOWN_GATEWAYS)}")
+        if not value:
+            raise ValueError("at least one gateway is needed")
+        return value
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        value = value.upper()
+        if value not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"{value!r} is not an ISO country phonenumbers knows")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("at_webhook_secret")
+    @classmethod
+    def _at_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and ("/" in value.get_secret_value() or not value.get_secret_value()):
+            raise ValueError("must be a non-empty path segment without '/'")
+        return value
+
+    @model_validator(mode="after")
+    def _production_secrets(self) -> Settings:
+        if self.env != "production":
+            return self
+        secrets = {
+            "KENGELE_ADMIN_TOKEN": self.admin_token,
+            "TWILIO_AUTH_TOKEN": self.twilio_auth_token,
+            "AT_API_KEY": self.at_api_key,
+            "KENGELE_AT_WEBHOOK_SECRET": self.at_webhook_secret,
+        }
+        for name, secret in secrets.items():
+            if secret is not None and secret.get_secret_value().lower() in PLACEHOLDER_SECRETS:
+                raise ValueError(f"{name} is a placeholder; set a real secret in production")
+        if "twilio" in self.gateway and self.twilio_auth_token is None:
+            raise ValueError("TWILIO_AUTH_TOKEN is required in production: webhooks must be signed")
+        if "africastalking" in self.gateway and self.at_webhook_secret is None:
+            raise ValueError("KENGELE_AT_WEBHOOK_SECRET is required in production")
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,59 @@
+"""The app factory: create_app(settings) builds one independent application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from app.config import Settings
+from app.routes import api, health, webhooks
+from app.services.runtime import Runtime
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runtime: Runtime | None = None,
+    processor: bool = True,
+    dispatcher: bool = True,
+) -> FastAPI:
+    """Build the API, the webhooks and the background parts of one process."""
+    settings = settings or Settings()
+    rt = runtime or Runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt.start(intake=True, processor=processor, dispatcher=dispatcher)
+        try:
+            yield
+        finally:
+            rt.stop()
+
+    app = FastAPI(title="Kengele", version="0.1.0", lifespan=lifespan)
+    app.state.runtime = rt
+    app.include_router(webhooks.router)
+    app.include_router(api.router)
+    app.include_router(health.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "body", "path"))
+        return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
+
+    return app
+
+
+def from_environment() -> FastAPI:
+    """Factory for `kengele serve` (uvicorn imports it in each worker process)."""
+    import os
+
+    from app import logs
+
+    settings = Settings()
+    logs.configure(settings.log_level, settings.log_format)
+    return create_app(settings, dispatcher=os.environ.get("KENGELE_RUN_DISPATCHER", "1") == "1")

@@ -1,0 +1,15 @@
+"""Prometheus metrics, served at /metrics."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+INBOUND = Counter("kengele_inbound_messages_total", "Inbound SMS received", ["provider", "result"])
+WEBHOOK_REJECTED = Counter(
+    "kengele_webhook_rejected_total", "Webhook requests refused", ["provider", "reason"]
+)
+INTAKE_BATCH = Histogram(
+    "kengele_intake_batch_size", "Messages committed per intake transaction", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+)
+PROCESSED = Counter("kengele_processed_messages_total", "Inbound messages processed", ["outcome"])
+OUTBOUND = Counter("kengele_outbound_attempts_total", "Outbound send attempts", ["gateway", "result"])
+DELIVERY = Counter("kengele_delivery_reports_total", "Delivery receipts", ["provider", "status"])
+OUTBOX_DEPTH = Gauge("kengele_outbox_claimed", "Outbound messages claimed by the last dispatcher pass")

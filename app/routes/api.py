@@ -1,0 +1,63 @@
+"""The JSON API under /api/v1: thin; queries and services do the work."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy import Select, func, select
+
+from app.auth import Principal, require
+from app.db import transaction
+from app.models import Message
+from app.schemas import MessagePublic, Page
+from app.services.outbox import PURPOSES
+
+router = APIRouter(prefix="/api/v1", tags=["api"])
+
+Limit = Annotated[int, Query(ge=1, le=500)]
+Offset = Annotated[int, Query(ge=0)]
+
+
+def _page(request: Request, query: Select[tuple[Message]], limit: int, offset: int) -> Page[MessagePublic]:
+    with transaction(request.app.state.runtime.factory) as session:
+        total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+        rows = session.scalars(query.order_by(Message.id.desc()).limit(limit).offset(offset)).all()
+        return Page[MessagePublic](items=[MessagePublic.model_validate(r) for r in rows], total=total)
+
+
+@router.get("/messages", response_model=Page[MessagePublic])
+def list_messages(
+    request: Request,
+    _: Annotated[Principal, Depends(require("officer"))],
+    direction: Literal["inbound", "outbound"] | None = None,
+    purpose: Literal[PURPOSES] | None = None,  # type: ignore[valid-type]
+    status: Literal["received", "queued", "sending", "sent", "delivered", "failed"] | None = None,
+    since: datetime | None = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[MessagePublic]:
+    """Inbound and outbound messages, newest first."""
+    query = select(Message)
+    if direction:
+        query = query.where(Message.direction == direction)
+    if purpose:
+        query = query.where(Message.purpose == purpose)
+    if status:
+        query = query.where(Message.status == status)
+    if since:
+        query = query.where(Message.created_at >= since)
+    return _page(request, query, limit, offset)
+
+
+@router.get("/triage", response_model=Page[MessagePublic])
+def triage(
+    request: Request,
+    _: Annotated[Principal, Depends(require("officer"))],
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[MessagePublic]:
+    """Inbound messages that produced no alert and no command: for a human to read."""
+    query = select(Message).where(Message.direction == "inbound", Message.outcome.in_(("unknown", "error")))
+    return _page(request, query, limit, offset)

@@ -1,0 +1,172 @@
+"""Intake: store the raw provider message and commit before anything else happens to it.
+
+Webhooks hand their message to one writer thread that commits them in small batches (group
+commit): each request waits for the commit of its own row, then answers 2xx. A provider's retry
+of a message id already stored is skipped by the unique constraint and answered 2xx as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from app.db import insert_ignoring_conflicts, utcnow
+from app.metrics import INBOUND, INTAKE_BATCH
+from app.models import Message
+from app.phones import normalize
+from gateways.base import InboundSms
+
+log = logging.getLogger("kengele.intake")
+
+# A fresh row is processed by the process that stored it; other replicas leave it alone this long.
+CLAIM_LEASE = timedelta(seconds=60)
+BATCH_MAX = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    message_id: int | None  # None: a retry of a message already stored
+    duplicate: bool
+
+
+def clean_text(text: str) -> str:
+    """Text as the sender wrote it, minus NUL (PostgreSQL cannot store it)."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def message_row(sms: InboundSms, *, region: str, now: datetime, claim_token: str | None) -> dict[str, Any]:
+    """The messages row for one inbound SMS."""
+    phone = normalize(sms.sender, region)
+    reported = sms.reported_at if sms.reported_at is not None and sms.reported_at <= now else now
+    return {
+        "direction": "inbound",
+        "provider": sms.provider,
+        "provider_message_id": sms.provider_message_id,
+        "sender": phone.value,
+        "recipient": sms.recipient,
+        "phone_valid": phone.valid,
+        "text": clean_text(sms.text),
+        "status": "received",
+        "created_at": now,
+        "reported_at": reported,
+        "raw": json.dumps(sms.raw, ensure_ascii=False),
+        "claimed_until": now + CLAIM_LEASE if claim_token else None,
+        "claim_token": claim_token,
+        "attempts": 0,
+        "gateway_index": 0,
+        "gateway_attempts": 0,
+    }
+
+
+def store_batch(engine: Engine, rows: list[dict[str, Any]]) -> list[int | None]:
+    """Insert rows in one transaction; the id of each new row, None for each already stored."""
+    table = Message.__table__
+    stmt = insert_ignoring_conflicts(engine, table).returning(  # type: ignore[arg-type]
+        table.c.id, table.c.provider, table.c.provider_message_id
+    )
+    with engine.begin() as conn:
+        returned = conn.execute(stmt, rows).all()
+    ids = {(r.provider, r.provider_message_id): r.id for r in returned}
+    out: list[int | None] = []
+    for row in rows:
+        out.append(ids.pop((row["provider"], row["provider_message_id"]), None))
+    return out
+
+
+class IntakeWriter:
+    """The one thread that commits inbound messages, in batches, for every webhook request."""
+
+    def __init__(
+        self, *, engine: Engine, region: str, on_stored: Callable[[list[int]], None] | None = None
+    ) -> None:
+        self.engine = engine
+        self.region = region
+        self.on_stored = on_stored
+        self.claim_token = uuid.uuid4().hex
+        self._queue: queue.SimpleQueue[tuple[InboundSms, asyncio.AbstractEventLoop, asyncio.Future[Stored]]]
+        self._queue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="kengele-intake", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._thread is not None:
+            self._queue.put(None)  # type: ignore[arg-type]
+            self._thread.join(timeout=10)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    async def store(self, sms: InboundSms) -> Stored:
+        """Commit one message; returns once it is durable (raises if the database refused it)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Stored] = loop.create_future()
+        self._queue.put((sms, loop, future))
+        return await future
+
+    def store_now(self, sms: InboundSms, *, claim: bool = True) -> Stored:
+        """Commit one message from the calling thread (CLI, tests)."""
+        row = message_row(sms, region=self.region, now=utcnow(), claim_token=self.claim_token if claim else None)
+        (message_id,) = store_batch(self.engine, [row])
+        INBOUND.labels(sms.provider, "duplicate" if message_id is None else "stored").inc()
+        return Stored(message_id, message_id is None)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < BATCH_MAX:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)  # type: ignore[arg-type]
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+
+    def _commit(self, batch: list[tuple[InboundSms, asyncio.AbstractEventLoop, asyncio.Future[Stored]]]) -> None:
+        now = utcnow()
+        rows = [message_row(sms, region=self.region, now=now, claim_token=self.claim_token) for sms, _, _ in batch]
+        INTAKE_BATCH.observe(len(batch))
+        try:
+            ids = store_batch(self.engine, rows)
+        except Exception as exc:  # noqa: BLE001  (each waiting request answers 503; the provider retries)
+            log.exception("intake commit failed", extra={"batch": len(batch)})
+            for _, loop, future in batch:
+                loop.call_soon_threadsafe(_fail, future, exc)
+            return
+        fresh = [i for i in ids if i is not None]
+        for (sms, loop, future), message_id in zip(batch, ids, strict=True):
+            INBOUND.labels(sms.provider, "duplicate" if message_id is None else "stored").inc()
+            loop.call_soon_threadsafe(_resolve, future, Stored(message_id, message_id is None))
+        if fresh and self.on_stored is not None:
+            self.on_stored(fresh)
+
+
+def _resolve(future: asyncio.Future[Stored], value: Stored) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _fail(future: asyncio.Future[Stored], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)

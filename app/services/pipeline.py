@@ -1,0 +1,287 @@
+"""What one stored inbound message causes: parse, then the alert or the command, then the reply.
+
+Everything here runs in the caller's transaction, so the message is marked processed together with
+the alert, the state change and the outbox rows it caused: all of them or none.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db import utcnow
+from app.metrics import PROCESSED
+from app.models import Alert, AuditLog, CheckIn, Incident, Message, Person
+from app.services.outbox import enqueue
+from keywords.parser import Lexicon, ParseResult, SenderContext, parse
+
+log = logging.getLogger("kengele.pipeline")
+
+CHECKIN_PENDING_FOR = timedelta(hours=24)
+SEVERITY_BY_CATEGORY = {
+    "killing": "critical",
+    "attack": "high",
+    "abduction": "high",
+    "sexual_violence": "high",
+    "arson": "high",
+    "armed_presence": "medium",
+    "looting": "medium",
+    "displacement": "medium",
+    "threat": "low",
+    "tension": "low",
+    "other": "medium",
+}
+OFFICER_ROLES = ("officer", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    lexicon: Lexicon
+    reply_unregistered: bool
+
+
+@dataclass(slots=True)
+class Inbound:
+    """One message being handled, with who sent it and what it says."""
+
+    session: Session
+    message: Message
+    person: Person | None
+    result: ParseResult
+    config: PipelineConfig
+    now: datetime
+
+    @property
+    def language(self) -> str:
+        if self.person is not None and self.person.language in self.config.lexicon.grammars:
+            return self.person.language
+        return self.result.language
+
+    def reply(self, key: str, *, incident_id: int | None = None, always: bool = False, **values: str) -> None:
+        """Answer the sender in their language through the outbox (once per inbound message)."""
+        message = self.message
+        if not message.phone_valid or not message.sender:
+            return
+        if self.person is None and not self.config.reply_unregistered:
+            return
+        if self.person is not None and self.person.opted_out and not always:
+            return
+        template = self.config.lexicon.grammars[self.language].replies[key]
+        enqueue(
+            session=self.session,
+            recipient=message.sender,
+            text=template.format(**values),
+            purpose="reply",
+            key=f"reply:{message.id}",
+            incident_id=incident_id,
+            person_id=self.person.id if self.person else None,
+            in_reply_to=message.id,
+            language=self.language,
+            now=self.now,
+        )
+
+
+def sender_context(session: Session, person: Person | None, now: datetime) -> SenderContext:
+    if person is None:
+        return SenderContext()
+    pending = session.scalar(
+        select(CheckIn.id)
+        .where(CheckIn.person_id == person.id, CheckIn.answered_at.is_(None), CheckIn.sent_at > now - CHECKIN_PENDING_FOR)
+        .limit(1)
+    )
+    return SenderContext(role=person.role, language=person.language, checkin_pending=pending is not None)
+
+
+def handle_inbound(*, session: Session, message: Message, config: PipelineConfig) -> str:
+    """Turn one stored inbound message into its alert or command effect and reply; the outcome."""
+    now = utcnow()
+    person = session.scalar(select(Person).where(Person.phone == message.sender)) if message.sender else None
+    result = parse(message.text, sender_context(session, person, now), lex=config.lexicon)
+    item = Inbound(session, message, person, result, config, now)
+    outcome = HANDLERS[result.intent](item)
+    message.person_id = person.id if person else None
+    message.intent = result.intent
+    message.language = item.language
+    message.parse = result.to_dict()
+    message.outcome = outcome
+    message.processed_at = now
+    message.claimed_until = None
+    message.claim_token = None
+    PROCESSED.labels(outcome).inc()
+    return outcome
+
+
+def _audit(item: Inbound, action: str, entity: str, entity_id: object, **details: object) -> None:
+    actor = f"sms:{item.person.id}" if item.person else "sms:unregistered"
+    item.session.add(
+        AuditLog(actor=actor, action=action, entity=entity, entity_id=str(entity_id), details=details, at=item.now)
+    )
+
+
+def _alert(item: Inbound) -> str:
+    result, person, message = item.result, item.person, item.message
+    category = result.category or "other"
+    reported_at = message.reported_at or item.now
+    lat = person.home_lat if person else None
+    lon = person.home_lon if person else None
+    precision = "home" if lat is not None else "unknown"
+    place_name = " ".join(result.place_words) or None
+    incident = Incident(
+        category=category,
+        severity=SEVERITY_BY_CATEGORY.get(category, "medium"),
+        status="open",
+        place_name=place_name,
+        lat=lat,
+        lon=lon,
+        precision=precision,
+        first_reported_at=reported_at,
+        last_reported_at=reported_at,
+        report_count=1,
+        reporter_count=1,
+        escalation_level=0,
+        created_at=item.now,
+    )
+    item.session.add(incident)
+    item.session.flush()
+    incident.code = f"K{incident.id}"
+    details: dict[str, object] = {"count": result.count, "words": result.details, "time": result.time}
+    if result.corrections:
+        details["corrections"] = result.corrections
+    item.session.add(
+        Alert(
+            message_id=message.id,
+            incident_id=incident.id,
+            person_id=person.id if person else None,
+            category=category,
+            severity=incident.severity,
+            place_name=place_name,
+            place_query=" ".join(result.place_words) or None,
+            lat=lat,
+            lon=lon,
+            precision=precision,
+            language=item.language,
+            sender=message.sender or "",
+            reported_at=reported_at,
+            text=message.text,
+            details=details,
+            confidence=result.confidence,
+            created_at=item.now,
+        )
+    )
+    message.incident_id = incident.id
+    names = item.config.lexicon.grammars[item.language].category_names
+    item.reply("alert", incident_id=incident.id, code=incident.code, category=names.get(category, category),
+               place=place_name or "-")
+    _mark_checkin_answered(item)
+    return "alert"
+
+
+def _mark_checkin_answered(item: Inbound) -> None:
+    if item.person is None:
+        return
+    for checkin in item.session.scalars(
+        select(CheckIn).where(CheckIn.person_id == item.person.id, CheckIn.answered_at.is_(None))
+    ):
+        checkin.answered_at = item.now
+        checkin.answer_message_id = item.message.id
+
+
+def _checkin(item: Inbound) -> str:
+    _mark_checkin_answered(item)
+    item.reply("checkin")
+    return "command"
+
+
+def _help(item: Inbound) -> str:
+    item.reply("help")
+    return "command"
+
+
+def _stop(item: Inbound) -> str:
+    if item.person is not None:
+        item.person.opted_out = True
+        _audit(item, "opt_out", "person", item.person.id)
+    item.reply("stop", always=True)
+    return "command"
+
+
+def _start(item: Inbound) -> str:
+    if item.person is not None:
+        item.person.opted_out = False
+        _audit(item, "opt_in", "person", item.person.id)
+    item.reply("start")
+    return "command"
+
+
+def _join(item: Inbound) -> str:
+    place = " ".join(item.result.place_words)
+    if item.person is None and item.message.phone_valid and item.message.sender:
+        person = Person(
+            name=f"pending {item.message.sender[-4:]}",
+            phone=item.message.sender,
+            role="focal_point",
+            status="pending",
+            language=item.result.language,
+            active=False,
+            area=place or None,
+        )
+        item.session.add(person)
+        item.session.flush()
+        item.person = person
+        _audit(item, "join_request", "person", person.id, place=place)
+    item.reply("join", place=f" ({place})" if place else "")
+    return "command"
+
+
+def _officer_command(item: Inbound, action: str) -> str:
+    code = item.result.code
+    person = item.person
+    if person is None or person.role not in OFFICER_ROLES or not person.active:
+        _audit(item, f"{action}_refused", "incident", code or "-", reason="not an officer")
+        item.reply(f"{action}_refused")
+        return "command"
+    incident = item.session.scalar(select(Incident).where(Incident.code == code)) if code else None
+    if incident is None:
+        item.reply("no_incident", code=code or "?")
+        return "command"
+    if action == "ack":
+        if incident.acknowledged_at is not None:
+            item.reply("ack_already", incident_id=incident.id, code=incident.code or "", who=incident.acknowledged_by or "?")
+            return "command"
+        incident.acknowledged_at = item.now
+        incident.acknowledged_by = person.name
+        incident.acknowledged_by_id = person.id
+        if incident.status == "open":
+            incident.status = "acknowledged"
+    else:
+        if incident.status == "closed":
+            item.reply("close_already", incident_id=incident.id, code=incident.code or "", who=incident.closed_by or "?")
+            return "command"
+        incident.status = "closed"
+        incident.closed_at = item.now
+        incident.closed_by = person.name
+    _audit(item, action, "incident", incident.id, code=incident.code)
+    item.reply(action, incident_id=incident.id, code=incident.code or "")
+    return "command"
+
+
+def _unknown(item: Inbound) -> str:
+    item.reply("unknown")
+    return "unknown"
+
+
+HANDLERS = {
+    "alert": _alert,
+    "checkin": _checkin,
+    "help": _help,
+    "stop": _stop,
+    "start": _start,
+    "join": _join,
+    "ack": lambda item: _officer_command(item, "ack"),
+    "close": lambda item: _officer_command(item, "close"),
+    "unknown": _unknown,
+}

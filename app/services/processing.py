@@ -1,0 +1,152 @@
+"""Processing after the commit: fresh messages as they are stored, leftovers of a crash on a sweep."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import utcnow
+from app.models import Message
+from app.services.intake import CLAIM_LEASE
+from app.services.pipeline import PipelineConfig, handle_inbound
+
+log = logging.getLogger("kengele.processing")
+
+MAX_PROCESS_ATTEMPTS = 3
+
+
+class Processor:
+    """Runs the pipeline on committed inbound messages this process has claimed."""
+
+    def __init__(
+        self,
+        *,
+        factory: sessionmaker[Session],
+        config: PipelineConfig,
+        claim_token: str,
+        on_outbox: Callable[[], None] = lambda: None,
+        sweep_every: float = 5.0,
+    ) -> None:
+        self.factory = factory
+        self.config = config
+        self.claim_token = claim_token
+        self.on_outbox = on_outbox
+        self.sweep_every = sweep_every
+        self._queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="kengele-processor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+
+    def submit(self, ids: Iterable[int]) -> None:
+        for message_id in ids:
+            self._queue.put(message_id)
+
+    def _run(self) -> None:
+        self._safe_sweep()
+        while not self._stopping:
+            try:
+                message_id = self._queue.get(timeout=self.sweep_every)
+            except queue.Empty:
+                self._safe_sweep()
+                continue
+            if message_id is None:
+                return
+            batch = [message_id]
+            while len(batch) < 256:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._stopping = True
+                    break
+                batch.append(nxt)
+            if self.process(batch):
+                self.on_outbox()
+
+    def _safe_sweep(self) -> None:
+        try:
+            if self.sweep():
+                self.on_outbox()
+        except Exception:  # noqa: BLE001  (the next sweep tries again)
+            log.exception("sweep failed")
+
+    def sweep(self, limit: int = 500) -> int:
+        """Claim and process messages nobody is processing (left by a crash or another replica)."""
+        now = utcnow()
+        with self.factory() as session, session.begin():
+            ids = list(
+                session.scalars(
+                    select(Message.id)
+                    .where(
+                        Message.direction == "inbound",
+                        Message.processed_at.is_(None),
+                        or_(Message.claimed_until.is_(None), Message.claimed_until < now),
+                    )
+                    .order_by(Message.id)
+                    .limit(limit)
+                )
+            )
+            if not ids:
+                return 0
+            session.execute(
+                update(Message)
+                .where(
+                    Message.id.in_(ids),
+                    Message.processed_at.is_(None),
+                    or_(Message.claimed_until.is_(None), Message.claimed_until < now),
+                )
+                .values(claim_token=self.claim_token, claimed_until=now + CLAIM_LEASE)
+                .execution_options(synchronize_session=False)
+            )
+        log.info("sweep claimed unprocessed messages", extra={"count": len(ids)})
+        return self.process(ids)
+
+    def process(self, ids: list[int]) -> int:
+        """Process each claimed message in its own transaction; the number processed."""
+        done = 0
+        for message_id in ids:
+            try:
+                done += self.process_one(message_id)
+            except Exception as exc:  # noqa: BLE001  (one bad message must not stop the others)
+                log.exception("processing failed", extra={"message_id": message_id})
+                self._record_failure(message_id, exc)
+        return done
+
+    def process_one(self, message_id: int) -> int:
+        with self.factory() as session, session.begin():
+            message = session.get(Message, message_id)
+            if message is None or message.processed_at is not None or message.claim_token != self.claim_token:
+                return 0
+            handle_inbound(session=session, message=message, config=self.config)
+        return 1
+
+    def _record_failure(self, message_id: int, exc: Exception) -> None:
+        """Count the failure; after a few, park the message for a human (triage) rather than loop."""
+        with self.factory() as session, session.begin():
+            message = session.get(Message, message_id)
+            if message is None or message.processed_at is not None:
+                return
+            message.attempts += 1
+            message.error = f"processing failed: {type(exc).__name__}: {exc}"[:1000]
+            if message.attempts >= MAX_PROCESS_ATTEMPTS:
+                message.outcome = "error"
+                message.processed_at = utcnow()
+            else:  # let a later sweep try again
+                message.claimed_until = utcnow() + timedelta(seconds=5 * message.attempts)
+                message.claim_token = None

@@ -1,0 +1,70 @@
+"""The parts of a running Kengele process, wired together and started or stopped as one."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import Engine
+
+import gateways
+from app.config import Settings
+from app.db import make_engine, make_sessionmaker
+from app.services.intake import IntakeWriter
+from app.services.outbox import Dispatcher, RetryPolicy
+from app.services.pipeline import PipelineConfig
+from app.services.processing import Processor
+from keywords.parser import lexicon
+
+log = logging.getLogger("kengele.runtime")
+
+
+class Runtime:
+    """Engine, intake writer, processor and dispatcher of one process."""
+
+    def __init__(self, settings: Settings, *, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        self.factory = make_sessionmaker(self.engine)
+        self.gateways = gateways.build(settings)
+        self.pipeline = PipelineConfig(
+            lexicon=lexicon(settings.default_language), reply_unregistered=settings.reply_unregistered
+        )
+        self.dispatcher = Dispatcher(
+            factory=self.factory,
+            gateways=self.gateways,
+            policy=RetryPolicy(settings.send_max_attempts, settings.send_backoff_base, settings.send_backoff_max),
+            concurrency=settings.dispatch_concurrency,
+            lease=settings.send_lease,
+            poll=settings.dispatch_poll,
+        )
+        self.writer = IntakeWriter(engine=self.engine, region=settings.default_region)
+        self.processor = Processor(
+            factory=self.factory,
+            config=self.pipeline,
+            claim_token=self.writer.claim_token,
+            on_outbox=self.dispatcher.notify,
+        )
+        self.writer.on_stored = self.processor.submit
+        self._started: list[str] = []
+
+    def start(self, *, intake: bool = True, processor: bool = True, dispatcher: bool = True) -> None:
+        if intake:
+            self.writer.start()
+            self._started.append("intake")
+        if processor:
+            self.processor.start()
+            self._started.append("processor")
+        if dispatcher:
+            self.dispatcher.start()
+            self._started.append("dispatcher")
+        log.info("runtime started", extra={"parts": self._started, "gateways": self.settings.gateway})
+
+    def stop(self) -> None:
+        if "intake" in self._started:
+            self.writer.stop()
+        if "processor" in self._started:
+            self.processor.stop()
+        if "dispatcher" in self._started:
+            self.dispatcher.stop()
+        self._started.clear()
+        self.engine.dispose()

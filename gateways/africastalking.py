@@ -1,0 +1,138 @@
+"""Africa's Talking: inbound SMS and delivery forms, the secret path segment, sending through the SDK."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import requests
+from africastalking.Service import AfricasTalkingException
+from africastalking.SMS import SMSService
+
+from gateways.base import DeliveryReport, Form, Gateway, InboundSms, PayloadError, SendError, SendResult
+
+if TYPE_CHECKING:
+    from app.config import Settings
+
+NAME = "africastalking"
+NO_SECRET = "-"
+
+# Delivery report statuses -> ours.
+STATUSES = {
+    "sent": "sent",
+    "submitted": "sent",
+    "buffered": "sent",
+    "success": "delivered",
+    "rejected": "failed",
+    "failed": "failed",
+}
+# Per-recipient status codes of the send answer: accepted, or why not and whether retrying helps.
+ACCEPTED_CODES = {100, 101, 102}
+RETRYABLE_CODES = {405, 407, 500, 501, 502}  # balance, routing, provider errors
+
+
+def parse_date(value: str) -> datetime:
+    """Read AT's `date`: ISO 8601, or `YYYY-MM-DD HH:MM:SS` taken as UTC."""
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(text)  # also accepts the space-separated form
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def parse_inbound(form: Form) -> InboundSms:
+    """Read an inbound SMS callback; raise PayloadError naming the first missing or bad field."""
+    message_id = form.require("id", max_len=100).strip()
+    sender = form.require("from", max_len=40).strip()
+    text = form.require("text", allow_empty=True)
+    reported_at = None
+    date = form.get("date")
+    if date is not None and date.strip():
+        try:
+            reported_at = parse_date(date)
+        except ValueError:
+            raise PayloadError("date", "not ISO 8601 or YYYY-MM-DD HH:MM:SS") from None
+    return InboundSms(
+        provider=NAME,
+        provider_message_id=message_id,
+        sender=sender,
+        recipient=(form.get("to") or "").strip()[:40] or None,
+        text=text,
+        reported_at=reported_at,
+        raw=form.multi(),
+    )
+
+
+def parse_delivery(form: Form) -> DeliveryReport:
+    """Read a delivery report."""
+    message_id = form.require("id", max_len=100).strip()
+    provider_status = form.require("status", max_len=40).strip()
+    status = STATUSES.get(provider_status.lower(), "unknown")
+    reason = (form.get("failureReason") or "").strip()
+    error = f"africastalking {provider_status}: {reason}" if status == "failed" else None
+    return DeliveryReport(NAME, message_id, status, provider_status, error, form.multi())
+
+
+class AfricasTalkingGateway(Gateway):
+    """Sends through the official `africastalking` SDK."""
+
+    name = NAME
+
+    def __init__(
+        self, *, username: str, api_key: str, sender: str | None, timeout: float, api_base: str | None = None
+    ) -> None:
+        self._username, self._api_key, self._sender = username, api_key, sender
+        self._timeout = timeout
+        self._base = api_base
+        self._local = threading.local()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AfricasTalkingGateway:
+        if not (settings.at_username and settings.at_api_key):
+            raise ValueError("africastalking gateway needs AT_USERNAME and AT_API_KEY")
+        return cls(
+            username=settings.at_username,
+            api_key=settings.at_api_key.get_secret_value(),
+            sender=settings.at_sender,
+            timeout=settings.send_timeout,
+            api_base=settings.at_api_base,
+        )
+
+    def _service(self) -> SMSService:
+        service: SMSService | None = getattr(self._local, "service", None)
+        if service is None:
+            service = SMSService(self._username, self._api_key)
+            if self._base:
+                # The SDK has no public option for its host; this attribute is what it builds URLs from.
+                service._baseUrl = self._base.rstrip("/") + "/version1"
+            self._local.service = service
+        return service
+
+    def send(self, *, to: str, text: str, idempotency_key: str) -> SendResult:
+        try:
+            answer: Any = self._service().send(
+                text, [to], sender_id=self._sender, timeout=(3.05, self._timeout)
+            )
+        except ValueError as exc:  # the SDK refuses a number before sending
+            raise SendError(f"africastalking refused the number: {exc}", retryable=False) from exc
+        except requests.Timeout as exc:
+            raise SendError("africastalking timeout", retryable=True) from exc
+        except requests.RequestException as exc:
+            raise SendError(f"africastalking unreachable: {type(exc).__name__}", retryable=True) from exc
+        except AfricasTalkingException as exc:
+            # The SDK reports any non-2xx answer with its body only: a provider-side failure.
+            raise SendError(f"africastalking error: {str(exc)[:200]}", retryable=True) from exc
+        return _read_answer(answer)
+
+
+def _read_answer(answer: Any) -> SendResult:
+    try:
+        recipient = answer["SMSMessageData"]["Recipients"][0]
+        code = int(recipient["statusCode"])
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise SendError(f"africastalking answered unexpectedly: {str(answer)[:200]}", retryable=True) from None
+    if code in ACCEPTED_CODES:
+        return SendResult(provider_message_id=str(recipient.get("messageId") or "") or None)
+    reason = f"africastalking {code} {recipient.get('status', '')}".strip()
+    raise SendError(reason, retryable=code in RETRYABLE_CODES)

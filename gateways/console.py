@@ -1,0 +1,28 @@
+"""The console gateway: the embedded default. It "sends" by logging, so `make run` needs no account."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from gateways.base import Gateway, SendResult
+
+if TYPE_CHECKING:
+    from app.config import Settings
+
+NAME = "console"
+log = logging.getLogger("kengele.console")
+
+
+class ConsoleGateway(Gateway):
+    """Records an outbound SMS in the log; the outbox row is the record."""
+
+    name = NAME
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConsoleGateway:
+        return cls()
+
+    def send(self, *, to: str, text: str, idempotency_key: str) -> SendResult:
+        log.info("console sms", extra={"to": to, "text": text, "key": idempotency_key})
+        return SendResult(provider_message_id=f"console-{idempotency_key}")

@@ -1,0 +1,182 @@
+"""Twilio: inbound SMS form, signature check, status callbacks, and sending through the official SDK."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import threading
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from gateways.base import DeliveryReport, Form, Gateway, InboundSms, PayloadError, SendError, SendResult
+
+if TYPE_CHECKING:
+    from app.config import Settings
+
+NAME = "twilio"
+SIGNATURE_HEADER = "x-twilio-signature"
+SIGNATURE_SETTINGS_HEADER = "x-twilio-webhooks-signature-settings"
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+
+# Twilio's message statuses -> ours. Anything unknown is recorded but changes nothing.
+STATUSES = {
+    "accepted": "queued",
+    "scheduled": "queued",
+    "queued": "queued",
+    "sending": "sending",
+    "sent": "sent",
+    "delivered": "delivered",
+    "read": "delivered",
+    "partially_delivered": "delivered",
+    "undelivered": "failed",
+    "failed": "failed",
+    "canceled": "failed",
+}
+_HASHES = {"HMAC_SHA1": hashlib.sha1, "HMAC_SHA256": hashlib.sha256}
+
+
+def parse_inbound(form: Form) -> InboundSms:
+    """Read an inbound SMS webhook; raise PayloadError naming the first missing or bad field."""
+    sid = form.get("MessageSid") or form.get("SmsMessageSid") or form.get("SmsSid")
+    if sid is None or not sid.strip():
+        raise PayloadError("MessageSid", "missing")
+    if len(sid) > 100:
+        raise PayloadError("MessageSid", "longer than 100 characters")
+    return InboundSms(
+        provider=NAME,
+        provider_message_id=sid.strip(),
+        sender=form.require("From", max_len=40).strip(),
+        recipient=(form.get("To") or "").strip()[:40] or None,
+        text=form.require("Body", allow_empty=True),
+        reported_at=None,  # Twilio sends no date: the message is placed at its arrival
+        raw=form.multi(),
+    )
+
+
+def parse_status(form: Form) -> DeliveryReport:
+    """Read a status callback."""
+    sid = form.require("MessageSid", max_len=100).strip()
+    provider_status = form.require("MessageStatus", max_len=40).strip().lower()
+    code = (form.get("ErrorCode") or "").strip()
+    error = f"twilio error {code}" if code and code != "0" else None
+    status = STATUSES.get(provider_status, "unknown")
+    if status == "failed" and error is None:
+        error = f"twilio status {provider_status}"
+    return DeliveryReport(NAME, sid, status, provider_status, error, form.multi())
+
+
+def compute_signature(token: str, url: str, params: dict[str, list[str]], algorithm: str = "HMAC_SHA1") -> str:
+    """Sign as Twilio does: URL, then each parameter name and value in sorted order."""
+    parts = [url]
+    for name in sorted(params):
+        for value in sorted(set(params[name])):
+            parts.append(name + value)
+    digest = hmac.new(token.encode(), "".join(parts).encode("utf-8"), _HASHES[algorithm]).digest()
+    return base64.b64encode(digest).decode()
+
+
+def _url_variants(url: str) -> tuple[str, str]:
+    """The URL without its port and with the scheme's default port, as Twilio may sign either."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    userinfo = parts.netloc.rpartition("@")[0]
+    prefix = userinfo + "@" if userinfo else ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    without = urlunsplit(parts._replace(netloc=prefix + host))
+    with_port = urlunsplit(parts._replace(netloc=f"{prefix}{host}:{port}"))
+    return without, with_port
+
+
+def signature_valid(
+    *, token: str, url: str, params: dict[str, list[str]], signature: str, settings_header: str | None = None
+) -> bool:
+    """Check X-Twilio-Signature against the URL with and without the default port, in constant time."""
+    algorithm = "HMAC_SHA1"
+    for part in (settings_header or "").split(","):
+        key, sep, value = part.partition("=")
+        if sep and key.strip() == "algorithm" and value.strip():
+            algorithm = value.strip().upper()
+    if algorithm not in _HASHES or not signature:
+        return False
+    given = signature.strip().encode("utf-8", "surrogatepass")
+    ok = False
+    for variant in _url_variants(url):
+        expected = compute_signature(token, variant, params, algorithm).encode()
+        ok |= hmac.compare_digest(given, expected)
+    return ok
+
+
+def twiml_message(text: str) -> str:
+    """A TwiML answer carrying one reply."""
+    from xml.sax.saxutils import escape
+
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Message>{escape(text)}</Message></Response>'
+
+
+class TwilioGateway(Gateway):
+    """Sends through the official `twilio` SDK (one client per sending thread)."""
+
+    name = NAME
+
+    def __init__(
+        self,
+        *,
+        account_sid: str,
+        auth_token: str,
+        sender: str,
+        timeout: float,
+        status_callback: str | None,
+        api_base: str | None = None,
+    ) -> None:
+        self._sid, self._token, self._from = account_sid, auth_token, sender
+        self._timeout = timeout
+        self._callback = status_callback
+        self._base = api_base
+        self._local = threading.local()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TwilioGateway:
+        if not (settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_from):
+            raise ValueError("twilio gateway needs TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_FROM")
+        return cls(
+            account_sid=settings.twilio_account_sid,
+            auth_token=settings.twilio_auth_token.get_secret_value(),
+            sender=settings.twilio_from,
+            timeout=settings.send_timeout,
+            status_callback=settings.public_url + "/webhooks/twilio/status",
+            api_base=settings.twilio_api_base,
+        )
+
+    def _client(self) -> Client:
+        client: Client | None = getattr(self._local, "client", None)
+        if client is None:
+            client = Client(self._sid, self._token, http_client=TwilioHttpClient(timeout=self._timeout))
+            if self._base:
+                client.api.base_url = self._base.rstrip("/")
+            self._local.client = client
+        return client
+
+    def send(self, *, to: str, text: str, idempotency_key: str) -> SendResult:
+        kwargs = {"to": to, "from_": self._from, "body": text}
+        if self._callback:
+            kwargs["status_callback"] = self._callback
+        try:
+            message = self._client().messages.create(**kwargs)
+        except TwilioRestException as exc:
+            # 400 is about this message (bad number, unsubscribed): another try cannot help.
+            # Credentials, rate limits and server errors are the provider's: retry, then fail over.
+            retryable = exc.status in (401, 403, 404, 408, 429) or exc.status >= 500
+            raise SendError(f"twilio {exc.status} code {exc.code}: {exc.msg}", retryable=retryable) from exc
+        except requests.Timeout as exc:
+            raise SendError("twilio timeout", retryable=True) from exc
+        except (requests.RequestException, TwilioException) as exc:
+            raise SendError(f"twilio unreachable: {type(exc).__name__}", retryable=True) from exc
+        return SendResult(provider_message_id=message.sid, status=STATUSES.get(message.status or "", "sent"))

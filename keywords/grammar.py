@@ -1,0 +1,205 @@
+"""Keyword grammars: one TOML file per language, validated when loaded, compiled into lookup tables."""
+
+from __future__ import annotations
+
+import tomllib
+import unicodedata
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from string import Formatter
+from typing import Any
+
+GRAMMAR_DIR = Path(__file__).parent / "grammars"
+CATEGORIES = (
+    "attack", "armed_presence", "abduction", "killing", "sexual_violence",
+    "looting", "arson", "displacement", "threat", "tension",
+)
+COMMANDS = ("checkin", "ack", "close", "help", "stop", "start", "join")
+# Reply templates every language must have, with the placeholders each may use.
+REPLIES: dict[str, set[str]] = {
+    "alert": {"code", "category", "place"},
+    "help": set(),
+    "checkin": set(),
+    "stop": set(),
+    "start": set(),
+    "join": {"place"},
+    "unknown": set(),
+    "ack": {"code"},
+    "ack_already": {"code", "who"},
+    "ack_refused": set(),
+    "close": {"code"},
+    "close_already": {"code", "who"},
+    "close_refused": set(),
+    "no_incident": {"code"},
+}
+SEPARATORS = " \t\r\n.,-*#+;:!/()[]\"«»_=&|"
+
+
+class GrammarError(ValueError):
+    """A grammar file that cannot be used: names the file, the key and the reason."""
+
+    def __init__(self, path: Path, key: str, reason: str) -> None:
+        super().__init__(f"{path.name}: {key}: {reason}")
+        self.path, self.key, self.reason = path, key, reason
+
+
+def fold(text: str) -> str:
+    """Lowercase without accents; curly apostrophes made straight."""
+    text = text.replace("’", "'").replace("‘", "'").replace("`", "'")
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).lower()
+
+
+def words_of(text: str) -> tuple[str, ...]:
+    """Split folded text on the card's separators (a phrase in a grammar is split the same way)."""
+    out: list[str] = []
+    current: list[str] = []
+    for ch in text:
+        if ch in SEPARATORS or ch.isspace():
+            if current:
+                out.append("".join(current))
+                current = []
+        elif ch == "?":
+            if current:
+                out.append("".join(current))
+                current = []
+            out.append("?")
+        else:
+            current.append(ch)
+    if current:
+        out.append("".join(current))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """One language's words, as folded token tuples."""
+
+    language: str
+    name: str
+    triggers: frozenset[str]
+    categories: dict[str, tuple[tuple[str, ...], ...]]
+    commands: dict[str, tuple[tuple[str, ...], ...]]
+    count_units: frozenset[str]
+    now: tuple[tuple[str, ...], ...]
+    yesterday: tuple[tuple[str, ...], ...]
+    stopwords: frozenset[str]
+    replies: dict[str, str]
+    category_names: dict[str, str]
+    path: Path = field(compare=False)
+
+
+def _str_list(path: Path, key: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise GrammarError(path, key, "must be a non-empty list of strings")
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise GrammarError(path, key, f"holds {item!r}, not a non-empty string")
+    return value
+
+
+def _phrases(path: Path, key: str, value: Any) -> tuple[tuple[str, ...], ...]:
+    phrases = []
+    for item in _str_list(path, key, value):
+        words = words_of(fold(item))
+        if not words:
+            raise GrammarError(path, key, f"{item!r} has no word in it")
+        phrases.append(words)
+    return tuple(phrases)
+
+
+def load_grammar(path: Path) -> Grammar:
+    """Read and check one grammar file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GrammarError(path, "-", f"cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise GrammarError(path, "-", f"not TOML: {exc}") from None
+    language = data.get("language")
+    if not isinstance(language, str) or not language.isalpha() or not 2 <= len(language) <= 3:
+        raise GrammarError(path, "language", "must be an ISO 639 code such as 'fr'")
+    if path.stem != language:
+        raise GrammarError(path, "language", f"is {language!r} but the file is named {path.name}")
+    categories = data.get("categories")
+    if not isinstance(categories, dict):
+        raise GrammarError(path, "categories", "missing table")
+    for name in categories:
+        if name not in CATEGORIES:
+            raise GrammarError(path, f"categories.{name}", "is not a category of the contract")
+    missing = [c for c in CATEGORIES if c not in categories]
+    if missing:
+        raise GrammarError(path, f"categories.{missing[0]}", "missing")
+    commands = data.get("commands")
+    if not isinstance(commands, dict):
+        raise GrammarError(path, "commands", "missing table")
+    for name in COMMANDS:
+        if name not in commands:
+            raise GrammarError(path, f"commands.{name}", "missing")
+    for name in commands:
+        if name not in COMMANDS:
+            raise GrammarError(path, f"commands.{name}", "is not a command")
+    details = data.get("details", {})
+    replies = data.get("replies")
+    if not isinstance(replies, dict):
+        raise GrammarError(path, "replies", "missing table")
+    for key, allowed in REPLIES.items():
+        template = replies.get(key)
+        if not isinstance(template, str) or not template.strip():
+            raise GrammarError(path, f"replies.{key}", "missing")
+        try:
+            used = {name for _, name, _, _ in Formatter().parse(template) if name is not None}
+        except ValueError as exc:
+            raise GrammarError(path, f"replies.{key}", f"bad template: {exc}") from None
+        if used - allowed:
+            raise GrammarError(path, f"replies.{key}", f"unknown placeholder {sorted(used - allowed)[0]!r}")
+    names = data.get("category_names")
+    if not isinstance(names, dict) or any(c not in names for c in (*CATEGORIES, "other")):
+        raise GrammarError(path, "category_names", "must name every category and 'other'")
+    name = data.get("name", language)
+    return Grammar(
+        language=language,
+        name=str(name),
+        triggers=frozenset(fold(w) for w in _str_list(path, "triggers", data.get("triggers"))),
+        categories={c: _phrases(path, f"categories.{c}", categories[c]) for c in CATEGORIES},
+        commands={c: _phrases(path, f"commands.{c}", commands[c]) for c in COMMANDS},
+        count_units=frozenset(fold(w) for w in _str_list(path, "details.count_units", details.get("count_units", ["-"]))),
+        now=_phrases(path, "details.now", details.get("now", ["-"])),
+        yesterday=_phrases(path, "details.yesterday", details.get("yesterday", ["-"])),
+        stopwords=frozenset(fold(w) for w in _str_list(path, "details.stopwords", details.get("stopwords", ["-"]))),
+        replies={k: str(v) for k, v in replies.items()},
+        category_names={k: str(v) for k, v in names.items()},
+        path=path,
+    )
+
+
+def load_codes(path: Path) -> dict[str, str]:
+    """The card's number codes (same in every language)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise GrammarError(path, "-", f"cannot read: {exc}") from None
+    codes = data.get("codes")
+    if not isinstance(codes, dict) or not codes:
+        raise GrammarError(path, "codes", "missing table")
+    for key, value in codes.items():
+        if not key.isdigit():
+            raise GrammarError(path, f"codes.{key}", "must be a number")
+        if value not in CATEGORIES:
+            raise GrammarError(path, f"codes.{key}", f"{value!r} is not a category")
+    return {str(int(k)): v for k, v in codes.items()}
+
+
+@lru_cache(maxsize=8)
+def load_all(directory: Path = GRAMMAR_DIR) -> tuple[dict[str, Grammar], dict[str, str]]:
+    """Every grammar of the folder (one per `xx.toml`) and the card's codes."""
+    grammars = {}
+    for path in sorted(directory.glob("*.toml")):
+        if path.stem == "card":
+            continue
+        grammar = load_grammar(path)
+        grammars[grammar.language] = grammar
+    if not grammars:
+        raise GrammarError(directory, "-", "no grammar file")
+    return grammars, load_codes(directory / "card.toml")

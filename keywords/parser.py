@@ -1,0 +1,310 @@
+"""Text (+ the sender's context) -> ParseResult. Pure: no database, no web framework, no clock."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from rapidfuzz.distance import DamerauLevenshtein
+
+from keywords.grammar import GRAMMAR_DIR, Grammar, fold, load_all, words_of
+
+MIN_TYPO_LEN = 5  # words of five letters or more are recognised with one typing error
+MAX_COUNT = 100_000
+_GLUED = re.compile(r"^([a-z]+)(\d{1,2})$")
+_INCIDENT_CODE = re.compile(r"^k?(\d{1,7})$")
+
+
+@dataclass(frozen=True, slots=True)
+class SenderContext:
+    role: str | None = None  # focal_point | officer | admin | None (unknown number)
+    language: str | None = None
+    checkin_pending: bool = False
+
+
+@dataclass(slots=True)
+class ParseResult:
+    intent: str  # alert|checkin|ack|close|help|stop|start|join|unknown
+    language: str
+    confidence: float
+    category: str | None = None
+    place_words: list[str] = field(default_factory=list)
+    count: int | None = None
+    time: str | None = None  # now|yesterday
+    code: str | None = None  # incident code of an ack/close
+    details: list[str] = field(default_factory=list)
+    corrections: list[str] = field(default_factory=list)  # "pilage -> pillage"
+    via: str = "keyword"  # keyword|code|free_text|checkin_number
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    words: tuple[str, ...]
+    kind: str  # category|command|now|yesterday
+    value: str
+    language: str
+
+
+class Lexicon:
+    """Every grammar compiled into lookup tables the parser walks token by token."""
+
+    def __init__(self, grammars: dict[str, Grammar], codes: dict[str, str], default_language: str) -> None:
+        self.grammars = grammars
+        self.codes = codes
+        self.default_language = default_language if default_language in grammars else next(iter(grammars))
+        self.triggers: dict[str, set[str]] = {}
+        self.stopwords: dict[str, set[str]] = {}
+        self.count_units: set[str] = set()
+        by_first: dict[str, list[_Entry]] = {}
+        for lang, g in grammars.items():
+            for word in g.triggers:
+                self.triggers.setdefault(word, set()).add(lang)
+            for word in g.stopwords:
+                self.stopwords.setdefault(word, set()).add(lang)
+            self.count_units |= g.count_units
+            entries = [_Entry(p, "category", c, lang) for c, ps in g.categories.items() for p in ps]
+            entries += [_Entry(p, "command", c, lang) for c, ps in g.commands.items() for p in ps]
+            entries += [_Entry(p, "now", "now", lang) for p in g.now]
+            entries += [_Entry(p, "yesterday", "yesterday", lang) for p in g.yesterday]
+            for entry in entries:
+                by_first.setdefault(entry.words[0], []).append(entry)
+        self.phrase_languages: dict[tuple[str, ...], set[str]] = {}
+        for entries in by_first.values():
+            for entry in entries:
+                self.phrase_languages.setdefault(entry.words, set()).add(entry.language)
+        # Longest phrase first, so "hommes armes" wins over "hommes".
+        self.by_first = {w: sorted(es, key=lambda e: -len(e.words)) for w, es in by_first.items()}
+        vocabulary = set(self.by_first) | set(self.triggers)
+        for entries in self.by_first.values():
+            for entry in entries:
+                vocabulary.update(entry.words)
+        self.vocabulary = frozenset(vocabulary)
+        self._deletes: dict[str, set[str]] = {}
+        for word in vocabulary:
+            if len(word) >= MIN_TYPO_LEN - 1 and word.isalpha():
+                for variant in _deletes(word) | {word}:
+                    self._deletes.setdefault(variant, set()).add(word)
+
+    def correct(self, token: str) -> str | None:
+        """The one vocabulary word within one typing error of `token`, if any."""
+        if len(token) < MIN_TYPO_LEN or not token.isalpha() or token in self.vocabulary:
+            return None
+        candidates: set[str] = set()
+        for variant in _deletes(token) | {token}:
+            candidates |= self._deletes.get(variant, set())
+        best = sorted(
+            (w for w in candidates if DamerauLevenshtein.distance(token, w, score_cutoff=1) <= 1),
+            key=lambda w: (w[0] != token[0], abs(len(w) - len(token)), w),
+        )
+        return best[0] if best else None
+
+    def match_at(self, tokens: list[str], i: int) -> _Entry | None:
+        """The longest grammar phrase starting at token i."""
+        for entry in self.by_first.get(tokens[i], ()):
+            n = len(entry.words)
+            if tuple(tokens[i : i + n]) == entry.words:
+                return entry
+        return None
+
+
+def _deletes(word: str) -> set[str]:
+    return {word[:i] + word[i + 1 :] for i in range(len(word))}
+
+
+@lru_cache(maxsize=8)
+def lexicon(default_language: str = "fr", directory: Path = GRAMMAR_DIR) -> Lexicon:
+    grammars, codes = load_all(directory)
+    return Lexicon(grammars, codes, default_language)
+
+
+def _number(token: str) -> int | None:
+    return int(token) if token.isdigit() and len(token) <= 6 else None
+
+
+def _incident_code(token: str | None) -> str | None:
+    if token is None:
+        return None
+    found = _INCIDENT_CODE.match(token)
+    return f"K{int(found.group(1))}" if found else None
+
+
+def parse(text: str, context: SenderContext | None = None, *, lex: Lexicon | None = None) -> ParseResult:
+    """Read one SMS: what the sender means, in which language, and how sure we are."""
+    context = context or SenderContext()
+    lex = lex or lexicon()
+    original = list(words_of(text[:2000]))
+    tokens = [fold(t) for t in original]
+    pairs = [(o, t) for o, t in zip(original, tokens, strict=True) if t]
+    if not pairs:
+        return ParseResult("unknown", _language({}, context, lex), 0.0)
+    original, tokens = [p[0] for p in pairs], [p[1] for p in pairs]
+
+    glued = _GLUED.match(tokens[0])
+    if glued and glued.group(1) in lex.triggers:
+        tokens[0:1] = [glued.group(1), glued.group(2)]
+        original[0:1] = [original[0][: len(glued.group(1))], glued.group(2)]
+
+    corrections: list[str] = []
+    for i, token in enumerate(tokens):
+        fixed = lex.correct(token)
+        if fixed is not None:
+            corrections.append(f"{original[i]} -> {fixed}")
+            tokens[i] = fixed
+
+    votes: dict[str, float] = {}
+    command = _command(tokens, original, context, lex, votes)
+    if command is not None:
+        command.corrections = corrections
+        return command
+    return _alert(tokens, original, context, lex, votes, corrections)
+
+
+def _vote(votes: dict[str, float], languages: set[str] | str, weight: float = 1.0) -> None:
+    for lang in {languages} if isinstance(languages, str) else languages:
+        votes[lang] = votes.get(lang, 0.0) + weight
+
+
+def _language(votes: dict[str, float], context: SenderContext, lex: Lexicon) -> str:
+    preferred = context.language if context.language in lex.grammars else lex.default_language
+    if not votes:
+        return preferred
+    top = max(votes.values())
+    leaders = [lang for lang, v in votes.items() if v == top]
+    return preferred if preferred in leaders else sorted(leaders)[0]
+
+
+def _command(
+    tokens: list[str], original: list[str], context: SenderContext, lex: Lexicon, votes: dict[str, float]
+) -> ParseResult | None:
+    """Commands are read at the start of a message only."""
+    if len(tokens) == 1 and (n := _number(tokens[0])) is not None and context.checkin_pending:
+        if n == 0:
+            return ParseResult("checkin", _language({}, context, lex), 1.0, via="checkin_number")
+        if str(n) in lex.codes:
+            return ParseResult(
+                "alert", _language({}, context, lex), 0.9, category=lex.codes[str(n)], via="checkin_number"
+            )
+    entries = [e for e in lex.by_first.get(tokens[0], ()) if e.kind == "command"]
+    matched = [e for e in entries if tuple(tokens[: len(e.words)]) == e.words]
+    if not matched:
+        return None
+    longest = max(len(e.words) for e in matched)
+    matched = [e for e in matched if len(e.words) == longest]
+    rest = tokens[longest:]
+    rest_original = original[longest:]
+    code = _incident_code(rest[0]) if rest else None
+    for intent in ("ack", "close"):
+        langs = {e.language for e in matched if e.value == intent}
+        if langs and code is not None:
+            _vote(votes, langs)
+            return ParseResult(intent, _language(votes, context, lex), 1.0, code=code, details=rest_original[1:])
+    for intent in ("help", "stop", "start", "join"):
+        langs = {e.language for e in matched if e.value == intent}
+        if langs:
+            _vote(votes, langs)
+            place = [o for o, t in zip(rest_original, rest, strict=True) if t not in lex.stopwords]
+            return ParseResult(
+                intent, _language(votes, context, lex), 1.0, place_words=place if intent == "join" else [],
+                details=[] if intent == "join" else rest_original,
+            )
+    checkin = {e.language for e in matched if e.value == "checkin"}
+    if checkin and not any(lex.match_at(rest, i) and lex.match_at(rest, i).kind == "category"  # type: ignore[union-attr]
+                           for i in range(len(rest))):
+        _vote(votes, checkin)
+        return ParseResult("checkin", _language(votes, context, lex), 1.0, details=rest_original)
+    ack = {e.language for e in matched if e.value in ("ack", "close")}
+    if ack and not rest:
+        # "ACK" alone: an officer acknowledging without a code; the handler asks for it.
+        intent = "ack" if any(e.value == "ack" for e in matched) else "close"
+        _vote(votes, ack)
+        return ParseResult(intent, _language(votes, context, lex), 0.6)
+    return None
+
+
+def _alert(
+    tokens: list[str],
+    original: list[str],
+    context: SenderContext,
+    lex: Lexicon,
+    votes: dict[str, float],
+    corrections: list[str],
+) -> ParseResult:
+    consumed = [False] * len(tokens)
+    category: str | None = None
+    via = "free_text"
+    confidence = 0.75
+    i = 0
+    if tokens[0] in lex.triggers:
+        _vote(votes, lex.triggers[tokens[0]], 0.5)
+        consumed[0] = True
+        via, confidence, i = "keyword", 1.0, 1
+        if len(tokens) > 1 and tokens[1] in lex.codes:
+            category, via = lex.codes[tokens[1]], "code"
+            consumed[1] = True
+    details: list[str] = []
+    time_word: str | None = None
+    while i < len(tokens):
+        if consumed[i]:
+            i += 1
+            continue
+        entry = lex.match_at(tokens, i)
+        if entry is None or entry.kind == "command":
+            i += 1
+            continue
+        n = len(entry.words)
+        for k in range(i, i + n):
+            consumed[k] = True
+        _vote(votes, lex.phrase_languages[entry.words])
+        if entry.kind == "category":
+            if category is None:
+                category = entry.value
+            else:
+                details.append(" ".join(original[i : i + n]))
+        elif time_word is None:
+            time_word = entry.kind
+        i += n
+    if category is None and via == "free_text":
+        for k, token in enumerate(tokens):
+            if token in lex.stopwords:
+                _vote(votes, lex.stopwords[token], 0.25)
+        return ParseResult("unknown", _language(votes, context, lex), 0.0, corrections=corrections)
+    count = None
+    for k, token in enumerate(tokens):
+        if consumed[k]:
+            continue
+        n = _number(token)
+        if n is not None and n <= MAX_COUNT:
+            if count is None:
+                count = n
+                details.append(original[k])
+            consumed[k] = True
+    place: list[str] = []
+    for k, token in enumerate(tokens):
+        if consumed[k]:
+            continue
+        if token in lex.stopwords:
+            _vote(votes, lex.stopwords[token], 0.25)
+            continue
+        if token in lex.count_units:
+            details.append(original[k])
+            continue
+        place.append(original[k])
+    confidence -= 0.1 * len(corrections)
+    return ParseResult(
+        "alert",
+        _language(votes, context, lex),
+        round(max(confidence, 0.1), 2),
+        category=category or "other",
+        place_words=place,
+        count=count,
+        time=time_word,
+        details=details,
+        corrections=corrections,
+        via=via,
+    )
