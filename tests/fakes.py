@@ -1,0 +1,123 @@
+"""Fake Twilio and Africa's Talking APIs: real HTTP servers on loopback that the official SDKs talk to.
+
+Each fake answers from a script of behaviours, one per request ("ok", "500", "timeout", "400",
+...), then "ok" when the script runs out, and records every request it received.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+TIMEOUT_SLEEP = 3.0  # longer than the send timeout the tests configure
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    form: dict[str, list[str]]
+
+
+@dataclass
+class FakeProvider:
+    name: str
+    script: deque[str] = field(default_factory=deque)
+    requests: list[Received] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def then(self, *behaviours: str) -> FakeProvider:
+        self.script.extend(behaviours)
+        return self
+
+    def next_behaviour(self) -> str:
+        with self.lock:
+            return self.script.popleft() if self.script else "ok"
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def _twilio_answer(fake: FakeProvider, form: dict[str, list[str]], behaviour: str) -> tuple[int, dict[str, Any]]:
+    if behaviour == "ok":
+        sid = "SM" + uuid.uuid4().hex
+        return 201, {
+            "sid": sid, "status": "queued", "to": form.get("To", [""])[0], "from": form.get("From", [""])[0],
+            "body": form.get("Body", [""])[0], "num_segments": "1", "error_code": None,
+        }
+    if behaviour == "400":
+        return 400, {"code": 21211, "message": "The 'To' number is not a valid phone number.", "status": 400}
+    if behaviour == "401":
+        return 401, {"code": 20003, "message": "Authenticate", "status": 401}
+    if behaviour == "429":
+        return 429, {"code": 20429, "message": "Too Many Requests", "status": 429}
+    return 500, {"code": 20500, "message": "Internal Server Error", "status": 500}
+
+
+def _at_answer(fake: FakeProvider, form: dict[str, list[str]], behaviour: str) -> tuple[int, dict[str, Any]]:
+    to = form.get("to", [""])[0]
+    if behaviour == "ok":
+        return 201, {"SMSMessageData": {"Message": "Sent to 1/1 Total Cost: KES 0.8000", "Recipients": [
+            {"statusCode": 101, "number": to, "status": "Success", "cost": "KES 0.8000",
+             "messageId": "ATXid_" + uuid.uuid4().hex}]}}
+    if behaviour == "invalid_number":
+        return 201, {"SMSMessageData": {"Message": "Sent to 0/1", "Recipients": [
+            {"statusCode": 403, "number": to, "status": "InvalidPhoneNumber", "cost": "0", "messageId": "None"}]}}
+    if behaviour == "401":
+        return 401, {"error": "The supplied authentication is invalid"}
+    return 500, {"error": "Internal Server Error"}
+
+
+def _handler(fake: FakeProvider, answer: Any) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            form = parse_qs(self.rfile.read(length).decode("utf-8"), keep_blank_values=True)
+            with fake.lock:
+                fake.requests.append(Received(self.path, dict(self.headers.items()), form))
+            behaviour = fake.next_behaviour()
+            if behaviour == "timeout":
+                time.sleep(TIMEOUT_SLEEP)
+                behaviour = "ok"
+            status, body = answer(fake, form, behaviour)
+            data = json.dumps(body).encode()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (timeout)
+
+    return Handler
+
+
+def start_fake(name: str) -> FakeProvider:
+    """Start a fake of `twilio` or `africastalking` on a free loopback port."""
+    fake = FakeProvider(name)
+    answer = _twilio_answer if name == "twilio" else _at_answer
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake, answer))
+    server.daemon_threads = True
+    fake.server = server
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return fake

@@ -1,0 +1,79 @@
+"""Small helpers the tests share: signed Twilio posts, waiting for background work, row counts."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, func, select
+from twilio.request_validator import RequestValidator
+
+from app.models import Message
+
+TWILIO_TOKEN = "twilio-test-token-abcdef0123456789"
+
+
+def twilio_form(sender: str = "+243810000001", body: str = "ALERTE ATTAQUE Djugu", sid: str | None = None) -> dict[str, str]:
+    sid = sid or "SM" + uuid.uuid4().hex
+    return {
+        "ToCountry": "CD", "SmsMessageSid": sid, "NumMedia": "0", "SmsSid": sid, "SmsStatus": "received",
+        "Body": body, "FromCountry": "CD", "To": "+243990001000", "NumSegments": "1", "MessageSid": sid,
+        "AccountSid": "AC" + "0" * 32, "From": sender, "ApiVersion": "2010-04-01",
+    }
+
+
+def signed_headers(form: dict[str, str], url: str, token: str = TWILIO_TOKEN) -> dict[str, str]:
+    return {"X-Twilio-Signature": RequestValidator(token).compute_signature(url, form)}
+
+
+def at_form(sender: str = "+243810000002", text: str = "a3 fataki", pid: str | None = None,
+            date: str | None = "2026-11-20 07:30:00") -> dict[str, str]:
+    form = {"from": sender, "to": "12345", "text": text, "id": pid or "ATPid_" + uuid.uuid4().hex,
+            "linkId": "lnk", "networkCode": "63902"}
+    if date is not None:
+        form["date"] = date
+    return form
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)
+
+
+def messages(db_url: str, **where: Any) -> list[Message]:
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            query = select(Message)
+            for key, value in where.items():
+                query = query.where(getattr(Message, key) == value)
+            return list(conn.execute(query.order_by(Message.id)).all())  # type: ignore[arg-type]
+    finally:
+        engine.dispose()
+
+
+def count(db_url: str, **where: Any) -> int:
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            query = select(func.count()).select_from(Message)
+            for key, value in where.items():
+                query = query.where(getattr(Message, key) == value)
+            return int(conn.execute(query).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def api(client: TestClient, path: str, token: str, **params: Any) -> Any:
+    r = client.get(path, params=params, headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    return r.json()
