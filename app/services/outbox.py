@@ -67,8 +67,8 @@ def enqueue(
         attempts=0,
         gateway_index=0,
         gateway_attempts=0,
-    )
-    return bool(session.execute(stmt).rowcount)
+    ).returning(Message.__table__.c.id)
+    return session.execute(stmt).scalar() is not None
 
 
 @dataclass(frozen=True, slots=True)
