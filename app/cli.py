@@ -45,6 +45,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = _settings()
+    if settings.is_sqlite and args.workers > 1:
+        raise CliError("--workers: SQLite runs in one process; use PostgreSQL for several workers")
+    if args.workers < 1:
+        raise CliError("--workers: at least 1")
     logs.configure(settings.log_level, settings.log_format)
     if settings.is_sqlite:
         _upgrade(settings)

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # Durability of SQLite commits: FULL survives power loss, NORMAL only process crashes.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
 
+    # Seconds a process owns an inbound message it stored before another replica may process it.
+    processing_lease: float = Field(30.0, gt=0)
+
     # Outbox dispatcher.
     send_timeout: float = Field(10.0, gt=0)
     send_max_attempts: int = Field(3, ge=1, description="tries on one gateway before the next")

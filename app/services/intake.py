@@ -28,8 +28,6 @@ from gateways.base import InboundSms
 
 log = logging.getLogger("kengele.intake")
 
-# A fresh row is processed by the process that stored it; other replicas leave it alone this long.
-CLAIM_LEASE = timedelta(seconds=60)
 BATCH_MAX = 512
 
 
@@ -44,7 +42,9 @@ def clean_text(text: str) -> str:
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
-def message_row(sms: InboundSms, *, region: str, now: datetime, claim_token: str | None) -> dict[str, Any]:
+def message_row(
+    sms: InboundSms, *, region: str, now: datetime, claim_token: str | None, lease: timedelta
+) -> dict[str, Any]:
     """The messages row for one inbound SMS."""
     phone = normalize(sms.sender, region)
     reported = sms.reported_at if sms.reported_at is not None and sms.reported_at <= now else now
@@ -60,7 +60,7 @@ def message_row(sms: InboundSms, *, region: str, now: datetime, claim_token: str
         "created_at": now,
         "reported_at": reported,
         "raw": json.dumps(sms.raw, ensure_ascii=False),
-        "claimed_until": now + CLAIM_LEASE if claim_token else None,
+        "claimed_until": now + lease if claim_token else None,
         "claim_token": claim_token,
         "attempts": 0,
         "gateway_index": 0,
@@ -87,10 +87,17 @@ class IntakeWriter:
     """The one thread that commits inbound messages, in batches, for every webhook request."""
 
     def __init__(
-        self, *, engine: Engine, region: str, on_stored: Callable[[list[int]], None] | None = None
+        self,
+        *,
+        engine: Engine,
+        region: str,
+        lease: timedelta,
+        on_stored: Callable[[list[int]], None] | None = None,
     ) -> None:
         self.engine = engine
         self.region = region
+        # A fresh row is processed by the process that stored it; other replicas leave it alone this long.
+        self.lease = lease
         self.on_stored = on_stored
         self.claim_token = uuid.uuid4().hex
         self._queue: queue.SimpleQueue[tuple[InboundSms, asyncio.AbstractEventLoop, asyncio.Future[Stored]]]
@@ -121,7 +128,9 @@ class IntakeWriter:
 
     def store_now(self, sms: InboundSms, *, claim: bool = True) -> Stored:
         """Commit one message from the calling thread (CLI, tests)."""
-        row = message_row(sms, region=self.region, now=utcnow(), claim_token=self.claim_token if claim else None)
+        row = message_row(
+            sms, region=self.region, now=utcnow(), claim_token=self.claim_token if claim else None, lease=self.lease
+        )
         (message_id,) = store_batch(self.engine, [row])
         INBOUND.labels(sms.provider, "duplicate" if message_id is None else "stored").inc()
         return Stored(message_id, message_id is None)
@@ -145,7 +154,10 @@ class IntakeWriter:
 
     def _commit(self, batch: list[tuple[InboundSms, asyncio.AbstractEventLoop, asyncio.Future[Stored]]]) -> None:
         now = utcnow()
-        rows = [message_row(sms, region=self.region, now=now, claim_token=self.claim_token) for sms, _, _ in batch]
+        rows = [
+            message_row(sms, region=self.region, now=now, claim_token=self.claim_token, lease=self.lease)
+            for sms, _, _ in batch
+        ]
         INTAKE_BATCH.observe(len(batch))
         try:
             ids = store_batch(self.engine, rows)

@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import utcnow
 from app.models import Message
-from app.services.intake import CLAIM_LEASE
 from app.services.pipeline import PipelineConfig, handle_inbound
 
 log = logging.getLogger("kengele.processing")
@@ -32,12 +31,17 @@ class Processor:
         claim_token: str,
         on_outbox: Callable[[], None] = lambda: None,
         sweep_every: float = 5.0,
+        sole_process: bool = False,
+        lease: timedelta = timedelta(seconds=30),
     ) -> None:
+        self.lease = lease
         self.factory = factory
         self.config = config
         self.claim_token = claim_token
         self.on_outbox = on_outbox
         self.sweep_every = sweep_every
+        # SQLite deployments run one process: at start, every claim left behind is a dead one.
+        self.sole_process = sole_process
         self._queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -57,7 +61,7 @@ class Processor:
             self._queue.put(message_id)
 
     def _run(self) -> None:
-        self._safe_sweep()
+        self._safe_sweep(take_over=self.sole_process)
         while not self._stopping:
             try:
                 message_id = self._queue.get(timeout=self.sweep_every)
@@ -79,16 +83,19 @@ class Processor:
             if self.process(batch):
                 self.on_outbox()
 
-    def _safe_sweep(self) -> None:
+    def _safe_sweep(self, *, take_over: bool = False) -> None:
         try:
-            if self.sweep():
+            if self.sweep(take_over=take_over):
                 self.on_outbox()
         except Exception:  # noqa: BLE001  (the next sweep tries again)
             log.exception("sweep failed")
 
-    def sweep(self, limit: int = 500) -> int:
+    def sweep(self, limit: int = 500, *, take_over: bool = False) -> int:
         """Claim and process messages nobody is processing (left by a crash or another replica)."""
         now = utcnow()
+        free = or_(Message.claimed_until.is_(None), Message.claimed_until < now)
+        if take_over:
+            free = or_(free, Message.claim_token != self.claim_token)
         with self.factory() as session, session.begin():
             ids = list(
                 session.scalars(
@@ -96,7 +103,7 @@ class Processor:
                     .where(
                         Message.direction == "inbound",
                         Message.processed_at.is_(None),
-                        or_(Message.claimed_until.is_(None), Message.claimed_until < now),
+                        free,
                     )
                     .order_by(Message.id)
                     .limit(limit)
@@ -109,9 +116,9 @@ class Processor:
                 .where(
                     Message.id.in_(ids),
                     Message.processed_at.is_(None),
-                    or_(Message.claimed_until.is_(None), Message.claimed_until < now),
+                    free,
                 )
-                .values(claim_token=self.claim_token, claimed_until=now + CLAIM_LEASE)
+                .values(claim_token=self.claim_token, claimed_until=now + self.lease)
                 .execution_options(synchronize_session=False)
             )
         log.info("sweep claimed unprocessed messages", extra={"count": len(ids)})
@@ -130,9 +137,22 @@ class Processor:
 
     def process_one(self, message_id: int) -> int:
         with self.factory() as session, session.begin():
-            message = session.get(Message, message_id)
-            if message is None or message.processed_at is not None or message.claim_token != self.claim_token:
+            # Renewing our claim locks the row (PostgreSQL) until this transaction ends, so a replica
+            # sweeping at the same moment waits, then sees it processed: never processed twice.
+            renewed = session.execute(
+                update(Message)
+                .where(
+                    Message.id == message_id,
+                    Message.claim_token == self.claim_token,
+                    Message.processed_at.is_(None),
+                )
+                .values(claimed_until=utcnow() + self.lease)
+                .execution_options(synchronize_session=False)
+            )
+            if renewed.rowcount != 1:
                 return 0
+            message = session.get(Message, message_id)
+            assert message is not None
             handle_inbound(session=session, message=message, config=self.config)
         return 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from sqlalchemy import Engine
 
@@ -37,12 +38,15 @@ class Runtime:
             lease=settings.send_lease,
             poll=settings.dispatch_poll,
         )
-        self.writer = IntakeWriter(engine=self.engine, region=settings.default_region)
+        lease = timedelta(seconds=settings.processing_lease)
+        self.writer = IntakeWriter(engine=self.engine, region=settings.default_region, lease=lease)
         self.processor = Processor(
             factory=self.factory,
             config=self.pipeline,
             claim_token=self.writer.claim_token,
             on_outbox=self.dispatcher.notify,
+            sole_process=settings.is_sqlite,
+            lease=lease,
         )
         self.writer.on_stored = self.processor.submit
         self._started: list[str] = []

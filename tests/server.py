@@ -1,0 +1,71 @@
+"""Run the real `kengele serve` in a child process, as providers and operators meet it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+KENGELE = str(Path(sys.executable).parent / "kengele")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, db_url: str, workdir: Path, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workdir = workdir
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("KENGELE_", "TWILIO_", "AT_"))}
+        self.env.update({
+            "KENGELE_DATABASE_URL": db_url,
+            "KENGELE_PUBLIC_URL": self.url,
+            "KENGELE_GATEWAY": "console",
+            "KENGELE_LOG_LEVEL": "WARNING",
+            "KENGELE_DISPATCH_POLL": "0.1",
+            **env,
+        })
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / f"serve-{self.port}.log"
+
+    def start(self, timeout: float = 30.0) -> Server:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [KENGELE, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                cwd=self.workdir, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server not ready in time")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handler runs, as in a power cut or an OOM kill."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
