@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy import select
@@ -39,7 +41,9 @@ def authenticate(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise HTTPException(401, "Authorization: Bearer <token> required", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401, "Authorization: Bearer <token> required", headers={"WWW-Authenticate": "Bearer"}
+        )
     token = token.strip()
     runtime = request.app.state.runtime
     admin = runtime.settings.admin_token
@@ -53,10 +57,10 @@ def authenticate(request: Request) -> Principal:
         return Principal(row.name, row.role)
 
 
-def require(role: str):  # type: ignore[no-untyped-def]  (a FastAPI dependency factory)
+def require(role: str) -> Callable[[Principal], Principal]:
     """A dependency that admits callers of `role` or above."""
 
-    def dependency(principal: Principal = Depends(authenticate)) -> Principal:
+    def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
         if not principal.at_least(role):
             raise HTTPException(403, f"role {role} required")
         return principal

@@ -151,16 +151,55 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         outbound = session.scalars(
             select(Message).where(Message.in_reply_to == stored.message_id).order_by(Message.id)
         ).all()
-        message_fields = ("id", "provider", "sender", "phone_valid", "text", "status", "intent", "outcome",
-                          "language", "reported_at", "processed_at", "error")
+        message_fields = (
+            "id",
+            "provider",
+            "sender",
+            "phone_valid",
+            "text",
+            "status",
+            "intent",
+            "outcome",
+            "language",
+            "reported_at",
+            "processed_at",
+            "error",
+        )
         out = {
             "message": _row(message, *message_fields) | {"parse": message.parse} if message else None,
-            "alert": _row(alert, "id", "incident_id", "category", "severity", "place_name", "lat", "lon",
-                          "precision", "language", "reported_at") | {"details": alert.details} if alert else None,
-            "incident": _row(incident, "id", "code", "category", "severity", "status", "place_name",
-                             "report_count", "reporter_count") if incident else None,
-            "outbound": [_row(m, "id", "recipient", "purpose", "status", "text", "language", "idempotency_key")
-                         for m in outbound],
+            "alert": _row(
+                alert,
+                "id",
+                "incident_id",
+                "category",
+                "severity",
+                "place_name",
+                "lat",
+                "lon",
+                "precision",
+                "language",
+                "reported_at",
+            )
+            | {"details": alert.details}
+            if alert
+            else None,
+            "incident": _row(
+                incident,
+                "id",
+                "code",
+                "category",
+                "severity",
+                "status",
+                "place_name",
+                "report_count",
+                "reporter_count",
+            )
+            if incident
+            else None,
+            "outbound": [
+                _row(m, "id", "recipient", "purpose", "status", "text", "language", "idempotency_key")
+                for m in outbound
+            ],
         }
     runtime.engine.dispose()
     print(json.dumps(out, ensure_ascii=False, indent=2))
@@ -189,7 +228,9 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kengele", description="SMS/USSD gateway for community alert networks")
+    parser = argparse.ArgumentParser(
+        prog="kengele", description="SMS/USSD gateway for community alert networks"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="migrate (SQLite) and serve the API, webhooks and background work")
@@ -237,6 +278,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_FAIL
-    except Exception as exc:  # noqa: BLE001  (one line on stderr, not a traceback, for operators)
+    except Exception as exc:
         print(f"kengele: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAIL

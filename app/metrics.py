@@ -7,7 +7,9 @@ WEBHOOK_REJECTED = Counter(
     "kengele_webhook_rejected_total", "Webhook requests refused", ["provider", "reason"]
 )
 INTAKE_BATCH = Histogram(
-    "kengele_intake_batch_size", "Messages committed per intake transaction", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+    "kengele_intake_batch_size",
+    "Messages committed per intake transaction",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
 PROCESSED = Counter("kengele_processed_messages_total", "Inbound messages processed", ["outcome"])
 OUTBOUND = Counter("kengele_outbound_attempts_total", "Outbound send attempts", ["gateway", "result"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -37,7 +37,7 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
 
 
 class Place(Base):
@@ -207,9 +207,7 @@ class DeliveryEvent(Base):
     __tablename__ = "delivery_events"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    message_id: Mapped[int | None] = mapped_column(
-        ForeignKey("messages.id", ondelete="CASCADE"), index=True
-    )
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
     provider: Mapped[str] = mapped_column(String(20))
     provider_message_id: Mapped[str] = mapped_column(String(100))
     status: Mapped[str] = mapped_column(String(12))

@@ -71,7 +71,9 @@ def parse_status(form: Form) -> DeliveryReport:
     return DeliveryReport(NAME, sid, status, provider_status, error, form.multi())
 
 
-def compute_signature(token: str, url: str, params: dict[str, list[str]], algorithm: str = "HMAC_SHA1") -> str:
+def compute_signature(
+    token: str, url: str, params: dict[str, list[str]], algorithm: str = "HMAC_SHA1"
+) -> str:
     """Sign as Twilio does: URL, then each parameter name and value in sorted order."""
     parts = [url]
     for name in sorted(params):

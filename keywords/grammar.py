@@ -12,8 +12,16 @@ from typing import Any
 
 GRAMMAR_DIR = Path(__file__).parent / "grammars"
 CATEGORIES = (
-    "attack", "armed_presence", "abduction", "killing", "sexual_violence",
-    "looting", "arson", "displacement", "threat", "tension",
+    "attack",
+    "armed_presence",
+    "abduction",
+    "killing",
+    "sexual_violence",
+    "looting",
+    "arson",
+    "displacement",
+    "threat",
+    "tension",
 )
 COMMANDS = ("checkin", "ack", "close", "help", "stop", "start", "join")
 # Reply templates every language must have, with the placeholders each may use.
@@ -33,7 +41,7 @@ REPLIES: dict[str, set[str]] = {
     "close_refused": set(),
     "no_incident": {"code"},
 }
-SEPARATORS = " \t\r\n.,-*#+;:!/()[]\"«»_=&|"
+SEPARATORS = ' \t\r\n.,-*#+;:!/()[]"«»_=&|'
 
 
 class GrammarError(ValueError):
@@ -164,10 +172,14 @@ def load_grammar(path: Path) -> Grammar:
         triggers=frozenset(fold(w) for w in _str_list(path, "triggers", data.get("triggers"))),
         categories={c: _phrases(path, f"categories.{c}", categories[c]) for c in CATEGORIES},
         commands={c: _phrases(path, f"commands.{c}", commands[c]) for c in COMMANDS},
-        count_units=frozenset(fold(w) for w in _str_list(path, "details.count_units", details.get("count_units", ["-"]))),
+        count_units=frozenset(
+            fold(w) for w in _str_list(path, "details.count_units", details.get("count_units", ["-"]))
+        ),
         now=_phrases(path, "details.now", details.get("now", ["-"])),
         yesterday=_phrases(path, "details.yesterday", details.get("yesterday", ["-"])),
-        stopwords=frozenset(fold(w) for w in _str_list(path, "details.stopwords", details.get("stopwords", ["-"]))),
+        stopwords=frozenset(
+            fold(w) for w in _str_list(path, "details.stopwords", details.get("stopwords", ["-"]))
+        ),
         replies={k: str(v) for k, v in replies.items()},
         category_names={k: str(v) for k, v in names.items()},
         path=path,

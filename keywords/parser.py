@@ -203,19 +203,26 @@ def _command(
         langs = {e.language for e in matched if e.value == intent}
         if langs and code is not None:
             _vote(votes, langs)
-            return ParseResult(intent, _language(votes, context, lex), 1.0, code=code, details=rest_original[1:])
+            return ParseResult(
+                intent, _language(votes, context, lex), 1.0, code=code, details=rest_original[1:]
+            )
     for intent in ("help", "stop", "start", "join"):
         langs = {e.language for e in matched if e.value == intent}
         if langs:
             _vote(votes, langs)
             place = [o for o, t in zip(rest_original, rest, strict=True) if t not in lex.stopwords]
             return ParseResult(
-                intent, _language(votes, context, lex), 1.0, place_words=place if intent == "join" else [],
+                intent,
+                _language(votes, context, lex),
+                1.0,
+                place_words=place if intent == "join" else [],
                 details=[] if intent == "join" else rest_original,
             )
     checkin = {e.language for e in matched if e.value == "checkin"}
-    if checkin and not any(lex.match_at(rest, i) and lex.match_at(rest, i).kind == "category"  # type: ignore[union-attr]
-                           for i in range(len(rest))):
+    if checkin and not any(
+        lex.match_at(rest, i) and lex.match_at(rest, i).kind == "category"  # type: ignore[union-attr]
+        for i in range(len(rest))
+    ):
         _vote(votes, checkin)
         return ParseResult("checkin", _language(votes, context, lex), 1.0, details=rest_original)
     ack = {e.language for e in matched if e.value in ("ack", "close")}
@@ -270,7 +277,7 @@ def _alert(
             time_word = entry.kind
         i += n
     if category is None and via == "free_text":
-        for k, token in enumerate(tokens):
+        for token in tokens:
             if token in lex.stopwords:
                 _vote(votes, lex.stopwords[token], 0.25)
         return ParseResult("unknown", _language(votes, context, lex), 0.0, corrections=corrections)

@@ -1,6 +1,7 @@
 """Alembic environment: the URL comes from the caller (kengele db upgrade), the metadata from app.models."""
 
 from alembic import context
+
 from app.db import make_engine
 from app.models import Base
 

@@ -60,7 +60,7 @@ def pg_database() -> Iterator[str]:
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         admin.dispose()
         if REQUIRE_PG:
             pytest.fail(f"PostgreSQL is required here but unreachable: {exc}")

@@ -54,12 +54,19 @@ class FakeProvider:
             self.server.server_close()
 
 
-def _twilio_answer(fake: FakeProvider, form: dict[str, list[str]], behaviour: str) -> tuple[int, dict[str, Any]]:
+def _twilio_answer(
+    fake: FakeProvider, form: dict[str, list[str]], behaviour: str
+) -> tuple[int, dict[str, Any]]:
     if behaviour == "ok":
         sid = "SM" + uuid.uuid4().hex
         return 201, {
-            "sid": sid, "status": "queued", "to": form.get("To", [""])[0], "from": form.get("From", [""])[0],
-            "body": form.get("Body", [""])[0], "num_segments": "1", "error_code": None,
+            "sid": sid,
+            "status": "queued",
+            "to": form.get("To", [""])[0],
+            "from": form.get("From", [""])[0],
+            "body": form.get("Body", [""])[0],
+            "num_segments": "1",
+            "error_code": None,
         }
     if behaviour == "400":
         return 400, {"code": 21211, "message": "The 'To' number is not a valid phone number.", "status": 400}
@@ -73,12 +80,35 @@ def _twilio_answer(fake: FakeProvider, form: dict[str, list[str]], behaviour: st
 def _at_answer(fake: FakeProvider, form: dict[str, list[str]], behaviour: str) -> tuple[int, dict[str, Any]]:
     to = form.get("to", [""])[0]
     if behaviour == "ok":
-        return 201, {"SMSMessageData": {"Message": "Sent to 1/1 Total Cost: KES 0.8000", "Recipients": [
-            {"statusCode": 101, "number": to, "status": "Success", "cost": "KES 0.8000",
-             "messageId": "ATXid_" + uuid.uuid4().hex}]}}
+        return 201, {
+            "SMSMessageData": {
+                "Message": "Sent to 1/1 Total Cost: KES 0.8000",
+                "Recipients": [
+                    {
+                        "statusCode": 101,
+                        "number": to,
+                        "status": "Success",
+                        "cost": "KES 0.8000",
+                        "messageId": "ATXid_" + uuid.uuid4().hex,
+                    }
+                ],
+            }
+        }
     if behaviour == "invalid_number":
-        return 201, {"SMSMessageData": {"Message": "Sent to 0/1", "Recipients": [
-            {"statusCode": 403, "number": to, "status": "InvalidPhoneNumber", "cost": "0", "messageId": "None"}]}}
+        return 201, {
+            "SMSMessageData": {
+                "Message": "Sent to 0/1",
+                "Recipients": [
+                    {
+                        "statusCode": 403,
+                        "number": to,
+                        "status": "InvalidPhoneNumber",
+                        "cost": "0",
+                        "messageId": "None",
+                    }
+                ],
+            }
+        }
     if behaviour == "401":
         return 401, {"error": "The supplied authentication is invalid"}
     return 500, {"error": "Internal Server Error"}

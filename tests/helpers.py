@@ -16,12 +16,24 @@ from app.models import Message
 TWILIO_TOKEN = "twilio-test-token-abcdef0123456789"
 
 
-def twilio_form(sender: str = "+243810000001", body: str = "ALERTE ATTAQUE Djugu", sid: str | None = None) -> dict[str, str]:
+def twilio_form(
+    sender: str = "+243810000001", body: str = "ALERTE ATTAQUE Djugu", sid: str | None = None
+) -> dict[str, str]:
     sid = sid or "SM" + uuid.uuid4().hex
     return {
-        "ToCountry": "CD", "SmsMessageSid": sid, "NumMedia": "0", "SmsSid": sid, "SmsStatus": "received",
-        "Body": body, "FromCountry": "CD", "To": "+243990001000", "NumSegments": "1", "MessageSid": sid,
-        "AccountSid": "AC" + "0" * 32, "From": sender, "ApiVersion": "2010-04-01",
+        "ToCountry": "CD",
+        "SmsMessageSid": sid,
+        "NumMedia": "0",
+        "SmsSid": sid,
+        "SmsStatus": "received",
+        "Body": body,
+        "FromCountry": "CD",
+        "To": "+243990001000",
+        "NumSegments": "1",
+        "MessageSid": sid,
+        "AccountSid": "AC" + "0" * 32,
+        "From": sender,
+        "ApiVersion": "2010-04-01",
     }
 
 
@@ -29,10 +41,20 @@ def signed_headers(form: dict[str, str], url: str, token: str = TWILIO_TOKEN) ->
     return {"X-Twilio-Signature": RequestValidator(token).compute_signature(url, form)}
 
 
-def at_form(sender: str = "+243810000002", text: str = "a3 fataki", pid: str | None = None,
-            date: str | None = "2026-11-20 07:30:00") -> dict[str, str]:
-    form = {"from": sender, "to": "12345", "text": text, "id": pid or "ATPid_" + uuid.uuid4().hex,
-            "linkId": "lnk", "networkCode": "63902"}
+def at_form(
+    sender: str = "+243810000002",
+    text: str = "a3 fataki",
+    pid: str | None = None,
+    date: str | None = "2026-11-20 07:30:00",
+) -> dict[str, str]:
+    form = {
+        "from": sender,
+        "to": "12345",
+        "text": text,
+        "id": pid or "ATPid_" + uuid.uuid4().hex,
+        "linkId": "lnk",
+        "networkCode": "63902",
+    }
     if date is not None:
         form["date"] = date
     return form

@@ -27,14 +27,16 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("KENGELE_", "TWILIO_", "AT_"))}
-        self.env.update({
-            "KENGELE_DATABASE_URL": db_url,
-            "KENGELE_PUBLIC_URL": self.url,
-            "KENGELE_GATEWAY": "console",
-            "KENGELE_LOG_LEVEL": "WARNING",
-            "KENGELE_DISPATCH_POLL": "0.1",
-            **env,
-        })
+        self.env.update(
+            {
+                "KENGELE_DATABASE_URL": db_url,
+                "KENGELE_PUBLIC_URL": self.url,
+                "KENGELE_GATEWAY": "console",
+                "KENGELE_LOG_LEVEL": "WARNING",
+                "KENGELE_DISPATCH_POLL": "0.1",
+                **env,
+            }
+        )
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / f"serve-{self.port}.log"
 
@@ -42,7 +44,11 @@ class Server:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [KENGELE, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=self.workdir, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=self.workdir,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -54,9 +54,13 @@ def test_sigkill_loses_no_acknowledged_message(db_url: str, tmp_path: Path) -> N
 
     engine = create_engine(db_url)
     with engine.connect() as conn:
-        stored = set(conn.execute(select(Message.provider_message_id).where(Message.direction == "inbound")).scalars())
+        stored = set(
+            conn.execute(select(Message.provider_message_id).where(Message.direction == "inbound")).scalars()
+        )
         unprocessed_at_kill = conn.execute(
-            select(func.count()).select_from(Message).where(Message.direction == "inbound", Message.processed_at.is_(None))
+            select(func.count())
+            .select_from(Message)
+            .where(Message.direction == "inbound", Message.processed_at.is_(None))
         ).scalar_one()
     missing = set(accepted) - stored
     assert not missing, f"{len(missing)} messages answered 2xx were lost"
@@ -67,7 +71,8 @@ def test_sigkill_loses_no_acknowledged_message(db_url: str, tmp_path: Path) -> N
         while time.monotonic() < deadline:
             with engine.connect() as conn:
                 left = conn.execute(
-                    select(func.count()).select_from(Message)
+                    select(func.count())
+                    .select_from(Message)
                     .where(Message.direction == "inbound", Message.processed_at.is_(None))
                 ).scalar_one()
             if left == 0:
@@ -76,10 +81,14 @@ def test_sigkill_loses_no_acknowledged_message(db_url: str, tmp_path: Path) -> N
         assert left == 0, f"{left} messages still unprocessed after restart"
         with engine.connect() as conn:
             outcomes = conn.execute(
-                select(Message.outcome, func.count()).where(Message.direction == "inbound").group_by(Message.outcome)
+                select(Message.outcome, func.count())
+                .where(Message.direction == "inbound")
+                .group_by(Message.outcome)
             ).all()
             replies = conn.execute(
-                select(func.count()).select_from(Message).where(Message.direction == "outbound", Message.purpose == "reply")
+                select(func.count())
+                .select_from(Message)
+                .where(Message.direction == "outbound", Message.purpose == "reply")
             ).scalar_one()
         assert dict(outcomes) == {"alert": len(stored)}
         assert replies == len(stored)  # exactly one reply per message, even for those processed twice-started

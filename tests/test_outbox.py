@@ -37,7 +37,9 @@ def at_fake() -> Iterator[FakeProvider]:
 
 
 @pytest.fixture
-def providers(make_settings: Callable[..., Settings], twilio_fake: FakeProvider, at_fake: FakeProvider) -> Callable[..., Settings]:
+def providers(
+    make_settings: Callable[..., Settings], twilio_fake: FakeProvider, at_fake: FakeProvider
+) -> Callable[..., Settings]:
     def build(order: str = "twilio,africastalking", **overrides: object) -> Settings:
         return make_settings(
             gateway=order,
@@ -99,7 +101,9 @@ def test_africastalking_success(providers: Callable[..., Settings], at_fake: Fak
     (req,) = at_fake.requests
     assert req.path == "/version1/messaging"
     assert req.headers["apiKey"] == "at-key-0123456789"
-    assert req.form["to"] == [PHONE] and req.form["from"] == ["KENGELE"] and req.form["username"] == ["kengele"]
+    assert (
+        req.form["to"] == [PHONE] and req.form["from"] == ["KENGELE"] and req.form["username"] == ["kengele"]
+    )
     runtime.stop()
 
 
@@ -117,7 +121,9 @@ def test_retryable_error_is_retried_then_fails_over(
     runtime.stop()
 
 
-def test_retry_on_same_gateway_succeeds(providers: Callable[..., Settings], twilio_fake: FakeProvider, at_fake: FakeProvider) -> None:
+def test_retry_on_same_gateway_succeeds(
+    providers: Callable[..., Settings], twilio_fake: FakeProvider, at_fake: FakeProvider
+) -> None:
     twilio_fake.then("500")
     runtime = Runtime(providers("twilio,africastalking"))
     queue_one(runtime)
@@ -127,7 +133,9 @@ def test_retry_on_same_gateway_succeeds(providers: Callable[..., Settings], twil
     runtime.stop()
 
 
-def test_permanent_error_is_not_retried(providers: Callable[..., Settings], twilio_fake: FakeProvider, at_fake: FakeProvider) -> None:
+def test_permanent_error_is_not_retried(
+    providers: Callable[..., Settings], twilio_fake: FakeProvider, at_fake: FakeProvider
+) -> None:
     twilio_fake.then("400")
     runtime = Runtime(providers("twilio,africastalking"))
     queue_one(runtime)
@@ -195,8 +203,12 @@ def test_two_dispatchers_never_send_a_row_twice(settings: Settings) -> None:
             enqueue(session=session, recipient=PHONE, text=f"m{i}", purpose="notice", key=f"n{i}")
     gateway = CountingGateway()
     dispatchers = [
-        Dispatcher(factory=make_sessionmaker(make_engine(settings.database_url)), gateways=[gateway],
-                   policy=RetryPolicy(1, 0.01, 0.01), concurrency=4)
+        Dispatcher(
+            factory=make_sessionmaker(make_engine(settings.database_url)),
+            gateways=[gateway],
+            policy=RetryPolicy(1, 0.01, 0.01),
+            concurrency=4,
+        )
         for _ in range(3)
     ]
 
@@ -261,7 +273,11 @@ def test_delivery_receipts_update_the_row(
             form = {"MessageSid": sid_a, "MessageStatus": status, "AccountSid": "AC1", "To": PHONE}
             r = client.post("/webhooks/twilio/status", data=form, headers=signed_headers(form, url))
             assert r.status_code == 204
-        form = {"MessageSid": rows["b"].provider_message_id, "MessageStatus": "undelivered", "ErrorCode": "30003"}
+        form = {
+            "MessageSid": rows["b"].provider_message_id,
+            "MessageStatus": "undelivered",
+            "ErrorCode": "30003",
+        }
         r = client.post("/webhooks/twilio/status", data=form, headers=signed_headers(form, url))
         assert r.status_code == 204
         bad = client.post("/webhooks/twilio/status", data=form, headers=signed_headers(form, url, "x" * 32))
@@ -284,7 +300,9 @@ def test_at_delivery_report(make_settings: Callable[..., Settings]) -> None:
             row.status, row.provider, row.provider_message_id = "sent", "africastalking", "ATXid_9"
         form = {"id": "ATXid_9", "status": "Failed", "failureReason": "UserIsInactive", "phoneNumber": PHONE}
         assert client.post("/webhooks/africastalking/sec/delivery", data=form).status_code == 200
-        assert client.post("/webhooks/africastalking/sec/delivery", data={"status": "Failed"}).status_code == 422
+        assert (
+            client.post("/webhooks/africastalking/sec/delivery", data={"status": "Failed"}).status_code == 422
+        )
         with runtime.factory() as session:
             row = session.get(Message, message_id)
             assert row is not None and row.status == "failed"

@@ -18,7 +18,9 @@ AT_SECRET = "s3cr3t-path"
 
 @pytest.fixture
 def secured(make_settings: Callable[..., Settings]) -> Iterator[TestClient]:
-    settings = make_settings(twilio_auth_token=TWILIO_TOKEN, twilio_account_sid="AC1", at_webhook_secret=AT_SECRET)
+    settings = make_settings(
+        twilio_auth_token=TWILIO_TOKEN, twilio_account_sid="AC1", at_webhook_secret=AT_SECRET
+    )
     with TestClient(create_app(settings)) as c:
         yield c
 
@@ -38,7 +40,11 @@ def test_twilio_message_is_stored_processed_and_answered(secured: TestClient, db
     assert r.text.endswith("<Response/>")
     (row,) = messages(db_url, direction="inbound")
     assert (row.provider, row.provider_message_id, row.sender, row.text) == (
-        "twilio", form["MessageSid"], "+243810000001", "ALERTE ATTAQUE Djugu 20 hommes armés")
+        "twilio",
+        form["MessageSid"],
+        "+243810000001",
+        "ALERTE ATTAQUE Djugu 20 hommes armés",
+    )
     wait_for(lambda: count(db_url, direction="outbound", status="sent") == 1)
     (processed,) = messages(db_url, direction="inbound")
     assert processed.outcome == "alert" and processed.processed_at is not None
@@ -84,7 +90,9 @@ def test_local_notation_is_normalised(secured: TestClient, db_url: str) -> None:
     ("kind", "status"),
     [("wrong token", 403), ("tampered body", 403), ("missing", 403), ("other url", 403), ("empty", 403)],
 )
-def test_bad_twilio_signature_is_403_and_nothing_stored(secured: TestClient, db_url: str, kind: str, status: int) -> None:
+def test_bad_twilio_signature_is_403_and_nothing_stored(
+    secured: TestClient, db_url: str, kind: str, status: int
+) -> None:
     form = twilio_form()
     headers = {
         "wrong token": signed_headers(form, TW_URL, "0" * 32),
@@ -161,13 +169,19 @@ def test_body_over_64k_is_413(secured: TestClient, db_url: str) -> None:
 
 def test_invalid_utf8_is_400_naming_the_field(secured: TestClient, db_url: str) -> None:
     body = b"from=%2B243810000002&to=12345&id=AT1&text=caf%E9+attaque"
-    r = secured.post(f"/webhooks/africastalking/{AT_SECRET}/sms", content=body,
-                     headers={"content-type": "application/x-www-form-urlencoded"})
+    r = secured.post(
+        f"/webhooks/africastalking/{AT_SECRET}/sms",
+        content=body,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
     assert r.status_code == 400
     assert r.json()["detail"].startswith("text")
     raw = b"from=%2B243810000002&to=12345&id=AT2&text=\xff\xfe"
-    r = secured.post(f"/webhooks/africastalking/{AT_SECRET}/sms", content=raw,
-                     headers={"content-type": "application/x-www-form-urlencoded"})
+    r = secured.post(
+        f"/webhooks/africastalking/{AT_SECRET}/sms",
+        content=raw,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
     assert r.status_code == 400
     assert count(db_url) == 0
 
@@ -180,8 +194,18 @@ def test_not_a_form_is_415(secured: TestClient, db_url: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["attaque\x00djugu", "A" * 5000, "🔥🔥 ATTAQUE Djugu 🙏", "", "   ", "\u202e\u200b", "<script>alert(1)</script>",
-     "'; DROP TABLE messages; --", "ᚠᛇᚻ᛫ᛒᛦᚦ", "\ud7ff\ue000\uffff"],
+    [
+        "attaque\x00djugu",
+        "A" * 5000,
+        "🔥🔥 ATTAQUE Djugu 🙏",
+        "",
+        "   ",
+        "\u202e\u200b",
+        "<script>alert(1)</script>",
+        "'; DROP TABLE messages; --",
+        "ᚠᛇᚻ᛫ᛒᛦᚦ",
+        "\ud7ff\ue000\uffff",
+    ],
 )
 def test_odd_texts_are_stored_safely(secured: TestClient, db_url: str, text: str) -> None:
     form = at_form(text=text)

@@ -23,7 +23,7 @@ def readyz(request: Request) -> Response:
     try:
         with runtime.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return JSONResponse({"status": "unavailable", "detail": f"database: {type(exc).__name__}"}, 503)
     if not runtime.writer.alive:
         return JSONResponse({"status": "unavailable", "detail": "intake writer not running"}, 503)

@@ -52,8 +52,9 @@ async def read_form(request: Request) -> Form:
     if body and ctype != "application/x-www-form-urlencoded":
         raise Refused(415, "body must be application/x-www-form-urlencoded")
     try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict",
-                          max_num_fields=MAX_FIELDS)
+        pairs = parse_qsl(
+            body.decode("utf-8"), keep_blank_values=True, errors="strict", max_num_fields=MAX_FIELDS
+        )
     except UnicodeDecodeError:
         raise Refused(400, f"{_field_not_utf8(body)}: not valid UTF-8") from None
     except ValueError as exc:  # too many fields

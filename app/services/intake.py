@@ -129,7 +129,11 @@ class IntakeWriter:
     def store_now(self, sms: InboundSms, *, claim: bool = True) -> Stored:
         """Commit one message from the calling thread (CLI, tests)."""
         row = message_row(
-            sms, region=self.region, now=utcnow(), claim_token=self.claim_token if claim else None, lease=self.lease
+            sms,
+            region=self.region,
+            now=utcnow(),
+            claim_token=self.claim_token if claim else None,
+            lease=self.lease,
         )
         (message_id,) = store_batch(self.engine, [row])
         INBOUND.labels(sms.provider, "duplicate" if message_id is None else "stored").inc()
@@ -152,7 +156,9 @@ class IntakeWriter:
                 batch.append(nxt)
             self._commit(batch)
 
-    def _commit(self, batch: list[tuple[InboundSms, asyncio.AbstractEventLoop, asyncio.Future[Stored]]]) -> None:
+    def _commit(
+        self, batch: list[tuple[InboundSms, asyncio.AbstractEventLoop, asyncio.Future[Stored]]]
+    ) -> None:
         now = utcnow()
         rows = [
             message_row(sms, region=self.region, now=now, claim_token=self.claim_token, lease=self.lease)
@@ -161,7 +167,7 @@ class IntakeWriter:
         INTAKE_BATCH.observe(len(batch))
         try:
             ids = store_batch(self.engine, rows)
-        except Exception as exc:  # noqa: BLE001  (each waiting request answers 503; the provider retries)
+        except Exception as exc:
             log.exception("intake commit failed", extra={"batch": len(batch)})
             for _, loop, future in batch:
                 loop.call_soon_threadsafe(_fail, future, exc)

@@ -50,24 +50,28 @@ def enqueue(
     if purpose not in PURPOSES:
         raise ValueError(f"unknown purpose {purpose!r}")
     now = now or utcnow()
-    stmt = insert_ignoring_conflicts(session.get_bind(), Message.__table__).values(  # type: ignore[arg-type]
-        direction="outbound",
-        recipient=recipient,
-        text=text,
-        purpose=purpose,
-        status="queued",
-        idempotency_key=key,
-        incident_id=incident_id,
-        person_id=person_id,
-        in_reply_to=in_reply_to,
-        language=language,
-        created_at=now,
-        next_attempt_at=now,
-        phone_valid=True,
-        attempts=0,
-        gateway_index=0,
-        gateway_attempts=0,
-    ).returning(Message.__table__.c.id)
+    stmt = (
+        insert_ignoring_conflicts(session.get_bind(), Message.__table__)
+        .values(  # type: ignore[arg-type]
+            direction="outbound",
+            recipient=recipient,
+            text=text,
+            purpose=purpose,
+            status="queued",
+            idempotency_key=key,
+            incident_id=incident_id,
+            person_id=person_id,
+            in_reply_to=in_reply_to,
+            language=language,
+            created_at=now,
+            next_attempt_at=now,
+            phone_valid=True,
+            attempts=0,
+            gateway_index=0,
+            gateway_attempts=0,
+        )
+        .returning(Message.__table__.c.id)
+    )
     return session.execute(stmt).scalar() is not None
 
 
@@ -131,7 +135,7 @@ class Dispatcher:
         while not self._stop.is_set():
             try:
                 sent = self.run_once()
-            except Exception:  # noqa: BLE001  (the loop must outlive a database hiccup)
+            except Exception:
                 log.exception("dispatcher pass failed")
                 sent = 0
             if sent == 0:
@@ -166,7 +170,9 @@ class Dispatcher:
                 .execution_options(synchronize_session=False)
             )
         with self.factory() as session:
-            rows = list(session.scalars(select(Message).where(Message.claim_token == token).order_by(Message.id)))
+            rows = list(
+                session.scalars(select(Message).where(Message.claim_token == token).order_by(Message.id))
+            )
         return token, rows
 
     def run_once(self) -> int:
@@ -183,18 +189,27 @@ class Dispatcher:
         gateway = self.gateways[index]
         values: dict[str, object]
         try:
-            result = gateway.send(to=row.recipient or "", text=row.text, idempotency_key=row.idempotency_key or str(row.id))
+            result = gateway.send(
+                to=row.recipient or "", text=row.text, idempotency_key=row.idempotency_key or str(row.id)
+            )
         except SendError as exc:
             OUTBOUND.labels(gateway.name, "retryable" if exc.retryable else "permanent").inc()
             values = self._after_failure(row, index, exc)
             log.warning(
                 "send failed",
-                extra={"message_id": row.id, "gateway": gateway.name, "error": exc.reason, "next": values["status"]},
+                extra={
+                    "message_id": row.id,
+                    "gateway": gateway.name,
+                    "error": exc.reason,
+                    "next": values["status"],
+                },
             )
-        except Exception as exc:  # noqa: BLE001  (a gateway bug must not lose the row: retry it)
+        except Exception as exc:
             OUTBOUND.labels(gateway.name, "crash").inc()
             log.exception("gateway raised", extra={"message_id": row.id, "gateway": gateway.name})
-            values = self._after_failure(row, index, SendError(f"{gateway.name} crashed: {exc!r}", retryable=True))
+            values = self._after_failure(
+                row, index, SendError(f"{gateway.name} crashed: {exc!r}", retryable=True)
+            )
         else:
             OUTBOUND.labels(gateway.name, "sent").inc()
             values = {
@@ -220,7 +235,12 @@ class Dispatcher:
         attempts = row.attempts + 1
         tried = f"{self.gateways[index].name}: {exc.reason}"
         if not exc.retryable:
-            return {"status": "failed", "attempts": attempts, "error": tried, "provider": self.gateways[index].name}
+            return {
+                "status": "failed",
+                "attempts": attempts,
+                "error": tried,
+                "provider": self.gateways[index].name,
+            }
         gateway_attempts = row.gateway_attempts + 1
         if gateway_attempts < self.policy.max_attempts:
             return {
@@ -239,7 +259,12 @@ class Dispatcher:
                 "next_attempt_at": self.clock(),
                 "error": tried,
             }
-        return {"status": "failed", "attempts": attempts, "error": tried, "provider": self.gateways[index].name}
+        return {
+            "status": "failed",
+            "attempts": attempts,
+            "error": tried,
+            "provider": self.gateways[index].name,
+        }
 
 
 def record_delivery(*, session: Session, report: DeliveryReport) -> Message | None:

@@ -90,7 +90,11 @@ def sender_context(session: Session, person: Person | None, now: datetime) -> Se
         return SenderContext()
     pending = session.scalar(
         select(CheckIn.id)
-        .where(CheckIn.person_id == person.id, CheckIn.answered_at.is_(None), CheckIn.sent_at > now - CHECKIN_PENDING_FOR)
+        .where(
+            CheckIn.person_id == person.id,
+            CheckIn.answered_at.is_(None),
+            CheckIn.sent_at > now - CHECKIN_PENDING_FOR,
+        )
         .limit(1)
     )
     return SenderContext(role=person.role, language=person.language, checkin_pending=pending is not None)
@@ -118,7 +122,9 @@ def handle_inbound(*, session: Session, message: Message, config: PipelineConfig
 def _audit(item: Inbound, action: str, entity: str, entity_id: object, **details: object) -> None:
     actor = f"sms:{item.person.id}" if item.person else "sms:unregistered"
     item.session.add(
-        AuditLog(actor=actor, action=action, entity=entity, entity_id=str(entity_id), details=details, at=item.now)
+        AuditLog(
+            actor=actor, action=action, entity=entity, entity_id=str(entity_id), details=details, at=item.now
+        )
     )
 
 
@@ -174,8 +180,13 @@ def _alert(item: Inbound) -> str:
     )
     message.incident_id = incident.id
     names = item.config.lexicon.grammars[item.language].category_names
-    item.reply("alert", incident_id=incident.id, code=incident.code, category=names.get(category, category),
-               place=place_name or "-")
+    item.reply(
+        "alert",
+        incident_id=incident.id,
+        code=incident.code,
+        category=names.get(category, category),
+        place=place_name or "-",
+    )
     _mark_checkin_answered(item)
     return "alert"
 
@@ -250,7 +261,12 @@ def _officer_command(item: Inbound, action: str) -> str:
         return "command"
     if action == "ack":
         if incident.acknowledged_at is not None:
-            item.reply("ack_already", incident_id=incident.id, code=incident.code or "", who=incident.acknowledged_by or "?")
+            item.reply(
+                "ack_already",
+                incident_id=incident.id,
+                code=incident.code or "",
+                who=incident.acknowledged_by or "?",
+            )
             return "command"
         incident.acknowledged_at = item.now
         incident.acknowledged_by = person.name
@@ -259,7 +275,12 @@ def _officer_command(item: Inbound, action: str) -> str:
             incident.status = "acknowledged"
     else:
         if incident.status == "closed":
-            item.reply("close_already", incident_id=incident.id, code=incident.code or "", who=incident.closed_by or "?")
+            item.reply(
+                "close_already",
+                incident_id=incident.id,
+                code=incident.code or "",
+                who=incident.closed_by or "?",
+            )
             return "command"
         incident.status = "closed"
         incident.closed_at = item.now

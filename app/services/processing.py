@@ -87,7 +87,7 @@ class Processor:
         try:
             if self.sweep(take_over=take_over):
                 self.on_outbox()
-        except Exception:  # noqa: BLE001  (the next sweep tries again)
+        except Exception:
             log.exception("sweep failed")
 
     def sweep(self, limit: int = 500, *, take_over: bool = False) -> int:
@@ -130,7 +130,7 @@ class Processor:
         for message_id in ids:
             try:
                 done += self.process_one(message_id)
-            except Exception as exc:  # noqa: BLE001  (one bad message must not stop the others)
+            except Exception as exc:
                 log.exception("processing failed", extra={"message_id": message_id})
                 self._record_failure(message_id, exc)
         return done

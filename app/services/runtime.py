@@ -24,7 +24,9 @@ class Runtime:
 
     def __init__(self, settings: Settings, *, engine: Engine | None = None) -> None:
         self.settings = settings
-        self.engine = engine or make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        self.engine = engine or make_engine(
+            settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
+        )
         self.factory = make_sessionmaker(self.engine)
         self.gateways = gateways.build(settings)
         self.pipeline = PipelineConfig(
@@ -33,7 +35,9 @@ class Runtime:
         self.dispatcher = Dispatcher(
             factory=self.factory,
             gateways=self.gateways,
-            policy=RetryPolicy(settings.send_max_attempts, settings.send_backoff_base, settings.send_backoff_max),
+            policy=RetryPolicy(
+                settings.send_max_attempts, settings.send_backoff_base, settings.send_backoff_max
+            ),
             concurrency=settings.dispatch_concurrency,
             lease=settings.send_lease,
             poll=settings.dispatch_poll,

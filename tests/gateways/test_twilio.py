@@ -10,12 +10,25 @@ from gateways.base import Form, PayloadError
 
 TOKEN = "12345"
 REAL_INBOUND = {
-    "ToCountry": "CD", "ToState": "", "SmsMessageSid": "SM5f6e0a7b8c9d0e1f2a3b4c5d6e7f8a9b", "NumMedia": "0",
-    "ToCity": "", "FromZip": "", "SmsSid": "SM5f6e0a7b8c9d0e1f2a3b4c5d6e7f8a9b", "FromState": "",
-    "SmsStatus": "received", "FromCity": "", "Body": "ALERTE ATTAQUE Djugu 20 hommes armés",
-    "FromCountry": "CD", "To": "+243990001000", "ToZip": "", "NumSegments": "1",
-    "MessageSid": "SM5f6e0a7b8c9d0e1f2a3b4c5d6e7f8a9b", "AccountSid": "AC0123456789abcdef0123456789abcdef",
-    "From": "+243810000001", "ApiVersion": "2010-04-01",
+    "ToCountry": "CD",
+    "ToState": "",
+    "SmsMessageSid": "SM5f6e0a7b8c9d0e1f2a3b4c5d6e7f8a9b",
+    "NumMedia": "0",
+    "ToCity": "",
+    "FromZip": "",
+    "SmsSid": "SM5f6e0a7b8c9d0e1f2a3b4c5d6e7f8a9b",
+    "FromState": "",
+    "SmsStatus": "received",
+    "FromCity": "",
+    "Body": "ALERTE ATTAQUE Djugu 20 hommes armés",
+    "FromCountry": "CD",
+    "To": "+243990001000",
+    "ToZip": "",
+    "NumSegments": "1",
+    "MessageSid": "SM5f6e0a7b8c9d0e1f2a3b4c5d6e7f8a9b",
+    "AccountSid": "AC0123456789abcdef0123456789abcdef",
+    "From": "+243810000001",
+    "ApiVersion": "2010-04-01",
 }
 
 
@@ -25,10 +38,22 @@ def form(d: dict[str, str]) -> Form:
 
 INBOUND_CASES = [
     # (name, payload changes, expected (sid, sender, text) or the field named by the error)
-    ("real payload", {}, ("SM5f6e0a7b8c9d0e1f2a3b4c5d6e7f8a9b", "+243810000001", "ALERTE ATTAQUE Djugu 20 hommes armés")),
+    (
+        "real payload",
+        {},
+        ("SM5f6e0a7b8c9d0e1f2a3b4c5d6e7f8a9b", "+243810000001", "ALERTE ATTAQUE Djugu 20 hommes armés"),
+    ),
     ("empty body is a message", {"Body": ""}, ("SM5f6e0a7b8c9d0e1f2a3b4c5d6e7f8a9b", "+243810000001", "")),
-    ("emoji kept", {"Body": "🔥 attaque"}, ("SM5f6e0a7b8c9d0e1f2a3b4c5d6e7f8a9b", "+243810000001", "🔥 attaque")),
-    ("SmsSid when MessageSid missing", {"MessageSid": None, "SmsMessageSid": None}, ("SM5f6e0a7b8c9d0e1f2a3b4c5d6e7f8a9b", "+243810000001", "ALERTE ATTAQUE Djugu 20 hommes armés")),
+    (
+        "emoji kept",
+        {"Body": "🔥 attaque"},
+        ("SM5f6e0a7b8c9d0e1f2a3b4c5d6e7f8a9b", "+243810000001", "🔥 attaque"),
+    ),
+    (
+        "SmsSid when MessageSid missing",
+        {"MessageSid": None, "SmsMessageSid": None},
+        ("SM5f6e0a7b8c9d0e1f2a3b4c5d6e7f8a9b", "+243810000001", "ALERTE ATTAQUE Djugu 20 hommes armés"),
+    ),
     ("no sid at all", {"MessageSid": None, "SmsMessageSid": None, "SmsSid": None}, "MessageSid"),
     ("no From", {"From": None}, "From"),
     ("blank From", {"From": "  "}, "From"),
@@ -65,7 +90,13 @@ STATUS_CASES = [
 
 @pytest.mark.parametrize(("changes", "status", "error"), STATUS_CASES)
 def test_status_table(changes: dict[str, str], status: str, error: str | None) -> None:
-    payload = {"MessageSid": "SMabc", "AccountSid": "AC1", "To": "+243810000001", "From": "+15005550006", **changes}
+    payload = {
+        "MessageSid": "SMabc",
+        "AccountSid": "AC1",
+        "To": "+243810000001",
+        "From": "+15005550006",
+        **changes,
+    }
     report = twilio.parse_status(form(payload))
     assert (report.provider_message_id, report.status, report.error) == ("SMabc", status, error)
 
@@ -78,8 +109,13 @@ def test_status_requires_fields() -> None:
 
 # -- signatures ---------------------------------------------------------------------------------
 VECTOR_URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
-VECTOR_PARAMS = {"CallSid": ["CA1234567890ABCDE"], "Caller": ["+14158675309"], "Digits": ["1234"],
-                 "From": ["+14158675309"], "To": ["+18005551212"]}
+VECTOR_PARAMS = {
+    "CallSid": ["CA1234567890ABCDE"],
+    "Caller": ["+14158675309"],
+    "Digits": ["1234"],
+    "From": ["+14158675309"],
+    "To": ["+18005551212"],
+}
 
 
 def test_published_vectors() -> None:
@@ -106,7 +142,11 @@ TAMPERS = {
     "field added": lambda p, s, u: ({**p, "Extra": ["1"]}, s, u),
     "field removed": lambda p, s, u: ({k: v for k, v in p.items() if k != "To"}, s, u),
     "other url": lambda p, s, u: (p, s, u.replace("/sms", "/status")),
-    "other host": lambda p, s, u: (p, s, u.replace("127.0.0.1", "10.0.0.1").replace("example.org", "example.net")),
+    "other host": lambda p, s, u: (
+        p,
+        s,
+        u.replace("127.0.0.1", "10.0.0.1").replace("example.org", "example.net"),
+    ),
     "truncated": lambda p, s, u: (p, s[:-4], u),
     "flipped": lambda p, s, u: (p, ("B" if s[0] != "B" else "C") + s[1:], u),
     "empty": lambda p, s, u: (p, "", u),
@@ -133,8 +173,9 @@ def test_sha256_signature_settings() -> None:
     header = "key=webhooks_sharedkey_1,algorithm=HMAC_SHA256"
     assert twilio.signature_valid(token=TOKEN, url=url, params=params, signature=sig, settings_header=header)
     assert not twilio.signature_valid(token=TOKEN, url=url, params=params, signature=sig)
-    assert not twilio.signature_valid(token=TOKEN, url=url, params=params, signature=sig,
-                                      settings_header="algorithm=HMAC_MD5")
+    assert not twilio.signature_valid(
+        token=TOKEN, url=url, params=params, signature=sig, settings_header="algorithm=HMAC_MD5"
+    )
 
 
 def test_non_ascii_signature_header_is_just_invalid() -> None:
