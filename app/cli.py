@@ -53,6 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.is_sqlite:
         _upgrade(settings)
     os.environ["KENGELE_RUN_DISPATCHER"] = "0" if args.no_dispatcher else "1"
+    os.environ["KENGELE_RUN_PROCESSOR"] = "0" if args.no_processor else "1"
     os.environ["KENGELE_RUN_SCHEDULER"] = "0" if args.no_scheduler else "1"
     uvicorn.run(
         "app.main:from_environment",
@@ -64,6 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         http="httptools",
         log_config=None,
         access_log=False,
+        proxy_headers=False,  # signatures are checked against KENGELE_PUBLIC_URL, not forwarded headers
         timeout_graceful_shutdown=10,
     )
     return EXIT_OK
@@ -239,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--no-scheduler", action="store_true")
     serve.add_argument("--no-dispatcher", action="store_true")
+    serve.add_argument(
+        "--no-processor",
+        action="store_true",
+        help="only store inbound messages; a `kengele worker` processes them",
+    )
     serve.set_defaults(func=cmd_serve)
 
     worker = sub.add_parser("worker", help="scheduler, processor sweep and outbox dispatcher only")

@@ -22,7 +22,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, db_url: str, workdir: Path, **env: str) -> None:
+    def __init__(self, db_url: str, workdir: Path, *args: str, **env: str) -> None:
+        self.args = list(args)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
@@ -43,7 +44,7 @@ class Server:
     def start(self, timeout: float = 30.0) -> Server:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [KENGELE, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                [KENGELE, "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
                 cwd=self.workdir,
                 env=self.env,
                 stdout=out,

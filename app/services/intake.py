@@ -12,13 +12,15 @@ import json
 import logging
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, Insert
 
 from app.db import insert_ignoring_conflicts, utcnow
 from app.metrics import INBOUND, INTAKE_BATCH
@@ -68,12 +70,17 @@ def message_row(
     }
 
 
-def store_batch(engine: Engine, rows: list[dict[str, Any]]) -> list[int | None]:
-    """Insert rows in one transaction; the id of each new row, None for each already stored."""
+@lru_cache(maxsize=4)
+def _store_statement(dialect_name: str) -> Insert:
     table = Message.__table__
-    stmt = insert_ignoring_conflicts(engine, table).returning(  # type: ignore[arg-type]
+    return insert_ignoring_conflicts(dialect_name, table).returning(  # type: ignore[arg-type]
         table.c.id, table.c.provider, table.c.provider_message_id
     )
+
+
+def store_batch(engine: Engine, rows: list[dict[str, Any]]) -> list[int | None]:
+    """Insert rows in one transaction; the id of each new row, None for each already stored."""
+    stmt = _store_statement(engine.dialect.name)
     with engine.begin() as conn:
         returned = conn.execute(stmt, rows).all()
     ids = {(r.provider, r.provider_message_id): r.id for r in returned}
@@ -104,6 +111,11 @@ class IntakeWriter:
         self._queue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._last_commit = 0.0
+
+    def busy(self) -> bool:
+        """Webhooks are arriving: a batch was committed in the last 50 ms."""
+        return time.monotonic() - self._last_commit < 0.05
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="kengele-intake", daemon=True)
@@ -172,6 +184,7 @@ class IntakeWriter:
             for _, loop, future in batch:
                 loop.call_soon_threadsafe(_fail, future, exc)
             return
+        self._last_commit = time.monotonic()
         fresh = [i for i in ids if i is not None]
         for (sms, loop, future), message_id in zip(batch, ids, strict=True):
             INBOUND.labels(sms.provider, "duplicate" if message_id is None else "stored").inc()

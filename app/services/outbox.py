@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Insert, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import insert_ignoring_conflicts, utcnow
@@ -50,29 +51,32 @@ def enqueue(
     if purpose not in PURPOSES:
         raise ValueError(f"unknown purpose {purpose!r}")
     now = now or utcnow()
-    stmt = (
-        insert_ignoring_conflicts(session.get_bind(), Message.__table__)
-        .values(  # type: ignore[arg-type]
-            direction="outbound",
-            recipient=recipient,
-            text=text,
-            purpose=purpose,
-            status="queued",
-            idempotency_key=key,
-            incident_id=incident_id,
-            person_id=person_id,
-            in_reply_to=in_reply_to,
-            language=language,
-            created_at=now,
-            next_attempt_at=now,
-            phone_valid=True,
-            attempts=0,
-            gateway_index=0,
-            gateway_attempts=0,
-        )
-        .returning(Message.__table__.c.id)
-    )
-    return session.execute(stmt).scalar() is not None
+    values = {
+        "direction": "outbound",
+        "recipient": recipient,
+        "text": text,
+        "purpose": purpose,
+        "status": "queued",
+        "idempotency_key": key,
+        "incident_id": incident_id,
+        "person_id": person_id,
+        "in_reply_to": in_reply_to,
+        "language": language,
+        "created_at": now,
+        "next_attempt_at": now,
+        "phone_valid": True,
+        "attempts": 0,
+        "gateway_index": 0,
+        "gateway_attempts": 0,
+    }
+    connection = session.connection()
+    return connection.execute(_enqueue_statement(connection.dialect.name), values).scalar() is not None
+
+
+@lru_cache(maxsize=4)
+def _enqueue_statement(dialect_name: str) -> Insert:
+    table = Message.__table__
+    return insert_ignoring_conflicts(dialect_name, table).returning(table.c.id)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,29 +173,35 @@ class Dispatcher:
                 .values(status="sending", claim_token=token, claimed_until=now + self.lease)
                 .execution_options(synchronize_session=False)
             )
-        with self.factory() as session:
             rows = list(
                 session.scalars(select(Message).where(Message.claim_token == token).order_by(Message.id))
             )
         return token, rows
 
     def run_once(self) -> int:
-        """Claim and send what is due; the number of rows handled."""
+        """Claim what is due, send it (in parallel), record every outcome in one transaction."""
         token, rows = self.claim()
         OUTBOX_DEPTH.set(len(rows))
         if not rows:
             return 0
-        list(self._pool.map(lambda row: self._send(row, token), rows))
+        outcomes = list(self._pool.map(self._attempt, rows))
+        with self.factory() as session, session.begin():
+            for row, values in zip(rows, outcomes, strict=True):
+                session.execute(
+                    update(Message)
+                    .where(Message.id == row.id, Message.claim_token == token)
+                    .values(**values, claim_token=None, claimed_until=None)
+                    .execution_options(synchronize_session=False)
+                )
         return len(rows)
 
-    def _send(self, row: Message, token: str) -> None:
+    def _attempt(self, row: Message) -> dict[str, object]:
+        """Send one row through its current gateway; the column values that record what happened."""
         index = min(row.gateway_index, len(self.gateways) - 1)
         gateway = self.gateways[index]
-        values: dict[str, object]
+        key = row.idempotency_key or str(row.id)
         try:
-            result = gateway.send(
-                to=row.recipient or "", text=row.text, idempotency_key=row.idempotency_key or str(row.id)
-            )
+            result = gateway.send(to=row.recipient or "", text=row.text, idempotency_key=key)
         except SendError as exc:
             OUTBOUND.labels(gateway.name, "retryable" if exc.retryable else "permanent").inc()
             values = self._after_failure(row, index, exc)
@@ -204,32 +214,23 @@ class Dispatcher:
                     "next": values["status"],
                 },
             )
+            return values
         except Exception as exc:
             OUTBOUND.labels(gateway.name, "crash").inc()
             log.exception("gateway raised", extra={"message_id": row.id, "gateway": gateway.name})
-            values = self._after_failure(
+            return self._after_failure(
                 row, index, SendError(f"{gateway.name} crashed: {exc!r}", retryable=True)
             )
-        else:
-            OUTBOUND.labels(gateway.name, "sent").inc()
-            values = {
-                "status": result.status if result.status in ("sent", "delivered") else "sent",
-                "provider": gateway.name,
-                "provider_message_id": result.provider_message_id,
-                "sent_at": self.clock(),
-                "attempts": row.attempts + 1,
-                "gateway_index": index,
-                "error": None,
-            }
-        values["claim_token"] = None
-        values["claimed_until"] = None
-        with self.factory() as session, session.begin():
-            session.execute(
-                update(Message)
-                .where(Message.id == row.id, Message.claim_token == token)
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
+        OUTBOUND.labels(gateway.name, "sent").inc()
+        return {
+            "status": result.status if result.status in ("sent", "delivered") else "sent",
+            "provider": gateway.name,
+            "provider_message_id": result.provider_message_id,
+            "sent_at": self.clock(),
+            "attempts": row.attempts + 1,
+            "gateway_index": index,
+            "error": None,
+        }
 
     def _after_failure(self, row: Message, index: int, exc: SendError) -> dict[str, object]:
         attempts = row.attempts + 1

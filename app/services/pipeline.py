@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
@@ -54,6 +54,7 @@ class Inbound:
     result: ParseResult
     config: PipelineConfig
     now: datetime
+    senders: Senders
 
     @property
     def language(self) -> str:
@@ -85,29 +86,55 @@ class Inbound:
         )
 
 
-def sender_context(session: Session, person: Person | None, now: datetime) -> SenderContext:
-    if person is None:
-        return SenderContext()
-    pending = session.scalar(
-        select(CheckIn.id)
-        .where(
-            CheckIn.person_id == person.id,
-            CheckIn.answered_at.is_(None),
-            CheckIn.sent_at > now - CHECKIN_PENDING_FOR,
+@dataclass(slots=True)
+class Senders:
+    """The roster entries of a batch of senders and which of them owe a check-in answer."""
+
+    people: dict[str, Person]
+    pending: set[int]
+
+    def context(self, phone: str | None) -> tuple[Person | None, SenderContext]:
+        person = self.people.get(phone) if phone else None
+        if person is None:
+            return None, SenderContext()
+        return person, SenderContext(
+            role=person.role, language=person.language, checkin_pending=person.id in self.pending
         )
-        .limit(1)
-    )
-    return SenderContext(role=person.role, language=person.language, checkin_pending=pending is not None)
 
 
-def handle_inbound(*, session: Session, message: Message, config: PipelineConfig) -> str:
+def load_senders(session: Session, phones: set[str], now: datetime) -> Senders:
+    """Load the senders of a batch of messages in two queries."""
+    if not phones:
+        return Senders({}, set())
+    people = {p.phone: p for p in session.scalars(_PEOPLE_BY_PHONE, {"phones": list(phones)})}
+    pending: set[int] = set()
+    if people:
+        params = {"ids": [p.id for p in people.values()], "since": now - CHECKIN_PENDING_FOR}
+        pending = set(session.scalars(_PENDING_CHECKINS, params))
+    return Senders(people, pending)
+
+
+# Built once: constructing a statement costs more than running it (see bench/).
+_PEOPLE_BY_PHONE = select(Person).where(Person.phone.in_(bindparam("phones", expanding=True)))
+_PENDING_CHECKINS = select(CheckIn.person_id).where(
+    CheckIn.person_id.in_(bindparam("ids", expanding=True)),
+    CheckIn.answered_at.is_(None),
+    CheckIn.sent_at > bindparam("since"),
+)
+
+
+def handle_inbound(
+    *, session: Session, message: Message, config: PipelineConfig, senders: Senders | None = None
+) -> str:
     """Turn one stored inbound message into its alert or command effect and reply; the outcome."""
     now = utcnow()
-    person = session.scalar(select(Person).where(Person.phone == message.sender)) if message.sender else None
-    result = parse(message.text, sender_context(session, person, now), lex=config.lexicon)
-    item = Inbound(session, message, person, result, config, now)
+    if senders is None:
+        senders = load_senders(session, {message.sender} if message.sender else set(), now)
+    person, context = senders.context(message.sender)
+    result = parse(message.text, context, lex=config.lexicon)
+    item = Inbound(session, message, person, result, config, now, senders)
     outcome = HANDLERS[result.intent](item)
-    message.person_id = person.id if person else None
+    message.person_id = item.person.id if item.person else None
     message.intent = result.intent
     message.language = item.language
     message.parse = result.to_dict()
@@ -192,8 +219,9 @@ def _alert(item: Inbound) -> str:
 
 
 def _mark_checkin_answered(item: Inbound) -> None:
-    if item.person is None:
+    if item.person is None or item.person.id not in item.senders.pending:
         return
+    item.senders.pending.discard(item.person.id)
     for checkin in item.session.scalars(
         select(CheckIn).where(CheckIn.person_id == item.person.id, CheckIn.answered_at.is_(None))
     ):
@@ -243,6 +271,7 @@ def _join(item: Inbound) -> str:
         item.session.add(person)
         item.session.flush()
         item.person = person
+        item.senders.people[person.phone] = person
         _audit(item, "join_request", "person", person.id, place=place)
     item.reply("join", place=f" ({place})" if place else "")
     return "command"

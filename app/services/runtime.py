@@ -51,6 +51,7 @@ class Runtime:
             on_outbox=self.dispatcher.notify,
             sole_process=settings.is_sqlite,
             lease=lease,
+            intake_busy=self.writer.busy,
         )
         self.writer.on_stored = self.processor.submit
         self._started: list[str] = []
