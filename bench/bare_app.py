@@ -1,4 +1,4 @@
-"""The yardstick: a FastAPI endpoint that only answers 200, served like Kengele (uvicorn, uvloop, httptools)."""
+"""The yardstick: a FastAPI endpoint that only answers 200, served as Kengele is (uvloop, httptools)."""
 
 from fastapi import FastAPI, Response
 

@@ -27,7 +27,10 @@ PY = sys.executable
 def run_loadgen(url: str, *extra: str) -> dict[str, float]:
     out = subprocess.run(
         [PY, "-m", "bench.loadgen", "--url", url, "--token", TOKEN, *extra],
-        capture_output=True, text=True, check=True, timeout=600,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
@@ -35,9 +38,26 @@ def run_loadgen(url: str, *extra: str) -> dict[str, float]:
 def start_bare(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [PY, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1", "--port", str(port),
-         "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"],
-        cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        [
+            PY,
+            "-m",
+            "uvicorn",
+            "bench.bare_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
@@ -58,10 +78,14 @@ def row(name: str, r: dict[str, float]) -> str:
     return f"  {name:<34} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>7.0f}"
 
 
-def main(requests: int = 20000, concurrency: int = 32, rate: float = 500.0, seconds: float = 10.0) -> dict[str, object]:
+def main(
+    requests: int = 20000, concurrency: int = 32, rate: float = 500.0, seconds: float = 10.0
+) -> dict[str, object]:
     workdir = Path(tempfile.mkdtemp(prefix="kengele-bench-"))
     db = workdir / "bench.db"
-    server = Server(f"sqlite:///{db}", workdir, *os.environ.get("BENCH_ARGS", "").split(), TWILIO_AUTH_TOKEN=TOKEN).start()
+    server = Server(
+        f"sqlite:///{db}", workdir, *os.environ.get("BENCH_ARGS", "").split(), TWILIO_AUTH_TOKEN=TOKEN
+    ).start()
     bare, bare_url = start_bare(workdir)
     url = server.url + "/webhooks/twilio/sms"
     try:
@@ -70,7 +94,9 @@ def main(requests: int = 20000, concurrency: int = 32, rate: float = 500.0, seco
         before = stored(db)
         k_closed = run_loadgen(url, "--requests", str(requests), "--concurrency", str(concurrency))
         committed = stored(db) - before
-        b_closed = run_loadgen(bare_url, "--requests", str(requests), "--concurrency", str(concurrency), "--bare")
+        b_closed = run_loadgen(
+            bare_url, "--requests", str(requests), "--concurrency", str(concurrency), "--bare"
+        )
         time.sleep(2)
         k_open = run_loadgen(url, "--rate", str(rate), "--seconds", str(seconds))
         b_open = run_loadgen(bare_url, "--rate", str(rate), "--seconds", str(seconds), "--bare")
@@ -78,7 +104,9 @@ def main(requests: int = 20000, concurrency: int = 32, rate: float = 500.0, seco
         server.stop()
         bare.terminate()
         bare.wait(10)
-    print(f"inbound webhooks ({os.cpu_count()} cores, SQLite, console gateway, generator on the same machine)")
+    print(
+        f"inbound webhooks ({os.cpu_count()} cores, SQLite, console gateway, generator on the same machine)"
+    )
     print(f"  {'':<34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     print(row(f"kengele signed twilio, c={concurrency}", k_closed))
     print(row(f"bare fastapi, c={concurrency}", b_closed))
@@ -87,8 +115,14 @@ def main(requests: int = 20000, concurrency: int = 32, rate: float = 500.0, seco
     ratio = k_closed["rps"] / b_closed["rps"] if b_closed["rps"] else float("nan")
     print(f"  committed rows for {k_closed['ok']:.0f} answers 2xx: {committed}  (must be equal)")
     print(f"  kengele / bare throughput: {ratio:.2f}")
-    return {"kengele_closed": k_closed, "bare_closed": b_closed, "kengele_open": k_open, "bare_open": b_open,
-            "committed": committed, "ratio": ratio}
+    return {
+        "kengele_closed": k_closed,
+        "bare_closed": b_closed,
+        "kengele_open": k_open,
+        "bare_open": b_open,
+        "committed": committed,
+        "ratio": ratio,
+    }
 
 
 if __name__ == "__main__":

@@ -24,8 +24,14 @@ from urllib.parse import urlencode, urlsplit
 from twilio.request_validator import RequestValidator
 
 TEXTS = [
-    "ALERTE ATTAQUE Djugu 20 hommes armés", "a3 fataki 2 enfants", "TAHADHARI SHAMBULIO Beni sasa",
-    "men with guns near the school in kpandroma", "RAS", "A1 djugu", "alrte pilage bule", "HELP",
+    "ALERTE ATTAQUE Djugu 20 hommes armés",
+    "a3 fataki 2 enfants",
+    "TAHADHARI SHAMBULIO Beni sasa",
+    "men with guns near the school in kpandroma",
+    "RAS",
+    "A1 djugu",
+    "alrte pilage bule",
+    "HELP",
 ]
 
 
@@ -36,15 +42,26 @@ def build_requests(url: str, token: str | None, n: int, bare: bool) -> list[byte
     for i in range(n):
         sid = "SM" + uuid.uuid4().hex
         form = {
-            "ToCountry": "CD", "SmsMessageSid": sid, "NumMedia": "0", "SmsSid": sid, "SmsStatus": "received",
-            "Body": TEXTS[i % len(TEXTS)], "FromCountry": "CD", "To": "+243990001000", "NumSegments": "1",
-            "MessageSid": sid, "AccountSid": "AC" + "0" * 32, "From": f"+24381{i % 10_000_000:07d}",
+            "ToCountry": "CD",
+            "SmsMessageSid": sid,
+            "NumMedia": "0",
+            "SmsSid": sid,
+            "SmsStatus": "received",
+            "Body": TEXTS[i % len(TEXTS)],
+            "FromCountry": "CD",
+            "To": "+243990001000",
+            "NumSegments": "1",
+            "MessageSid": sid,
+            "AccountSid": "AC" + "0" * 32,
+            "From": f"+24381{i % 10_000_000:07d}",
             "ApiVersion": "2010-04-01",
         }
         body = urlencode(form).encode()
         headers = [
-            f"POST {parts.path} HTTP/1.1", f"Host: {parts.netloc}",
-            "Content-Type: application/x-www-form-urlencoded", f"Content-Length: {len(body)}",
+            f"POST {parts.path} HTTP/1.1",
+            f"Host: {parts.netloc}",
+            "Content-Type: application/x-www-form-urlencoded",
+            f"Content-Length: {len(body)}",
         ]
         if validator is not None and not bare:
             headers.append(f"X-Twilio-Signature: {validator.compute_signature(url, form)}")
@@ -64,7 +81,9 @@ async def read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def closed_loop(host: str, port: int, reqs: list[bytes], concurrency: int) -> tuple[list[float], int, float]:
+async def closed_loop(
+    host: str, port: int, reqs: list[bytes], concurrency: int
+) -> tuple[list[float], int, float]:
     latencies: list[float] = []
     errors = 0
     queue = iter(reqs)
@@ -91,7 +110,9 @@ async def closed_loop(host: str, port: int, reqs: list[bytes], concurrency: int)
     return latencies, errors, time.perf_counter() - start
 
 
-async def open_loop(host: str, port: int, reqs: list[bytes], rate: float, conns: int) -> tuple[list[float], int, float]:
+async def open_loop(
+    host: str, port: int, reqs: list[bytes], rate: float, conns: int
+) -> tuple[list[float], int, float]:
     latencies: list[float] = []
     errors = 0
     idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
@@ -152,14 +173,27 @@ def main() -> None:
     except ImportError:
         pass
     if args.rate:
-        lat, errors, secs = asyncio.run(open_loop(parts.hostname or "", parts.port or 80, reqs, args.rate, 64))
+        lat, errors, secs = asyncio.run(
+            open_loop(parts.hostname or "", parts.port or 80, reqs, args.rate, 64)
+        )
     else:
-        lat, errors, secs = asyncio.run(closed_loop(parts.hostname or "", parts.port or 80, reqs, args.concurrency))
-    print(json.dumps({
-        "requests": n, "ok": len(lat) - errors, "errors": errors + (n - len(lat)), "seconds": round(secs, 3),
-        "rps": round(len(lat) / secs, 1), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
-        "max_ms": round(max(lat) * 1000, 2) if lat else None,
-    }))
+        lat, errors, secs = asyncio.run(
+            closed_loop(parts.hostname or "", parts.port or 80, reqs, args.concurrency)
+        )
+    print(
+        json.dumps(
+            {
+                "requests": n,
+                "ok": len(lat) - errors,
+                "errors": errors + (n - len(lat)),
+                "seconds": round(secs, 3),
+                "rps": round(len(lat) / secs, 1),
+                "p50_ms": pct(lat, 50),
+                "p99_ms": pct(lat, 99),
+                "max_ms": round(max(lat) * 1000, 2) if lat else None,
+            }
+        )
+    )
     sys.stdout.flush()
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Insert
 
-from app.db import insert_ignoring_conflicts, utcnow
+from app.db import durable, insert_ignoring_conflicts, utcnow
 from app.metrics import INBOUND, INTAKE_BATCH
 from app.models import Message
 from app.phones import normalize
@@ -81,7 +81,7 @@ def _store_statement(dialect_name: str) -> Insert:
 def store_batch(engine: Engine, rows: list[dict[str, Any]]) -> list[int | None]:
     """Insert rows in one transaction; the id of each new row, None for each already stored."""
     stmt = _store_statement(engine.dialect.name)
-    with engine.begin() as conn:
+    with durable(), engine.begin() as conn:
         returned = conn.execute(stmt, rows).all()
     ids = {(r.provider, r.provider_message_id): r.id for r in returned}
     out: list[int | None] = []

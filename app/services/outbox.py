@@ -12,14 +12,15 @@ import json
 import logging
 import random
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 
-from sqlalchemy import Insert, and_, or_, select, update
+from sqlalchemy import Insert, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import insert_ignoring_conflicts, utcnow
@@ -91,6 +92,80 @@ class RetryPolicy:
         return timedelta(seconds=raw * (0.5 + random.random()))
 
 
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A claimed outbound row: what the dispatcher needs to send it."""
+
+    id: int
+    recipient: str
+    text: str
+    key: str
+    attempts: int
+    gateway_index: int
+    gateway_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one attempt did to its row."""
+
+    status: str
+    attempts: int
+    gateway_index: int
+    gateway_attempts: int
+    next_attempt_at: datetime | None = None
+    provider: str | None = None
+    provider_message_id: str | None = None
+    sent_at: datetime | None = None
+    error: str | None = None
+
+
+# Built once: constructing a statement costs more than running it (see bench/).
+_T = Message.__table__
+_DUE = or_(
+    and_(_T.c.status == "queued", _T.c.next_attempt_at <= bindparam("now")),
+    and_(_T.c.status == "sending", _T.c.claimed_until < bindparam("now")),
+)
+_DUE_IDS = (
+    select(_T.c.id)
+    .where(_T.c.direction == "outbound", _DUE)
+    .order_by(_T.c.next_attempt_at)
+    .limit(bindparam("limit"))
+)
+_DUE_IDS_SKIP_LOCKED = _DUE_IDS.with_for_update(skip_locked=True)
+_CLAIM = (
+    update(_T)
+    .where(_T.c.id.in_(bindparam("ids", expanding=True)), _T.c.direction == "outbound", _DUE)
+    .values(status="sending", claim_token=bindparam("token"), claimed_until=bindparam("until"))
+    .returning(
+        _T.c.id,
+        _T.c.recipient,
+        _T.c.text,
+        _T.c.idempotency_key,
+        _T.c.attempts,
+        _T.c.gateway_index,
+        _T.c.gateway_attempts,
+    )
+)
+_RECORD = (
+    update(_T)
+    .where(_T.c.id == bindparam("b_id"), _T.c.claim_token == bindparam("b_token"))
+    .values(
+        status=bindparam("b_status"),
+        attempts=bindparam("b_attempts"),
+        gateway_index=bindparam("b_gateway_index"),
+        gateway_attempts=bindparam("b_gateway_attempts"),
+        next_attempt_at=bindparam("b_next_attempt_at"),
+        provider=bindparam("b_provider"),
+        provider_message_id=bindparam("b_provider_message_id"),
+        sent_at=bindparam("b_sent_at"),
+        error=bindparam("b_error"),
+        claim_token=None,
+        claimed_until=None,
+    )
+)
+
+
 class Dispatcher:
     """Claims due outbound rows and sends each through the gateways, in order."""
 
@@ -104,6 +179,7 @@ class Dispatcher:
         lease: float = 120.0,
         poll: float = 1.0,
         clock: Callable[[], datetime] = utcnow,
+        intake_busy: Callable[[], bool] = lambda: False,
     ) -> None:
         if not gateways:
             raise ValueError("the dispatcher needs at least one gateway")
@@ -114,6 +190,7 @@ class Dispatcher:
         self.lease = timedelta(seconds=lease)
         self.poll = poll
         self.clock = clock
+        self.intake_busy = intake_busy
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -137,6 +214,7 @@ class Dispatcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            started = time.perf_counter()
             try:
                 sent = self.run_once()
             except Exception:
@@ -145,37 +223,35 @@ class Dispatcher:
             if sent == 0:
                 self._wake.wait(self.poll)
                 self._wake.clear()
+            elif self.intake_busy():  # leave the CPU to the webhooks as long as we used it
+                time.sleep(time.perf_counter() - started)
 
     # -- one pass ----------------------------------------------------------------------------
-    def claim(self, limit: int = 64) -> tuple[str, list[Message]]:
+    def claim(self, limit: int = 64) -> tuple[str, list[Outgoing]]:
         """Take up to `limit` due rows (or rows whose sender died mid-send) for this dispatcher."""
         now = self.clock()
         token = uuid.uuid4().hex
-        due = or_(
-            and_(Message.status == "queued", Message.next_attempt_at <= now),
-            and_(Message.status == "sending", Message.claimed_until < now),
-        )
         with self.factory() as session, session.begin():
-            query = (
-                select(Message.id)
-                .where(Message.direction == "outbound", due)
-                .order_by(Message.next_attempt_at)
-                .limit(limit)
-            )
-            if session.get_bind().dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            ids = list(session.scalars(query))
+            conn = session.connection()
+            query = _DUE_IDS_SKIP_LOCKED if conn.dialect.name == "postgresql" else _DUE_IDS
+            ids = list(conn.execute(query, {"now": now, "limit": limit}).scalars())
             if not ids:
                 return token, []
-            session.execute(
-                update(Message)
-                .where(Message.id.in_(ids), Message.direction == "outbound", due)
-                .values(status="sending", claim_token=token, claimed_until=now + self.lease)
-                .execution_options(synchronize_session=False)
+            claimed = conn.execute(
+                _CLAIM, {"ids": ids, "now": now, "token": token, "until": now + self.lease}
+            ).all()
+        rows = [
+            Outgoing(
+                r.id,
+                r.recipient or "",
+                r.text,
+                r.idempotency_key or str(r.id),
+                r.attempts,
+                r.gateway_index,
+                r.gateway_attempts,
             )
-            rows = list(
-                session.scalars(select(Message).where(Message.claim_token == token).order_by(Message.id))
-            )
+            for r in sorted(claimed, key=lambda r: r.id)
+        ]
         return token, rows
 
     def run_once(self) -> int:
@@ -184,88 +260,63 @@ class Dispatcher:
         OUTBOX_DEPTH.set(len(rows))
         if not rows:
             return 0
-        outcomes = list(self._pool.map(self._attempt, rows))
+        outcomes = list(self._pool.map(self._attempt, rows)) if len(rows) > 1 else [self._attempt(rows[0])]
+        params = [
+            {f"b_{k}": v for k, v in asdict(outcome).items()} | {"b_id": row.id, "b_token": token}
+            for row, outcome in zip(rows, outcomes, strict=True)
+        ]
         with self.factory() as session, session.begin():
-            for row, values in zip(rows, outcomes, strict=True):
-                session.execute(
-                    update(Message)
-                    .where(Message.id == row.id, Message.claim_token == token)
-                    .values(**values, claim_token=None, claimed_until=None)
-                    .execution_options(synchronize_session=False)
-                )
+            session.connection().execute(_RECORD, params)
         return len(rows)
 
-    def _attempt(self, row: Message) -> dict[str, object]:
-        """Send one row through its current gateway; the column values that record what happened."""
+    def _attempt(self, row: Outgoing) -> Outcome:
+        """Send one row through its current gateway; what happened to it."""
         index = min(row.gateway_index, len(self.gateways) - 1)
         gateway = self.gateways[index]
-        key = row.idempotency_key or str(row.id)
         try:
-            result = gateway.send(to=row.recipient or "", text=row.text, idempotency_key=key)
+            result = gateway.send(to=row.recipient, text=row.text, idempotency_key=row.key)
         except SendError as exc:
             OUTBOUND.labels(gateway.name, "retryable" if exc.retryable else "permanent").inc()
-            values = self._after_failure(row, index, exc)
+            outcome = self._after_failure(row, index, exc)
             log.warning(
                 "send failed",
                 extra={
                     "message_id": row.id,
                     "gateway": gateway.name,
                     "error": exc.reason,
-                    "next": values["status"],
+                    "next": outcome.status,
                 },
             )
-            return values
+            return outcome
         except Exception as exc:
             OUTBOUND.labels(gateway.name, "crash").inc()
             log.exception("gateway raised", extra={"message_id": row.id, "gateway": gateway.name})
-            return self._after_failure(
-                row, index, SendError(f"{gateway.name} crashed: {exc!r}", retryable=True)
-            )
+            crash = SendError(f"{gateway.name} crashed: {exc!r}", retryable=True)
+            return self._after_failure(row, index, crash)
         OUTBOUND.labels(gateway.name, "sent").inc()
-        return {
-            "status": result.status if result.status in ("sent", "delivered") else "sent",
-            "provider": gateway.name,
-            "provider_message_id": result.provider_message_id,
-            "sent_at": self.clock(),
-            "attempts": row.attempts + 1,
-            "gateway_index": index,
-            "error": None,
-        }
+        return Outcome(
+            status=result.status if result.status in ("sent", "delivered") else "sent",
+            attempts=row.attempts + 1,
+            gateway_index=index,
+            gateway_attempts=row.gateway_attempts,
+            provider=gateway.name,
+            provider_message_id=result.provider_message_id,
+            sent_at=self.clock(),
+        )
 
-    def _after_failure(self, row: Message, index: int, exc: SendError) -> dict[str, object]:
+    def _after_failure(self, row: Outgoing, index: int, exc: SendError) -> Outcome:
         attempts = row.attempts + 1
-        tried = f"{self.gateways[index].name}: {exc.reason}"
+        name = self.gateways[index].name
+        tried = f"{name}: {exc.reason}"
         if not exc.retryable:
-            return {
-                "status": "failed",
-                "attempts": attempts,
-                "error": tried,
-                "provider": self.gateways[index].name,
-            }
+            return Outcome("failed", attempts, index, row.gateway_attempts + 1, provider=name, error=tried)
         gateway_attempts = row.gateway_attempts + 1
         if gateway_attempts < self.policy.max_attempts:
-            return {
-                "status": "queued",
-                "attempts": attempts,
-                "gateway_attempts": gateway_attempts,
-                "next_attempt_at": self.clock() + self.policy.delay(gateway_attempts),
-                "error": tried,
-            }
+            later = self.clock() + self.policy.delay(gateway_attempts)
+            return Outcome("queued", attempts, index, gateway_attempts, next_attempt_at=later, error=tried)
         if index + 1 < len(self.gateways):  # fail over at once to the next gateway
-            return {
-                "status": "queued",
-                "attempts": attempts,
-                "gateway_index": index + 1,
-                "gateway_attempts": 0,
-                "next_attempt_at": self.clock(),
-                "error": tried,
-            }
-        return {
-            "status": "failed",
-            "attempts": attempts,
-            "error": tried,
-            "provider": self.gateways[index].name,
-        }
+            return Outcome("queued", attempts, index + 1, 0, next_attempt_at=self.clock(), error=tried)
+        return Outcome("failed", attempts, index, gateway_attempts, provider=name, error=tried)
 
 
 def record_delivery(*, session: Session, report: DeliveryReport) -> Message | None:

@@ -34,7 +34,7 @@ class Processor:
         sweep_every: float = 5.0,
         sole_process: bool = False,
         lease: timedelta = timedelta(seconds=30),
-        budget: float = 0.005,
+        budget: float = 0.003,
         intake_busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self.intake_busy = intake_busy

@@ -32,6 +32,8 @@ class Runtime:
         self.pipeline = PipelineConfig(
             lexicon=lexicon(settings.default_language), reply_unregistered=settings.reply_unregistered
         )
+        lease = timedelta(seconds=settings.processing_lease)
+        self.writer = IntakeWriter(engine=self.engine, region=settings.default_region, lease=lease)
         self.dispatcher = Dispatcher(
             factory=self.factory,
             gateways=self.gateways,
@@ -41,9 +43,8 @@ class Runtime:
             concurrency=settings.dispatch_concurrency,
             lease=settings.send_lease,
             poll=settings.dispatch_poll,
+            intake_busy=self.writer.busy,
         )
-        lease = timedelta(seconds=settings.processing_lease)
-        self.writer = IntakeWriter(engine=self.engine, region=settings.default_region, lease=lease)
         self.processor = Processor(
             factory=self.factory,
             config=self.pipeline,
