@@ -69,6 +69,23 @@ class Settings(BaseSettings):
     at_webhook_secret: SecretStr | None = None
     at_api_base: str | None = None
 
+    @field_validator(
+        "admin_token",
+        "twilio_account_sid",
+        "twilio_auth_token",
+        "twilio_from",
+        "twilio_api_base",
+        "at_username",
+        "at_api_key",
+        "at_sender",
+        "at_webhook_secret",
+        "at_api_base",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("gateway", mode="before")
     @classmethod
     def _split_gateways(cls, value: object) -> object:

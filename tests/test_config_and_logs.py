@@ -70,6 +70,13 @@ def test_refused(values: dict[str, object]) -> None:
         make(**values)
 
 
+def test_empty_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KENGELE_AT_WEBHOOK_SECRET", "")
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", " ")
+    s = make()
+    assert s.at_webhook_secret is None and s.twilio_auth_token is None
+
+
 def test_production_with_real_secrets() -> None:
     s = make(env="production", gateway="twilio", twilio_auth_token="0f9e8d7c6b5a", admin_token="k" * 32)
     assert s.env == "production"
