@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from app import logs
 from app.config import Settings
+from app.phones import scrub
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -281,10 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except CliError as exc:
-        print(f"kengele: {exc}", file=sys.stderr)
+        print(scrub(f"kengele: {exc}"), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_FAIL
     except Exception as exc:
-        print(f"kengele: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(scrub(f"kengele: {type(exc).__name__}: {exc}").splitlines()[0], file=sys.stderr)
         return EXIT_FAIL

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     twilio_account_sid: str | None = Field(None, validation_alias=_alias("TWILIO_ACCOUNT_SID"))
     twilio_auth_token: SecretStr | None = Field(None, validation_alias=_alias("TWILIO_AUTH_TOKEN"))
     twilio_from: str | None = Field(None, validation_alias=_alias("TWILIO_FROM"))
+    # Accounts that sign webhooks with a SharedKey (X-Twilio-Webhooks-Signature-Settings) use it.
+    twilio_webhook_key: SecretStr | None = None
     # Where the SDK sends; only changed to point it at a local fake or a regional edge.
     twilio_api_base: str | None = None
 

@@ -209,7 +209,7 @@ class DeliveryEvent(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
     provider: Mapped[str] = mapped_column(String(20))
-    provider_message_id: Mapped[str] = mapped_column(String(100))
+    provider_message_id: Mapped[str] = mapped_column(String(100), index=True)
     status: Mapped[str] = mapped_column(String(12))
     provider_status: Mapped[str] = mapped_column(String(40))
     error: Mapped[str | None] = mapped_column(Text)

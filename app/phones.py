@@ -46,7 +46,7 @@ def mask(phone: str | None) -> str | None:
 
 # 7 to 15 digits, maybe with a leading + and single spaces or dashes: anything that may be a phone
 # number. Dotted runs (addresses, versions, times) are left alone.
-_PHONE_RE = re.compile(r"(?<![\w.:])(?!\d{4}-\d\d-\d\d)\+?\d(?:[ \-]?\d){6,14}(?![\w.:])")
+_PHONE_RE = re.compile(r"(?<![\w.:])(?!\d{4}-\d\d-\d\d)\+?\d(?:[ \-]?\d){6,14}(?!\w|[.:]\w)")
 
 
 def scrub(text: str) -> str:

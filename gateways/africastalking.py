@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ STATUSES = {
 # Per-recipient status codes of the send answer: accepted, or why not and whether retrying helps.
 ACCEPTED_CODES = {100, 101, 102}
 RETRYABLE_CODES = {405, 407, 500, 501, 502}  # balance, routing, provider errors
+RECIPIENT_CODES = {403, 404, 406, 409}  # invalid or unsupported number, blacklisted, do-not-disturb
 
 
 def parse_date(value: str) -> datetime:
@@ -51,7 +53,7 @@ def parse_inbound(form: Form) -> InboundSms:
     if date is not None and date.strip():
         try:
             reported_at = parse_date(date)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise PayloadError("date", "not ISO 8601 or YYYY-MM-DD HH:MM:SS") from None
     return InboundSms(
         provider=NAME,
@@ -115,7 +117,9 @@ class AfricasTalkingGateway(Gateway):
                 text, [to], sender_id=self._sender, timeout=(3.05, self._timeout)
             )
         except ValueError as exc:  # the SDK refuses a number before sending
-            raise SendError(f"africastalking refused the number: {exc}", retryable=False) from exc
+            raise SendError(
+                f"africastalking refused the number: {exc}", retryable=False, recipient=True
+            ) from exc
         except requests.Timeout as exc:
             raise SendError("africastalking timeout", retryable=True) from exc
         except requests.RequestException as exc:
@@ -127,6 +131,14 @@ class AfricasTalkingGateway(Gateway):
 
 
 def _read_answer(answer: Any) -> SendResult:
+    if isinstance(answer, str | bytes):
+        # The SDK parses JSON only for a Content-Type of exactly application/json.
+        try:
+            answer = json.loads(answer)
+        except ValueError:
+            raise SendError(
+                f"africastalking answered unexpectedly: {str(answer)[:200]}", retryable=True
+            ) from None
     try:
         recipient = answer["SMSMessageData"]["Recipients"][0]
         code = int(recipient["statusCode"])
@@ -137,4 +149,4 @@ def _read_answer(answer: Any) -> SendResult:
     if code in ACCEPTED_CODES:
         return SendResult(provider_message_id=str(recipient.get("messageId") or "") or None)
     reason = f"africastalking {code} {recipient.get('status', '')}".strip()
-    raise SendError(reason, retryable=code in RETRYABLE_CODES)
+    raise SendError(reason, retryable=code in RETRYABLE_CODES, recipient=code in RECIPIENT_CODES)

@@ -20,12 +20,14 @@ class PayloadError(ValueError):
 
 
 class SendError(Exception):
-    """Sending failed; `retryable` tells the dispatcher whether trying again can help."""
+    """Sending failed. `retryable`: the same gateway may accept it later. `recipient`: the fault is
+    the recipient's (invalid number, unsubscribed), so no other gateway can deliver it either."""
 
-    def __init__(self, reason: str, *, retryable: bool) -> None:
+    def __init__(self, reason: str, *, retryable: bool, recipient: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
+        self.recipient = recipient
 
 
 class Form:

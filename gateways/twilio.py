@@ -39,6 +39,8 @@ STATUSES = {
     "canceled": "failed",
 }
 _HASHES = {"HMAC_SHA1": hashlib.sha1, "HMAC_SHA256": hashlib.sha256}
+# Error codes about the recipient: no other gateway can deliver to them either.
+RECIPIENT_CODES = {21211, 21214, 21217, 21401, 21407, 21610, 21614}
 
 
 def parse_inbound(form: Form) -> InboundSms:
@@ -84,16 +86,17 @@ def compute_signature(
 
 
 def _url_variants(url: str) -> tuple[str, str]:
-    """The URL without its port and with the scheme's default port, as Twilio may sign either."""
+    """The URL without its port and with the scheme's default port, as Twilio may sign either.
+
+    The host is kept exactly as written (urlsplit's `hostname` would lowercase it).
+    """
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    userinfo = parts.netloc.rpartition("@")[0]
-    prefix = userinfo + "@" if userinfo else ""
+    netloc = parts.netloc
+    if parts.port is not None:
+        netloc = netloc.rsplit(":", 1)[0]
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    without = urlunsplit(parts._replace(netloc=prefix + host))
-    with_port = urlunsplit(parts._replace(netloc=f"{prefix}{host}:{port}"))
+    without = urlunsplit(parts._replace(netloc=netloc))
+    with_port = urlunsplit(parts._replace(netloc=f"{netloc}:{port}"))
     return without, with_port
 
 
@@ -173,10 +176,13 @@ class TwilioGateway(Gateway):
         try:
             message = self._client().messages.create(**kwargs)
         except TwilioRestException as exc:
-            # 400 is about this message (bad number, unsubscribed): another try cannot help.
-            # Credentials, rate limits and server errors are the provider's: retry, then fail over.
+            # A 400 is refused again on a retry; credentials, rate limits and server errors recover.
             retryable = exc.status in (401, 403, 404, 408, 429) or exc.status >= 500
-            raise SendError(f"twilio {exc.status} code {exc.code}: {exc.msg}", retryable=retryable) from exc
+            raise SendError(
+                f"twilio {exc.status} code {exc.code}: {exc.msg}",
+                retryable=retryable,
+                recipient=exc.code in RECIPIENT_CODES,
+            ) from exc
         except requests.Timeout as exc:
             raise SendError("twilio timeout", retryable=True) from exc
         except (requests.RequestException, TwilioException) as exc:

@@ -70,6 +70,12 @@ def _twilio_answer(
         }
     if behaviour == "400":
         return 400, {"code": 21211, "message": "The 'To' number is not a valid phone number.", "status": 400}
+    if behaviour == "400geo":
+        return 400, {
+            "code": 21408,
+            "message": "Permission to send an SMS has not been enabled",
+            "status": 400,
+        }
     if behaviour == "401":
         return 401, {"code": 20003, "message": "Authenticate", "status": 401}
     if behaviour == "429":
@@ -79,7 +85,7 @@ def _twilio_answer(
 
 def _at_answer(fake: FakeProvider, form: dict[str, list[str]], behaviour: str) -> tuple[int, dict[str, Any]]:
     to = form.get("to", [""])[0]
-    if behaviour == "ok":
+    if behaviour in ("ok", "ok_charset"):
         return 201, {
             "SMSMessageData": {
                 "Message": "Sent to 1/1 Total Cost: KES 0.8000",
@@ -130,9 +136,10 @@ def _handler(fake: FakeProvider, answer: Any) -> type[BaseHTTPRequestHandler]:
                 behaviour = "ok"
             status, body = answer(fake, form, behaviour)
             data = json.dumps(body).encode()
+            ctype = "application/json; charset=utf-8" if behaviour == "ok_charset" else "application/json"
             try:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

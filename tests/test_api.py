@@ -29,9 +29,15 @@ def test_health_and_readiness(client: TestClient) -> None:
 
 
 def test_metrics_count_inbound(client: TestClient) -> None:
-    client.post("/webhooks/africastalking/-/sms", data=at_form())
-    body = client.get("/metrics").text
-    assert 'kengele_inbound_messages_total{provider="africastalking",result="stored"}' in body
+    def stored() -> float:
+        for line in client.get("/metrics").text.splitlines():
+            if line.startswith('kengele_inbound_messages_total{provider="africastalking",result="stored"}'):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = stored()
+    assert client.post("/webhooks/africastalking/-/sms", data=at_form()).status_code == 200
+    assert stored() == before + 1
 
 
 def test_messages_need_a_token(client: TestClient, db_url: str) -> None:
@@ -70,6 +76,10 @@ def test_bad_query_names_the_field(client: TestClient, auth: dict[str, str]) -> 
     assert r.status_code == 422 and r.json()["detail"].startswith("limit")
     r = client.get("/api/v1/messages", params={"since": "yesterday"}, headers=auth)
     assert r.status_code == 422 and r.json()["detail"].startswith("since")
+    r = client.get("/api/v1/messages", params={"offset": 10**12}, headers=auth)
+    assert r.status_code == 422 and r.json()["detail"].startswith("offset")
+    for since in ("2024-01-01T00:00:00", "2024-01-01", "2024-01-01T02:00:00+02:00"):
+        assert client.get("/api/v1/messages", params={"since": since}, headers=auth).status_code == 200
 
 
 def test_triage_lists_what_nobody_understood(client: TestClient, auth: dict[str, str], db_url: str) -> None:

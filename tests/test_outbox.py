@@ -73,7 +73,7 @@ def drain(runtime: Runtime, rounds: int = 50) -> Message:
         if runtime.dispatcher.run_once() == 0:
             with runtime.factory() as session:
                 row = session.scalars(select(Message).where(Message.direction == "outbound")).one()
-            if row.status in ("sent", "failed"):
+            if row.status in ("sent", "delivered", "failed"):
                 return row
             time.sleep(0.02)
     raise AssertionError("the outbound row never reached a final state")
@@ -143,6 +143,46 @@ def test_permanent_error_is_not_retried(
     assert row.status == "failed" and row.attempts == 1
     assert "21211" in (row.error or "") and "twilio" in (row.error or "")
     assert len(twilio_fake.requests) == 1 and len(at_fake.requests) == 0
+    runtime.stop()
+
+
+def test_account_refusal_fails_over_at_once(
+    providers: Callable[..., Settings], twilio_fake: FakeProvider, at_fake: FakeProvider
+) -> None:
+    twilio_fake.then("400geo")  # the account may not send to this country: another gateway may
+    runtime = Runtime(providers("twilio,africastalking"))
+    queue_one(runtime)
+    row = drain(runtime)
+    assert (row.status, row.provider, row.attempts) == ("sent", "africastalking", 2)
+    assert len(twilio_fake.requests) == 1 and len(at_fake.requests) == 1
+    runtime.stop()
+
+
+def test_at_json_with_charset_is_read(providers: Callable[..., Settings], at_fake: FakeProvider) -> None:
+    at_fake.then("ok_charset")
+    runtime = Runtime(providers("africastalking"))
+    queue_one(runtime)
+    row = drain(runtime)
+    assert row.status == "sent" and row.attempts == 1 and len(at_fake.requests) == 1
+    assert row.provider_message_id and row.provider_message_id.startswith("ATXid_")
+    runtime.stop()
+
+
+def test_receipt_before_the_send_is_recorded_is_kept_and_applied(settings: Settings) -> None:
+    from app.services.outbox import record_delivery
+    from gateways.base import DeliveryReport
+
+    runtime = Runtime(settings)
+    with transaction(runtime.factory) as session:  # the provider's callback wins the race
+        record_delivery(
+            session=session, report=DeliveryReport("console", "console-k1", "delivered", "x", None)
+        )
+    queue_one(runtime, key="k1")
+    row = drain(runtime)
+    with runtime.factory() as session:
+        row = session.get(Message, row.id)
+        event = session.scalars(select(DeliveryEvent)).one()
+    assert row is not None and row.status == "delivered" and event.message_id == row.id
     runtime.stop()
 
 

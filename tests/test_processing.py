@@ -134,9 +134,20 @@ def test_sweep_takes_unclaimed_and_expired_only(runtime: Runtime) -> None:
         assert session.get(Message, mine).processed_at is not None  # type: ignore[union-attr]
 
 
-def test_two_processors_never_process_a_message_twice(make_settings: Callable[..., Settings]) -> None:
+def test_two_processors_never_process_a_message_twice(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import threading
+    from collections import Counter
 
+    handled: Counter[int] = Counter()
+    real = pipeline.HANDLERS["alert"]
+
+    def counting(item: pipeline.Inbound) -> str:
+        handled[item.message.id] += 1
+        return real(item)
+
+    monkeypatch.setitem(pipeline.HANDLERS, "alert", counting)
     a, b = Runtime(make_settings()), Runtime(make_settings())
     ids = [inbound(a, "+243820000002", f"A1 Djugu {i}", f"p{i}", claim=False) for i in range(60)]
     threads = [threading.Thread(target=rt.processor.sweep) for rt in (a, b) for _ in range(2)]
@@ -149,3 +160,84 @@ def test_two_processors_never_process_a_message_twice(make_settings: Callable[..
         incidents = session.scalars(select(Incident)).all()
     assert len(outbound) == 60 and len(incidents) == 60
     assert sorted(m.in_reply_to for m in outbound) == sorted(ids)
+    assert set(handled) == set(ids) and set(handled.values()) == {1}
+
+
+def test_processor_survives_a_database_outage(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    calls = {"n": 0}
+    real = runtime.processor.process
+
+    def flaky(ids: list[int]) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("database unreachable")
+        return real(ids)
+
+    monkeypatch.setattr(runtime.processor, "process", flaky)
+    runtime.processor.sweep_every = 0.1
+    runtime.start(intake=False, processor=True, dispatcher=False)
+    try:
+        runtime.processor.submit([inbound(runtime, "+243820000001", "RAS", "o1")])
+        time.sleep(0.3)
+        assert runtime.processor.alive and runtime.dead_parts() == []
+        runtime.processor.submit([inbound(runtime, "+243820000001", "RAS", "o2")])
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with runtime.factory() as session:
+                query = select(Message).where(Message.direction == "inbound", Message.processed_at.is_(None))
+                left = session.scalars(query).all()
+            if not left:
+                break
+            time.sleep(0.05)
+        assert not left  # the second, and the first once its claim expired, are processed
+    finally:
+        runtime.stop()
+
+
+def test_web_only_process_leaves_messages_to_a_worker(runtime: Runtime) -> None:
+    runtime.writer.claim = False
+    message_id = inbound(runtime, "+243820000001", "RAS", "n1", claim=False)
+    with runtime.factory() as session:
+        row = session.get(Message, message_id)
+        assert row is not None and row.claim_token is None and row.claimed_until is None
+
+
+def test_one_bad_row_does_not_fail_its_intake_batch(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from app.services import intake
+
+    real = intake.store_batch
+
+    def poisoned(engine, rows):  # type: ignore[no-untyped-def]
+        if any(r["text"] == "poison" for r in rows):
+            raise ValueError("the database refused a row")
+        return real(engine, rows)
+
+    monkeypatch.setattr(intake, "store_batch", poisoned)
+
+    async def send_all() -> list[object]:
+        sms = [
+            InboundSms("twilio", f"SM{i}", "+243820000001", None, "poison" if i == 3 else "RAS", None, {})
+            for i in range(8)
+        ]
+        tasks = [asyncio.ensure_future(runtime.writer.store(s)) for s in sms]
+        await asyncio.sleep(0)  # all eight are queued before the writer wakes: one batch
+        runtime.writer.start()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        results = asyncio.run(send_all())
+    finally:
+        runtime.writer.stop()
+    assert isinstance(results[3], ValueError)
+    assert all(not isinstance(r, Exception) for i, r in enumerate(results) if i != 3)
+    with runtime.factory() as session:
+        stored = set(
+            session.scalars(select(Message.provider_message_id).where(Message.direction == "inbound"))
+        )
+    assert stored == {f"SM{i}" for i in range(8) if i != 3}

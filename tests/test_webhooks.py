@@ -235,6 +235,79 @@ def test_signature_behind_proxy_uses_public_url(make_settings: Callable[..., Set
         assert c.post("/webhooks/twilio/sms", data=form, headers=good).status_code == 200
         port = signed_headers(form, "https://alerts.example.org:443/webhooks/twilio/sms")
         assert c.post("/webhooks/twilio/sms", data=form, headers=port).status_code == 200
-        local = signed_headers(form, TW_URL)
-        assert c.post("/webhooks/twilio/sms", data=twilio_form(), headers=local).status_code == 403
+        other = twilio_form()
+        local = signed_headers(other, TW_URL)
+        assert c.post("/webhooks/twilio/sms", data=other, headers=local).status_code == 403
+    assert count(db_url, direction="inbound") == 1
+
+
+def test_mixed_case_public_url(make_settings: Callable[..., Settings], db_url: str) -> None:
+    settings = make_settings(twilio_auth_token=TWILIO_TOKEN, public_url="https://Alerts.Example.org")
+    form = twilio_form()
+    with TestClient(create_app(settings)) as c:
+        good = signed_headers(form, "https://Alerts.Example.org/webhooks/twilio/sms")
+        assert c.post("/webhooks/twilio/sms", data=form, headers=good).status_code == 200
+
+
+def test_shared_key_signatures(make_settings: Callable[..., Settings], db_url: str) -> None:
+    from twilio.request_validator import RequestValidator
+
+    settings = make_settings(twilio_auth_token=TWILIO_TOKEN, twilio_webhook_key="shared-key-secret")
+    form = twilio_form()
+    sig = RequestValidator("shared-key-secret").compute_signature(TW_URL, form, "HMAC_SHA256")
+    headers = {
+        "X-Twilio-Signature": sig,
+        "X-Twilio-Webhooks-Signature-Settings": "key=k1,algorithm=HMAC_SHA256",
+    }
+    with TestClient(create_app(settings)) as c:
+        assert c.post("/webhooks/twilio/sms", data=form, headers=headers).status_code == 200
+        wrong = RequestValidator(TWILIO_TOKEN).compute_signature(TW_URL, form, "HMAC_SHA256")
+        form2 = twilio_form()
+        headers2 = {**headers, "X-Twilio-Signature": wrong}
+        assert c.post("/webhooks/twilio/sms", data=form2, headers=headers2).status_code == 403
+    assert count(db_url, direction="inbound") == 1
+
+
+@pytest.mark.parametrize("field", ["from", "id", "to"])
+def test_nul_outside_the_text_is_refused(secured: TestClient, db_url: str, field: str) -> None:
+    form = at_form()
+    form[field] = form[field] + "\x00"
+    r = secured.post(f"/webhooks/africastalking/{AT_SECRET}/sms", data=form)
+    assert r.status_code == 400 and r.json()["detail"].startswith(field)
+    assert count(db_url) == 0
+
+
+@pytest.mark.parametrize(
+    "date", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-05:00", "2026-13-01 00:00:00"]
+)
+def test_at_dates_out_of_range_are_422(secured: TestClient, db_url: str, date: str) -> None:
+    r = secured.post(f"/webhooks/africastalking/{AT_SECRET}/sms", data=at_form(date=date))
+    assert r.status_code == 422 and r.json()["detail"].startswith("date")
+    assert count(db_url) == 0
+
+
+def test_repeated_fields_are_signed_like_twilio_signs_them(secured: TestClient, db_url: str) -> None:
+    form = twilio_form()
+    pairs = [*form.items(), ("MediaUrl", "https://x/2"), ("MediaUrl", "https://x/1")]
+    # Twilio: each name once, sorted; its values sorted
+    base = TW_URL + "".join(k + v for k, v in sorted(form.items()) if k < "MediaUrl")
+    import base64
+    import hashlib
+    import hmac
+
+    signed = TW_URL
+    multi: dict[str, list[str]] = {}
+    for k, v in pairs:
+        multi.setdefault(k, []).append(v)
+    for k in sorted(multi):
+        for v in sorted(set(multi[k])):
+            signed += k + v
+    assert base  # the expected string starts the same way
+    sig = base64.b64encode(hmac.new(TWILIO_TOKEN.encode(), signed.encode(), hashlib.sha1).digest()).decode()
+    r = secured.post(
+        "/webhooks/twilio/sms",
+        content=urlencode(pairs),
+        headers={"X-Twilio-Signature": sig, "content-type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 200
     assert count(db_url, direction="inbound") == 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -17,7 +17,14 @@ from app.services.outbox import PURPOSES
 router = APIRouter(prefix="/api/v1", tags=["api"])
 
 Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=10_000_000)]
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """A time from a query string; one without an offset is taken as UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _page(request: Request, query: Select[tuple[Message]], limit: int, offset: int) -> Page[MessagePublic]:
@@ -47,7 +54,7 @@ def list_messages(
     if status:
         query = query.where(Message.status == status)
     if since:
-        query = query.where(Message.created_at >= since)
+        query = query.where(Message.created_at >= as_utc(since))
     return _page(request, query, limit, offset)
 
 

@@ -18,15 +18,15 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 def readyz(request: Request) -> Response:
-    """The database answers and the intake writer runs: webhooks can be committed."""
+    """The database answers and every background part this process started still runs."""
     runtime = request.app.state.runtime
     try:
         with runtime.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as exc:
         return JSONResponse({"status": "unavailable", "detail": f"database: {type(exc).__name__}"}, 503)
-    if not runtime.writer.alive:
-        return JSONResponse({"status": "unavailable", "detail": "intake writer not running"}, 503)
+    for part in runtime.dead_parts():
+        return JSONResponse({"status": "unavailable", "detail": f"{part} not running"}, 503)
     return JSONResponse({"status": "ready"})
 
 

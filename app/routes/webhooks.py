@@ -34,6 +34,7 @@ PREFIX = "/webhooks/"
 MAX_BODY = 64 * 1024
 MAX_FIELDS = 200
 FORM_TYPE = "application/x-www-form-urlencoded"
+TEXT_FIELDS = {"Body", "text"}
 
 
 class Refused(Exception):
@@ -57,6 +58,10 @@ def parse_form(body: bytes, content_type: str) -> Form:
         raise Refused(400, f"{_field_not_utf8(body)}: not valid UTF-8") from None
     except ValueError as exc:  # too many fields
         raise Refused(400, f"malformed form: {exc}") from None
+    for name, value in pairs:
+        # NUL cannot be stored by PostgreSQL; in a message text it is replaced, elsewhere refused.
+        if "\x00" in name or ("\x00" in value and name not in TEXT_FIELDS):
+            raise Refused(400, f"{name.replace(chr(0), '?')}: contains a NUL character")
     return Form(pairs)
 
 
@@ -166,16 +171,20 @@ class Webhooks:
     # -- authentication ------------------------------------------------------------------------
     def check_twilio(self, scope: Scope, form: Form) -> None:
         settings = self.runtime.settings
-        if settings.twilio_auth_token is None:
+        signature_settings = header(scope, twilio.SIGNATURE_SETTINGS_HEADER.encode())
+        key = settings.twilio_auth_token
+        if signature_settings and settings.twilio_webhook_key is not None:
+            key = settings.twilio_webhook_key  # signed with the account's SharedKey secret
+        if key is None:
             return
         query = scope.get("query_string", b"").decode("latin-1")
         url = settings.public_url + scope["path"] + (f"?{query}" if query else "")
         valid = twilio.signature_valid(
-            token=settings.twilio_auth_token.get_secret_value(),
+            token=key.get_secret_value(),
             url=url,
             params=form.multi(),
             signature=header(scope, twilio.SIGNATURE_HEADER.encode()) or "",
-            settings_header=header(scope, twilio.SIGNATURE_SETTINGS_HEADER.encode()),
+            settings_header=signature_settings,
         )
         if not valid:
             WEBHOOK_REJECTED.labels("twilio", "signature").inc()

@@ -112,6 +112,8 @@ class IntakeWriter:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._last_commit = 0.0
+        # False when this process runs no processor: rows are left unclaimed for a worker to sweep.
+        self.claim = True
 
     def busy(self) -> bool:
         """Webhooks are arriving: a batch was committed in the last 50 ms."""
@@ -172,25 +174,39 @@ class IntakeWriter:
         self, batch: list[tuple[InboundSms, asyncio.AbstractEventLoop, asyncio.Future[Stored]]]
     ) -> None:
         now = utcnow()
+        token = self.claim_token if self.claim else None
         rows = [
-            message_row(sms, region=self.region, now=now, claim_token=self.claim_token, lease=self.lease)
+            message_row(sms, region=self.region, now=now, claim_token=token, lease=self.lease)
             for sms, _, _ in batch
         ]
         INTAKE_BATCH.observe(len(batch))
+        outcomes: list[int | Exception | None]
         try:
-            ids = store_batch(self.engine, rows)
+            outcomes = list(store_batch(self.engine, rows))
         except Exception as exc:
             log.exception("intake commit failed", extra={"batch": len(batch)})
-            for _, loop, future in batch:
-                loop.call_soon_threadsafe(_fail, future, exc)
-            return
+            # One bad row must not fail the others: store them one by one.
+            outcomes = [self._store_alone(row) for row in rows] if len(batch) > 1 else [exc]
         self._last_commit = time.monotonic()
-        fresh = [i for i in ids if i is not None]
-        for (sms, loop, future), message_id in zip(batch, ids, strict=True):
-            INBOUND.labels(sms.provider, "duplicate" if message_id is None else "stored").inc()
-            loop.call_soon_threadsafe(_resolve, future, Stored(message_id, message_id is None))
-        if fresh and self.on_stored is not None:
+        fresh: list[int] = []
+        for (sms, loop, future), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Exception):  # the request answers 5xx: the provider may retry
+                INBOUND.labels(sms.provider, "error").inc()
+                loop.call_soon_threadsafe(_fail, future, outcome)
+                continue
+            INBOUND.labels(sms.provider, "duplicate" if outcome is None else "stored").inc()
+            if outcome is not None:
+                fresh.append(outcome)
+            loop.call_soon_threadsafe(_resolve, future, Stored(outcome, outcome is None))
+        if fresh and self.on_stored is not None and self.claim:
             self.on_stored(fresh)
+
+    def _store_alone(self, row: dict[str, Any]) -> int | Exception | None:
+        try:
+            return store_batch(self.engine, [row])[0]
+        except Exception as exc:
+            log.exception("intake commit failed for one message", extra={"provider": row["provider"]})
+            return exc
 
 
 def _resolve(future: asyncio.Future[Stored], value: Stored) -> None:

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -180,6 +180,7 @@ class Dispatcher:
         poll: float = 1.0,
         clock: Callable[[], datetime] = utcnow,
         intake_busy: Callable[[], bool] = lambda: False,
+        send_timeout: float = 10.0,
     ) -> None:
         if not gateways:
             raise ValueError("the dispatcher needs at least one gateway")
@@ -191,6 +192,8 @@ class Dispatcher:
         self.poll = poll
         self.clock = clock
         self.intake_busy = intake_busy
+        # Claim no more than can be sent, at worst, well within the lease.
+        self.claim_limit = max(1, min(64, int(concurrency * lease / (send_timeout * 2))))
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -207,6 +210,10 @@ class Dispatcher:
         if self._thread is not None:
             self._thread.join(timeout=15)
         self._pool.shutdown(wait=True, cancel_futures=False)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def notify(self) -> None:
         """Something was queued: look now rather than at the next poll."""
@@ -255,19 +262,38 @@ class Dispatcher:
         return token, rows
 
     def run_once(self) -> int:
-        """Claim what is due, send it (in parallel), record every outcome in one transaction."""
-        token, rows = self.claim()
+        """Claim what is due, send it (in parallel), and record each outcome as soon as it is known.
+
+        Outcomes are written in small groups as sends finish, so a row is never left `sending`
+        longer than its own send, a delivery receipt finds its provider id, and a crash repeats at
+        most the sends in flight.
+        """
+        token, rows = self.claim(self.claim_limit)
         OUTBOX_DEPTH.set(len(rows))
         if not rows:
             return 0
-        outcomes = list(self._pool.map(self._attempt, rows)) if len(rows) > 1 else [self._attempt(rows[0])]
+        futures = {self._pool.submit(self._attempt, row): row for row in rows}
+        finished: list[tuple[Outgoing, Outcome]] = []
+        flushed = time.perf_counter()
+        for future in as_completed(futures):
+            finished.append((futures[future], future.result()))
+            if len(finished) >= 16 or time.perf_counter() - flushed > 0.05:
+                self._record(token, finished)
+                finished, flushed = [], time.perf_counter()
+        if finished:
+            self._record(token, finished)
+        return len(rows)
+
+    def _record(self, token: str, finished: list[tuple[Outgoing, Outcome]]) -> None:
         params = [
             {f"b_{k}": v for k, v in asdict(outcome).items()} | {"b_id": row.id, "b_token": token}
-            for row, outcome in zip(rows, outcomes, strict=True)
+            for row, outcome in finished
         ]
+        sent = [(o.provider, o.provider_message_id) for _, o in finished if o.provider_message_id]
         with self.factory() as session, session.begin():
             session.connection().execute(_RECORD, params)
-        return len(rows)
+            if sent:
+                adopt_early_receipts(session=session, sent=sent)
 
     def _attempt(self, row: Outgoing) -> Outcome:
         """Send one row through its current gateway; what happened to it."""
@@ -308,13 +334,16 @@ class Dispatcher:
         attempts = row.attempts + 1
         name = self.gateways[index].name
         tried = f"{name}: {exc.reason}"
-        if not exc.retryable:
+        last = index + 1 >= len(self.gateways)
+        if not exc.retryable and (exc.recipient or last):
             return Outcome("failed", attempts, index, row.gateway_attempts + 1, provider=name, error=tried)
+        if not exc.retryable:  # this gateway refuses it (account, sender id): the next one may not
+            return Outcome("queued", attempts, index + 1, 0, next_attempt_at=self.clock(), error=tried)
         gateway_attempts = row.gateway_attempts + 1
         if gateway_attempts < self.policy.max_attempts:
             later = self.clock() + self.policy.delay(gateway_attempts)
             return Outcome("queued", attempts, index, gateway_attempts, next_attempt_at=later, error=tried)
-        if index + 1 < len(self.gateways):  # fail over at once to the next gateway
+        if not last:  # fail over at once to the next gateway
             return Outcome("queued", attempts, index + 1, 0, next_attempt_at=self.clock(), error=tried)
         return Outcome("failed", attempts, index, gateway_attempts, provider=name, error=tried)
 
@@ -340,13 +369,42 @@ def record_delivery(*, session: Session, report: DeliveryReport) -> Message | No
         )
     )
     DELIVERY.labels(report.provider, report.status).inc()
-    if message is None or report.status not in _RANK:
-        return message
-    if report.status == "failed" or _RANK[report.status] > _RANK.get(message.status, 0):
-        if message.status != "failed" or report.status == "failed":
-            message.status = report.status
-        if report.status == "delivered":
-            message.delivered_at = utcnow()
-        if report.error:
-            message.error = report.error
+    if message is not None:
+        _apply(message, report.status, report.error)
     return message
+
+
+def adopt_early_receipts(*, session: Session, sent: list[tuple[str | None, str | None]]) -> None:
+    """Link receipts that arrived before their send was recorded, and apply them."""
+    ids = [pmid for _, pmid in sent if pmid]
+    orphans = session.scalars(_ORPHANS, {"ids": ids}).all()
+    for event in orphans:
+        message = session.scalar(
+            _BY_PROVIDER_ID, {"provider": event.provider, "pmid": event.provider_message_id}
+        )
+        if message is not None:
+            event.message_id = message.id
+            _apply(message, event.status, event.error)
+
+
+def _apply(message: Message, status: str, error: str | None) -> None:
+    if status not in _RANK:
+        return
+    if status == "failed" or _RANK[status] > _RANK.get(message.status, 0):
+        if message.status != "failed" or status == "failed":
+            message.status = status
+        if status == "delivered":
+            message.delivered_at = utcnow()
+        if error:
+            message.error = error
+
+
+_ORPHANS = select(DeliveryEvent).where(
+    DeliveryEvent.message_id.is_(None),
+    DeliveryEvent.provider_message_id.in_(bindparam("ids", expanding=True)),
+)
+_BY_PROVIDER_ID = select(Message).where(
+    Message.direction == "outbound",
+    Message.provider == bindparam("provider"),
+    Message.provider_message_id == bindparam("pmid"),
+)

@@ -86,8 +86,17 @@ class Processor:
                     self._stopping = True
                     break
                 batch.append(nxt)
-            if self.process(batch):
-                self.on_outbox()
+            try:
+                if self.process(batch):
+                    self.on_outbox()
+            except Exception:  # the database is away: try these again in a moment
+                log.exception("processing pass failed", extra={"batch": len(batch)})
+                time.sleep(1.0)
+                self.submit(batch)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def _safe_sweep(self, *, take_over: bool = False) -> None:
         try:
@@ -208,6 +217,12 @@ class Processor:
 
     def _record_failure(self, message_id: int, exc: Exception) -> None:
         """Count the failure; after a few, park the message for a human (triage) rather than loop."""
+        try:
+            self._count_failure(message_id, exc)
+        except Exception:  # the database is away too: the claim expires and a sweep retries
+            log.exception("could not record a processing failure", extra={"message_id": message_id})
+
+    def _count_failure(self, message_id: int, exc: Exception) -> None:
         with self.factory() as session, session.begin():
             message = session.get(Message, message_id)
             if message is None or message.processed_at is not None:

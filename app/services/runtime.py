@@ -44,6 +44,7 @@ class Runtime:
             lease=settings.send_lease,
             poll=settings.dispatch_poll,
             intake_busy=self.writer.busy,
+            send_timeout=settings.send_timeout,
         )
         self.processor = Processor(
             factory=self.factory,
@@ -59,6 +60,7 @@ class Runtime:
 
     def start(self, *, intake: bool = True, processor: bool = True, dispatcher: bool = True) -> None:
         if intake:
+            self.writer.claim = processor
             self.writer.start()
             self._started.append("intake")
         if processor:
@@ -68,6 +70,15 @@ class Runtime:
             self.dispatcher.start()
             self._started.append("dispatcher")
         log.info("runtime started", extra={"parts": self._started, "gateways": self.settings.gateway})
+
+    def dead_parts(self) -> list[str]:
+        """Background parts this process started that are no longer running."""
+        alive = {
+            "intake": self.writer.alive,
+            "processor": self.processor.alive,
+            "dispatcher": self.dispatcher.alive,
+        }
+        return [part for part in self._started if not alive[part]]
 
     def stop(self) -> None:
         if "intake" in self._started:
