@@ -17,7 +17,6 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -120,19 +119,11 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         UniqueConstraint("direction", "provider", "provider_message_id"),
-        Index(
-            "ix_messages_unprocessed",
-            "id",
-            sqlite_where=text("direction = 'inbound' AND processed_at IS NULL"),
-            postgresql_where=text("direction = 'inbound' AND processed_at IS NULL"),
-        ),
-        Index(
-            "ix_messages_outbox",
-            "status",
-            "next_attempt_at",
-            sqlite_where=text("direction = 'outbound' AND status IN ('queued', 'sending')"),
-            postgresql_where=text("direction = 'outbound' AND status IN ('queued', 'sending')"),
-        ),
+        # Plain (not partial) indexes: a partial index is only used when the query repeats its
+        # condition with literals, which prepared statements do not.
+        Index("ix_messages_unprocessed", "processed_at", "direction", "id"),
+        Index("ix_messages_due", "status", "next_attempt_at"),
+        Index("ix_messages_stale", "status", "claimed_until"),
         Index(None, "direction", "created_at"),
     )
 

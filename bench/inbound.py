@@ -85,12 +85,12 @@ def main(
         run_loadgen(url, "--requests", "500", "--concurrency", "8")  # warm-up
         run_loadgen(bare_url, "--requests", "500", "--concurrency", "8", "--bare")
         before = count(db, "direction = 'inbound'")
-        for _ in range(rounds):
-            k_closed.append(run_loadgen(url, *closed))
-            b_closed.append(run_loadgen(bare_url, *closed, "--bare"))
         for _ in range(max(1, rounds - 1)):
             k_open.append(run_loadgen(url, *steady))
             b_open.append(run_loadgen(bare_url, *steady, "--bare"))
+        for _ in range(rounds):
+            k_closed.append(run_loadgen(url, *closed))
+            b_closed.append(run_loadgen(bare_url, *closed, "--bare"))
         answered = int(sum(r["ok"] for r in k_closed + k_open))
         committed = count(db, "direction = 'inbound'") - before
         load_end = time.monotonic()

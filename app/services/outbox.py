@@ -126,13 +126,20 @@ _DUE = or_(
     and_(_T.c.status == "queued", _T.c.next_attempt_at <= bindparam("now")),
     and_(_T.c.status == "sending", _T.c.claimed_until < bindparam("now")),
 )
+# Only outbound rows are ever queued or sending; each query walks its own index.
 _DUE_IDS = (
     select(_T.c.id)
-    .where(_T.c.direction == "outbound", _DUE)
+    .where(_T.c.status == "queued", _T.c.next_attempt_at <= bindparam("now"))
     .order_by(_T.c.next_attempt_at)
     .limit(bindparam("limit"))
 )
+_STALE_IDS = (
+    select(_T.c.id)
+    .where(_T.c.status == "sending", _T.c.claimed_until < bindparam("now"))
+    .limit(bindparam("limit"))
+)
 _DUE_IDS_SKIP_LOCKED = _DUE_IDS.with_for_update(skip_locked=True)
+_STALE_IDS_SKIP_LOCKED = _STALE_IDS.with_for_update(skip_locked=True)
 _CLAIM = (
     update(_T)
     .where(_T.c.id.in_(bindparam("ids", expanding=True)), _T.c.direction == "outbound", _DUE)
@@ -240,8 +247,10 @@ class Dispatcher:
         token = uuid.uuid4().hex
         with self.factory() as session, session.begin():
             conn = session.connection()
-            query = _DUE_IDS_SKIP_LOCKED if conn.dialect.name == "postgresql" else _DUE_IDS
-            ids = list(conn.execute(query, {"now": now, "limit": limit}).scalars())
+            locking = conn.dialect.name == "postgresql"
+            params = {"now": now, "limit": limit}
+            ids = list(conn.execute(_DUE_IDS_SKIP_LOCKED if locking else _DUE_IDS, params).scalars())
+            ids += conn.execute(_STALE_IDS_SKIP_LOCKED if locking else _STALE_IDS, params).scalars()
             if not ids:
                 return token, []
             claimed = conn.execute(
