@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 import migrations
+
+log = logging.getLogger("kengele.db")
 
 
 def utcnow() -> datetime:
@@ -58,7 +62,9 @@ def durable() -> Iterator[None]:
         _durability.on = False
 
 
-def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 10) -> Engine:
+def make_engine(
+    url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 10, background_checkpoints: bool = False
+) -> Engine:
     """Create an engine with the pragmas and pool the service needs on each backend."""
     if url.startswith("sqlite"):
         # SQLite has one writer at a time. One connection per process makes threads queue in
@@ -81,6 +87,8 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute(f"PRAGMA synchronous={sqlite_synchronous}")
             cur.execute("PRAGMA busy_timeout=30000")
+            if background_checkpoints:  # a Checkpointer thread does it, off the commit path
+                cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
 
         # With synchronous=FULL, only what the service promised is durable pays for an fsync:
@@ -100,6 +108,49 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+
+
+class Checkpointer:
+    """Copies SQLite's write-ahead log into the database file from its own thread and connection.
+
+    SQLite otherwise checkpoints inside whichever commit crosses 1,000 WAL pages, so that one
+    commit (and every webhook waiting on it) pays for copying and fsyncing megabytes. A PASSIVE
+    checkpoint never waits for readers or writers.
+    """
+
+    def __init__(self, path: str, every: float = 1.0) -> None:
+        self.path = path
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kengele-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._stop.set()
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        try:
+            while not self._stop.wait(self.every):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:
+                    log.warning("wal checkpoint failed", exc_info=True)
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            conn.close()
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a SQLite URL, None for other databases and in-memory ones."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///").split("?")[0]
+    return path if path and path != ":memory:" else None
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
@@ -136,8 +187,7 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str) -> None:
     """Apply every migration to the database at `url`."""
-    if url.startswith("sqlite:///"):
-        path = url.removeprefix("sqlite:///")
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_path(url)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(url), "head")

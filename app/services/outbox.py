@@ -237,8 +237,8 @@ class Dispatcher:
             if sent == 0:
                 self._wake.wait(self.poll)
                 self._wake.clear()
-            elif self.intake_busy():  # leave the CPU to the webhooks as long as we used it
-                time.sleep(time.perf_counter() - started)
+            elif self.intake_busy():  # storing comes before sending: leave the webhooks the CPU
+                time.sleep(3.0 * (time.perf_counter() - started))
 
     # -- one pass ----------------------------------------------------------------------------
     def claim(self, limit: int = 64) -> tuple[str, list[Outgoing]]:

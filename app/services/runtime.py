@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 
 import gateways
 from app.config import Settings
-from app.db import make_engine, make_sessionmaker
+from app.db import Checkpointer, make_engine, make_sessionmaker, sqlite_path
 from app.services.intake import IntakeWriter
 from app.services.outbox import Dispatcher, RetryPolicy
 from app.services.pipeline import PipelineConfig
@@ -24,8 +24,12 @@ class Runtime:
 
     def __init__(self, settings: Settings, *, engine: Engine | None = None) -> None:
         self.settings = settings
+        path = sqlite_path(settings.database_url) if engine is None else None
+        self.checkpointer = Checkpointer(path) if path else None
         self.engine = engine or make_engine(
-            settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
+            settings.database_url,
+            sqlite_synchronous=settings.sqlite_synchronous,
+            background_checkpoints=self.checkpointer is not None,
         )
         self.factory = make_sessionmaker(self.engine)
         self.gateways = gateways.build(settings)
@@ -59,6 +63,8 @@ class Runtime:
         self._started: list[str] = []
 
     def start(self, *, intake: bool = True, processor: bool = True, dispatcher: bool = True) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.start()
         if intake:
             self.writer.claim = processor
             self.writer.start()
@@ -88,4 +94,6 @@ class Runtime:
         if "dispatcher" in self._started:
             self.dispatcher.stop()
         self._started.clear()
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         self.engine.dispose()
