@@ -133,16 +133,17 @@ class Checkpointer:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn: sqlite3.Connection | None = None
         try:
             while not self._stop.wait(self.every):
                 try:
+                    conn = conn or sqlite3.connect(self.path, timeout=30, isolation_level=None)
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error:
                     log.warning("wal checkpoint failed", exc_info=True)
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
 
 def sqlite_path(url: str) -> str | None:
