@@ -95,6 +95,7 @@ class Grammar:
     stopwords: frozenset[str]
     replies: dict[str, str]
     category_names: dict[str, str]
+    numbers: dict[str, int]
     path: Path = field(compare=False)
 
 
@@ -165,6 +166,12 @@ def load_grammar(path: Path) -> Grammar:
     names = data.get("category_names")
     if not isinstance(names, dict) or any(c not in names for c in (*CATEGORIES, "other")):
         raise GrammarError(path, "category_names", "must name every category and 'other'")
+    numbers = data.get("numbers", {})
+    if not isinstance(numbers, dict):
+        raise GrammarError(path, "numbers", "must be a table of word = number")
+    for word, value in numbers.items():
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 100_000:
+            raise GrammarError(path, f"numbers.{word}", "must be a whole number from 0 to 100000")
     name = data.get("name", language)
     return Grammar(
         language=language,
@@ -182,6 +189,7 @@ def load_grammar(path: Path) -> Grammar:
         ),
         replies={k: str(v) for k, v in replies.items()},
         category_names={k: str(v) for k, v in names.items()},
+        numbers={fold(k): v for k, v in numbers.items()},
         path=path,
     )
 

@@ -16,6 +16,7 @@ MIN_TYPO_LEN = 5  # words of five letters or more are recognised with one typing
 MAX_COUNT = 100_000
 _GLUED = re.compile(r"^([a-z]+)(\d{1,2})$")
 _INCIDENT_CODE = re.compile(r"^k?(\d{1,7})$")
+_NUMBER_GLUED = re.compile(r"^(\d{1,6})([a-z]{3,})$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +39,12 @@ class ParseResult:
     details: list[str] = field(default_factory=list)
     corrections: list[str] = field(default_factory=list)  # "pilage -> pillage"
     via: str = "keyword"  # keyword|code|free_text|checkin_number
+    words_used: int = field(default=0, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        del out["words_used"]
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,7 @@ class Lexicon:
         self.triggers: dict[str, set[str]] = {}
         self.stopwords: dict[str, set[str]] = {}
         self.count_units: set[str] = set()
+        self.numbers: dict[str, int] = {}
         by_first: dict[str, list[_Entry]] = {}
         for lang, g in grammars.items():
             for word in g.triggers:
@@ -68,6 +73,7 @@ class Lexicon:
             for word in g.stopwords:
                 self.stopwords.setdefault(word, set()).add(lang)
             self.count_units |= g.count_units
+            self.numbers.update(g.numbers)
             entries = [_Entry(p, "category", c, lang) for c, ps in g.categories.items() for p in ps]
             entries += [_Entry(p, "command", c, lang) for c, ps in g.commands.items() for p in ps]
             entries += [_Entry(p, "now", "now", lang) for p in g.now]
@@ -150,19 +156,28 @@ def parse(text: str, context: SenderContext | None = None, *, lex: Lexicon | Non
         tokens[0:1] = [glued.group(1), glued.group(2)]
         original[0:1] = [original[0][: len(glued.group(1))], glued.group(2)]
 
-    corrections: list[str] = []
+    for i in range(len(tokens) - 1, -1, -1):  # "20hommes" -> "20", "hommes"
+        unit = _NUMBER_GLUED.match(tokens[i])
+        if unit:
+            tokens[i : i + 1] = [unit.group(1), unit.group(2)]
+            original[i : i + 1] = [original[i][: len(unit.group(1))], original[i][len(unit.group(1)) :]]
+
+    # Typing errors are corrected tentatively: a correction stands only where it makes a keyword
+    # the message needs, so that a place name is never "corrected" into a keyword.
+    corrected: dict[int, str] = {}
     for i, token in enumerate(tokens):
         fixed = lex.correct(token)
         if fixed is not None:
-            corrections.append(f"{original[i]} -> {fixed}")
+            corrected[i] = token
             tokens[i] = fixed
 
     votes: dict[str, float] = {}
     command = _command(tokens, original, context, lex, votes)
     if command is not None:
-        command.corrections = corrections
+        used = [k for k in corrected if k < command.words_used]
+        command.corrections = [f"{original[k]} -> {tokens[k]}" for k in used]
         return command
-    return _alert(tokens, original, context, lex, votes, corrections)
+    return _alert(tokens, original, context, lex, votes, corrected)
 
 
 def _vote(votes: dict[str, float], languages: set[str] | str, weight: float = 1.0) -> None:
@@ -204,7 +219,12 @@ def _command(
         if langs and code is not None:
             _vote(votes, langs)
             return ParseResult(
-                intent, _language(votes, context, lex), 1.0, code=code, details=rest_original[1:]
+                intent,
+                _language(votes, context, lex),
+                1.0,
+                code=code,
+                details=rest_original[1:],
+                words_used=longest,
             )
     for intent in ("help", "stop", "start", "join"):
         langs = {e.language for e in matched if e.value == intent}
@@ -217,6 +237,7 @@ def _command(
                 1.0,
                 place_words=place if intent == "join" else [],
                 details=[] if intent == "join" else rest_original,
+                words_used=longest,
             )
     checkin = {e.language for e in matched if e.value == "checkin"}
     if checkin and not any(
@@ -224,13 +245,15 @@ def _command(
         for i in range(len(rest))
     ):
         _vote(votes, checkin)
-        return ParseResult("checkin", _language(votes, context, lex), 1.0, details=rest_original)
+        return ParseResult(
+            "checkin", _language(votes, context, lex), 1.0, details=rest_original, words_used=longest
+        )
     ack = {e.language for e in matched if e.value in ("ack", "close")}
     if ack and not rest:
         # "ACK" alone: an officer acknowledging without a code; the handler asks for it.
         intent = "ack" if any(e.value == "ack" for e in matched) else "close"
         _vote(votes, ack)
-        return ParseResult(intent, _language(votes, context, lex), 0.6)
+        return ParseResult(intent, _language(votes, context, lex), 0.6, words_used=longest)
     return None
 
 
@@ -240,7 +263,7 @@ def _alert(
     context: SenderContext,
     lex: Lexicon,
     votes: dict[str, float],
-    corrections: list[str],
+    corrected: dict[int, str],
 ) -> ParseResult:
     consumed = [False] * len(tokens)
     category: str | None = None
@@ -265,7 +288,13 @@ def _alert(
             i += 1
             continue
         n = len(entry.words)
-        for k in range(i, i + n):
+        span = range(i, i + n)
+        if entry.kind == "category" and category is not None and any(k in corrected for k in span):
+            for k in span:  # a second category word only by correction: keep what was written
+                tokens[k] = corrected.pop(k, tokens[k])
+            i += 1
+            continue
+        for k in span:
             consumed[k] = True
         _vote(votes, lex.phrase_languages[entry.words])
         if entry.kind == "category":
@@ -276,16 +305,21 @@ def _alert(
         elif time_word is None:
             time_word = entry.kind
         i += n
+    for k in [k for k in corrected if not consumed[k]]:
+        tokens[k] = corrected.pop(k)  # a correction that made no keyword is undone
+    corrections = [f"{original[k]} -> {tokens[k]}" for k in sorted(corrected)]
     if category is None and via == "free_text":
         for token in tokens:
             if token in lex.stopwords:
                 _vote(votes, lex.stopwords[token], 0.25)
-        return ParseResult("unknown", _language(votes, context, lex), 0.0, corrections=corrections)
+        return ParseResult("unknown", _language(votes, context, lex), 0.0)
     count = None
     for k, token in enumerate(tokens):
         if consumed[k]:
             continue
         n = _number(token)
+        if n is None:
+            n = lex.numbers.get(token)
         if n is not None and n <= MAX_COUNT:
             if count is None:
                 count = n
