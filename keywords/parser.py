@@ -12,6 +12,7 @@ from rapidfuzz.distance import DamerauLevenshtein
 
 from keywords.grammar import GRAMMAR_DIR, Grammar, fold, load_all, words_of
 
+INTENTS = ("alert", "checkin", "ack", "close", "help", "stop", "start", "join", "unknown")
 MIN_TYPO_LEN = 5  # words of five letters or more are recognised with one typing error
 MAX_COUNT = 100_000
 _GLUED = re.compile(r"^([a-z]+)(\d{1,2})$")
@@ -308,6 +309,8 @@ def _alert(
     for k in [k for k in corrected if not consumed[k]]:
         tokens[k] = corrected.pop(k)  # a correction that made no keyword is undone
     corrections = [f"{original[k]} -> {tokens[k]}" for k in sorted(corrected)]
+    if category is None and 0 in corrected:
+        via = "free_text"  # a trigger read only through a typing error says too little alone
     if category is None and via == "free_text":
         for token in tokens:
             if token in lex.stopwords:

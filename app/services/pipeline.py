@@ -18,6 +18,7 @@ from app.metrics import PROCESSED
 from app.models import Alert, AuditLog, CheckIn, Incident, Message, Person
 from app.services.outbox import enqueue
 from keywords.parser import Lexicon, ParseResult, SenderContext, parse
+from keywords.sms import fit_one
 
 log = logging.getLogger("kengele.pipeline")
 
@@ -75,7 +76,7 @@ class Inbound:
         enqueue(
             session=self.session,
             recipient=message.sender,
-            text=template.format(**values),
+            text=fit_one(template.format(**values)),
             purpose="reply",
             key=f"reply:{message.id}",
             incident_id=incident_id,
