@@ -1,6 +1,14 @@
-"""`make bench`: every benchmark, printed for a person to compare."""
+"""`make bench`: every benchmark, printed for a person to compare. `python -m bench NAME` runs one."""
 
-from bench import inbound
+import sys
+
+from bench import inbound, parser
+
+BENCHES = {"parser": parser.main, "inbound": inbound.main}
 
 if __name__ == "__main__":
-    inbound.main()
+    for name in sys.argv[1:] or list(BENCHES):
+        if name not in BENCHES:
+            sys.exit(f"unknown benchmark {name!r}; known: {', '.join(BENCHES)}")
+        BENCHES[name]()
+        print()

@@ -57,7 +57,9 @@ def wait_processed(runtime: Runtime, provider_id: str) -> Message:
 def test_public_corpus_end_to_end(client: TestClient) -> None:
     runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
     load_roster(runtime)
-    corpus = [json.loads(line) for line in (CORPUS / "messages.jsonl").read_text().splitlines() if line.strip()]
+    corpus = [
+        json.loads(line) for line in (CORPUS / "messages.jsonl").read_text().splitlines() if line.strip()
+    ]
     sent: dict[str, str] = {}  # corpus id -> provider message id
     codes: dict[str, str] = {}  # gold incident label -> our incident code
     failures: list[str] = []
@@ -83,19 +85,26 @@ def test_public_corpus_end_to_end(client: TestClient) -> None:
                     got = alert.category if alert else None
                     failures.append(f"{m['id']} {text!r}: category {got}, expected {expect['category']}")
                 elif "count" in expect and alert.details.get("count") != expect["count"]:
-                    failures.append(f"{m['id']} {text!r}: count {alert.details.get('count')}, expected {expect['count']}")
+                    failures.append(
+                        f"{m['id']} {text!r}: count {alert.details.get('count')}, expected {expect['count']}"
+                    )
                 if alert is not None and expect.get("incident") and expect["incident"] not in codes:
                     codes[expect["incident"]] = session.get(Incident, alert.incident_id).code  # type: ignore[union-attr]
             elif alert is not None:
                 failures.append(f"{m['id']} {text!r}: made an alert")
             for kind, label in (expect.get("effect") or {}).items():
                 status = session.scalars(select(Incident.status).where(Incident.code == codes[label])).one()
-                ok = {"acknowledged": status == "acknowledged", "closed": status == "closed",
-                      "not_acknowledged": status == "open"}[kind]
+                ok = {
+                    "acknowledged": status == "acknowledged",
+                    "closed": status == "closed",
+                    "not_acknowledged": status == "open",
+                }[kind]
                 if not ok:
                     failures.append(f"{m['id']} {text!r}: {kind} {label} not so (status {status})")
     assert not failures, "\n".join(failures)
-    triage = client.get("/api/v1/triage", headers={"Authorization": "Bearer test-admin-token-0123456789"}).json()
+    triage = client.get(
+        "/api/v1/triage", headers={"Authorization": "Bearer test-admin-token-0123456789"}
+    ).json()
     assert {t["text"] for t in triage["items"]} == {"bonjour je veux savoir", "Hello"}
 
 

@@ -19,7 +19,7 @@ contexts = st.builds(
 )
 # Any Unicode (surrogates included), and text built from the card's own words, which reaches
 # deeper into the parser than random characters do.
-card_words = st.sampled_from(sorted(LEX.vocabulary) + ["A1", "T4", "K42", "20", "Djugu", "iga", "*", "."])
+card_words = st.sampled_from([*sorted(LEX.vocabulary), "A1", "T4", "K42", "20", "Djugu", "iga", "*", "."])
 texts = st.one_of(
     st.text(max_size=5000),
     st.lists(card_words, max_size=40).map(" ".join),
@@ -27,7 +27,9 @@ texts = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 @given(text=texts, context=contexts)
 def test_any_text_parses_quickly_and_sensibly(text: str, context: SenderContext) -> None:
     best = float("inf")

@@ -31,7 +31,9 @@ def test_every_grammar_has_a_table_of_at_least_60_cases() -> None:
 
 @pytest.mark.parametrize(("table", "case"), cases(), ids=[f"{t}:{c['text'][:40]}" for t, c in cases()])
 def test_case(table: str, case: dict[str, Any]) -> None:
-    context = SenderContext(role=case.get("role"), language=case.get("lang"), checkin_pending=case.get("pending", False))
+    context = SenderContext(
+        role=case.get("role"), language=case.get("lang"), checkin_pending=case.get("pending", False)
+    )
     result = parse(case["text"], context)
     got = {"intent": result.intent}
     expected = {"intent": case["intent"]}
