@@ -97,12 +97,20 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_parse(args: argparse.Namespace) -> int:
+    from app.phones import country, normalize
     from keywords.parser import SenderContext, lexicon, parse
 
     settings = _settings()
     if args.lang and args.lang not in lexicon(settings.default_language).grammars:
         raise CliError(f"--lang: no grammar for {args.lang!r}")
-    result = parse(args.text, SenderContext(language=args.lang), lex=lexicon(settings.default_language))
+    lex = lexicon(settings.default_language)
+    language = args.lang
+    if language is None and args.sender:
+        phone = normalize(args.sender, settings.default_region)
+        if not phone.valid:
+            raise CliError(f"--sender: {args.sender!r} is not a valid phone number")
+        language = lex.language_of_country(country(phone.value))
+    result = parse(args.text, SenderContext(language=language), lex=lex)
     print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
     return EXIT_OK
 

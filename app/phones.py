@@ -28,6 +28,16 @@ def normalize(raw: str, region: str) -> Phone:
     return Phone(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), True)
 
 
+def country(phone: str | None) -> str | None:
+    """The ISO country of an E.164 number, if it has one."""
+    if not phone or not phone.startswith("+"):
+        return None
+    try:
+        return phonenumbers.region_code_for_number(phonenumbers.parse(phone, None)) or None
+    except phonenumbers.NumberParseException:
+        return None
+
+
 def mask(phone: str | None) -> str | None:
     """`+243*****4567`: the country code and the last four digits, nothing else."""
     if phone is None:

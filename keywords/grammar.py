@@ -96,6 +96,7 @@ class Grammar:
     replies: dict[str, str]
     category_names: dict[str, str]
     numbers: dict[str, int]
+    countries: frozenset[str]
     path: Path = field(compare=False)
 
 
@@ -172,6 +173,9 @@ def load_grammar(path: Path) -> Grammar:
     for word, value in numbers.items():
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 100_000:
             raise GrammarError(path, f"numbers.{word}", "must be a whole number from 0 to 100000")
+    countries = data.get("countries", [])
+    if not isinstance(countries, list) or not all(isinstance(c, str) and len(c) == 2 for c in countries):
+        raise GrammarError(path, "countries", "must be a list of ISO 3166 alpha-2 codes")
     name = data.get("name", language)
     return Grammar(
         language=language,
@@ -190,6 +194,7 @@ def load_grammar(path: Path) -> Grammar:
         replies={k: str(v) for k, v in replies.items()},
         category_names={k: str(v) for k, v in names.items()},
         numbers={fold(k): v for k, v in numbers.items()},
+        countries=frozenset(c.upper() for c in countries),
         path=path,
     )
 

@@ -98,6 +98,14 @@ class Lexicon:
                 for variant in _deletes(word) | {word}:
                     self._deletes.setdefault(variant, set()).add(word)
 
+    def language_of_country(self, country: str | None) -> str | None:
+        """The language a grammar lists for this country (ISO alpha-2), if one does."""
+        if country:
+            for lang, grammar in self.grammars.items():
+                if country.upper() in grammar.countries:
+                    return lang
+        return None
+
     def correct(self, token: str) -> str | None:
         """The one vocabulary word within one typing error of `token`, if any."""
         if len(token) < MIN_TYPO_LEN or not token.isalpha() or token in self.vocabulary:

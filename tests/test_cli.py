@@ -63,6 +63,10 @@ def test_parse_prints_json_without_database(tmp_path: Path) -> None:
     assert (out["intent"], out["category"], out["count"]) == ("alert", "abduction", 2)
     assert not (tmp_path / "never.db").exists()
     assert run("parse", "x", "--lang", "xx", cwd=tmp_path).returncode == 2
+    kenyan = run("parse", "STOP", "--sender", "+254700000001", cwd=tmp_path)
+    assert json.loads(kenyan.stdout)["language"] == "sw"
+    bad = run("parse", "STOP", "--sender", "12", cwd=tmp_path)
+    assert bad.returncode == 2 and "--sender" in bad.stderr
 
 
 def test_token_create(db_url: str) -> None:

@@ -241,3 +241,26 @@ def test_one_bad_row_does_not_fail_its_intake_batch(
             session.scalars(select(Message.provider_message_id).where(Message.direction == "inbound"))
         )
     assert stored == {f"SM{i}" for i in range(8) if i != 3}
+
+
+def test_unregistered_senders_get_no_confirmation_when_turned_off(
+    make_settings: Callable[..., Settings],
+) -> None:
+    runtime = Runtime(make_settings(reply_unregistered=False))
+    with transaction(runtime.factory) as session:
+        session.add(Person(name="Grace Ndjadi", phone="+243810000004", role="focal_point", language="en"))
+    stranger = inbound(runtime, "+243820000031", "A1 Djugu", "u1")
+    known = inbound(runtime, "+243810000004", "A1 Djugu", "u2")
+    runtime.processor.process([stranger, known])
+    out = replies(runtime)
+    assert stranger not in out and known in out
+    with runtime.factory() as session:  # the alert itself is recorded all the same
+        assert len(session.scalars(select(Incident)).all()) == 2
+
+
+def test_unknown_senders_are_answered_in_their_countrys_language(runtime: Runtime) -> None:
+    kenyan = inbound(runtime, "+254700000001", "STOP", "c1")
+    congolese = inbound(runtime, "+243820000032", "STOP", "c2")
+    runtime.processor.process([kenyan, congolese])
+    out = replies(runtime)
+    assert out[kenyan].language == "sw" and out[congolese].language == "fr"

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from app.db import utcnow
 from app.metrics import PROCESSED
 from app.models import Alert, AuditLog, CheckIn, Incident, Message, Person
+from app.phones import country
 from app.services.outbox import enqueue
 from keywords.parser import Lexicon, ParseResult, SenderContext, parse
 from keywords.sms import fit_one
@@ -132,6 +133,8 @@ def handle_inbound(
     if senders is None:
         senders = load_senders(session, {message.sender} if message.sender else set(), now)
     person, context = senders.context(message.sender)
+    if person is None:  # an unknown number: its country hints at the language to answer in
+        context = SenderContext(language=config.lexicon.language_of_country(country(message.sender)))
     result = parse(message.text, context, lex=config.lexicon)
     item = Inbound(session, message, person, result, config, now, senders)
     outcome = HANDLERS[result.intent](item)
