@@ -11,6 +11,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -217,6 +218,34 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_gazetteer_import(args: argparse.Namespace) -> int:
+    from app.db import make_engine
+    from app.services import gazetteer
+
+    settings = _settings()
+    country = args.country.upper() if args.country else None
+    if country is not None and (len(country) != 2 or not country.isalpha()):
+        raise CliError(f"--country: {args.country!r} is not an ISO alpha-2 code")
+    if (args.file is None) == (not args.builtin):
+        raise CliError("give FILE or --builtin (GeoNames' places of 1,000 people or more)")
+    try:
+        if args.builtin:
+            rows = gazetteer.read_builtin(country or settings.default_region)
+        else:
+            rows = gazetteer.read_file(Path(args.file), country)
+    except gazetteer.GazetteerError as exc:
+        raise CliError(str(exc)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"{args.file}: cannot read: {exc}") from None
+    if settings.is_sqlite:
+        _upgrade(settings)
+    engine = make_engine(settings.database_url)
+    added, updated = gazetteer.store(engine, rows)
+    engine.dispose()
+    print(f"{len(rows)} places read: {added} added, {updated} updated")
+    return EXIT_OK
+
+
 def cmd_token_create(args: argparse.Namespace) -> int:
     from app.auth import ROLES, hash_token, new_token
     from app.db import make_engine, make_sessionmaker, transaction
@@ -275,6 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--at", help="report time, ISO 8601")
     sim.add_argument("text")
     sim.set_defaults(func=cmd_simulate)
+
+    gaz = sub.add_parser("gazetteer", help="places")
+    gaz_sub = gaz.add_subparsers(dest="gazetteer_command", required=True)
+    gaz_import = gaz_sub.add_parser("import", help="load places from CSV or a GeoNames dump (.txt)")
+    gaz_import.add_argument("file", nargs="?")
+    gaz_import.add_argument("--country", help="keep only this country (ISO alpha-2)")
+    gaz_import.add_argument("--builtin", action="store_true", help="GeoNames data shipped with Kengele")
+    gaz_import.set_defaults(func=cmd_gazetteer_import)
 
     token = sub.add_parser("token", help="API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from app.config import Settings
-from app.routes import api, health, webhooks
+from app.routes import api, health, incidents, webhooks
 from app.services.runtime import Runtime
 
 
@@ -37,6 +37,7 @@ def create_app(
     app.state.runtime = rt
     app.add_middleware(webhooks.Webhooks, runtime=rt)
     app.include_router(api.router)
+    app.include_router(incidents.router)
     app.include_router(health.router)
 
     @app.exception_handler(RequestValidationError)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -38,3 +38,59 @@ class MessagePublic(BaseModel):
     sent_at: datetime | None
     attempts: int
     error: str | None
+
+
+class AlertPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    incident_id: int | None
+    message_id: int
+    category: str
+    severity: str
+    place_name: str | None
+    place_query: str | None
+    lat: float | None
+    lon: float | None
+    precision: str
+    language: str | None
+    sender: str
+    reported_at: datetime
+    text: str
+    details: dict[str, Any]
+    confidence: float
+
+
+class IncidentPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    code: str | None
+    category: str
+    severity: str
+    status: str
+    place_name: str | None
+    lat: float | None
+    lon: float | None
+    precision: str
+    first_reported_at: datetime
+    last_reported_at: datetime
+    report_count: int
+    reporter_count: int
+    escalation_level: int
+    acknowledged_by: str | None
+    acknowledged_at: datetime | None
+    closed_by: str | None
+    closed_at: datetime | None
+
+
+class IncidentDetail(IncidentPublic):
+    reports: list[AlertPublic]
+
+
+class MergeRequest(BaseModel):
+    into: int
+
+
+class MoveRequest(BaseModel):
+    incident_id: int | None = None  # None: the report becomes an incident of its own

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from app.config import Settings
 from app.db import transaction, utcnow
-from app.models import AuditLog, Incident, Message, Person
+from app.models import Alert, AuditLog, Incident, Message, Person
 from app.services import pipeline
 from app.services.runtime import Runtime
 from gateways.base import InboundSms
@@ -157,8 +157,8 @@ def test_two_processors_never_process_a_message_twice(
         t.join()
     with a.factory() as session:
         outbound = session.scalars(select(Message).where(Message.direction == "outbound")).all()
-        incidents = session.scalars(select(Incident)).all()
-    assert len(outbound) == 60 and len(incidents) == 60
+        alerts = session.scalars(select(Alert)).all()
+    assert len(outbound) == 60 and len(alerts) == 60
     assert sorted(m.in_reply_to for m in outbound) == sorted(ids)
     assert set(handled) == set(ids) and set(handled.values()) == {1}
 

@@ -7,7 +7,7 @@ the alert, the state change and the outbox rows it caused: all of them or none.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, select
@@ -17,6 +17,10 @@ from app.db import utcnow
 from app.metrics import PROCESSED
 from app.models import Alert, AuditLog, CheckIn, Incident, Message, Person
 from app.phones import country
+from app.services.dedup import find_incident, refresh, severity
+from app.services.gazetteer import normalize_name
+from app.services.geotag import PlaceIndexHolder
+from app.services.incidents import acknowledge, close
 from app.services.outbox import enqueue
 from keywords.parser import Lexicon, ParseResult, SenderContext, parse
 from keywords.sms import fit_one
@@ -24,19 +28,7 @@ from keywords.sms import fit_one
 log = logging.getLogger("kengele.pipeline")
 
 CHECKIN_PENDING_FOR = timedelta(hours=24)
-SEVERITY_BY_CATEGORY = {
-    "killing": "critical",
-    "attack": "high",
-    "abduction": "high",
-    "sexual_violence": "high",
-    "arson": "high",
-    "armed_presence": "medium",
-    "looting": "medium",
-    "displacement": "medium",
-    "threat": "low",
-    "tension": "low",
-    "other": "medium",
-}
+PRECISION_RANK = {"unknown": 0, "country": 1, "home": 2, "place": 3}
 OFFICER_ROLES = ("officer", "admin")
 
 
@@ -44,6 +36,9 @@ OFFICER_ROLES = ("officer", "admin")
 class PipelineConfig:
     lexicon: Lexicon
     reply_unregistered: bool
+    places: PlaceIndexHolder = field(default_factory=PlaceIndexHolder)
+    dedup_radius_km: float = 10.0
+    dedup_window: timedelta = timedelta(hours=6)
 
 
 @dataclass(slots=True)
@@ -160,34 +155,53 @@ def _audit(item: Inbound, action: str, entity: str, entity_id: object, **details
 
 
 def _alert(item: Inbound) -> str:
-    result, person, message = item.result, item.person, item.message
+    result, person, message, config = item.result, item.person, item.message, item.config
     category = result.category or "other"
     reported_at = message.reported_at or item.now
-    lat = person.home_lat if person else None
-    lon = person.home_lon if person else None
-    precision = "home" if lat is not None else "unknown"
-    place_name = " ".join(result.place_words) or None
-    incident = Incident(
-        category=category,
-        severity=SEVERITY_BY_CATEGORY.get(category, "medium"),
-        status="open",
-        place_name=place_name,
-        lat=lat,
-        lon=lon,
-        precision=precision,
-        first_reported_at=reported_at,
-        last_reported_at=reported_at,
-        report_count=1,
-        reporter_count=1,
-        escalation_level=0,
-        created_at=item.now,
+    home = (person.home_lat, person.home_lon) if person and person.home_lat is not None else None
+    where = config.places.get(item.session).resolve(
+        result.place_words, home=home, area=person.area if person else None, country=country(message.sender)
     )
-    item.session.add(incident)
-    item.session.flush()
-    incident.code = f"K{incident.id}"
     details: dict[str, object] = {"count": result.count, "words": result.details, "time": result.time}
     if result.corrections:
         details["corrections"] = result.corrections
+    if where.written and where.matched and normalize_name(where.matched) != where.written:
+        details["place"] = f"{where.written} -> {where.matched}"
+    place_name = where.name or (" ".join(result.place_words) or None)
+    incident = find_incident(
+        item.session,
+        category=category,
+        lat=where.lat,
+        lon=where.lon,
+        sender=message.sender or "",
+        at=reported_at,
+        radius_km=config.dedup_radius_km,
+        window=config.dedup_window,
+    )
+    if incident is None:
+        incident = Incident(
+            category=category,
+            severity=severity(category, result.count, 1),
+            status="open",
+            place_id=where.place.id if where.place else None,
+            place_name=place_name,
+            lat=where.lat,
+            lon=where.lon,
+            precision=where.precision,
+            first_reported_at=reported_at,
+            last_reported_at=reported_at,
+            report_count=0,
+            reporter_count=0,
+            escalation_level=0,
+            created_at=item.now,
+        )
+        item.session.add(incident)
+        item.session.flush()
+        incident.code = f"K{incident.id}"
+    elif PRECISION_RANK[where.precision] > PRECISION_RANK[incident.precision]:
+        incident.place_id = where.place.id if where.place else None  # a report that says where it is
+        incident.place_name, incident.lat, incident.lon = place_name, where.lat, where.lon
+        incident.precision = where.precision
     item.session.add(
         Alert(
             message_id=message.id,
@@ -195,11 +209,12 @@ def _alert(item: Inbound) -> str:
             person_id=person.id if person else None,
             category=category,
             severity=incident.severity,
+            place_id=where.place.id if where.place else None,
             place_name=place_name,
-            place_query=" ".join(result.place_words) or None,
-            lat=lat,
-            lon=lon,
-            precision=precision,
+            place_query=where.written,
+            lat=where.lat,
+            lon=where.lon,
+            precision=where.precision,
             language=item.language,
             sender=message.sender or "",
             reported_at=reported_at,
@@ -209,12 +224,13 @@ def _alert(item: Inbound) -> str:
             created_at=item.now,
         )
     )
+    refresh(item.session, incident)
     message.incident_id = incident.id
-    names = item.config.lexicon.grammars[item.language].category_names
+    names = config.lexicon.grammars[item.language].category_names
     item.reply(
         "alert",
         incident_id=incident.id,
-        code=incident.code,
+        code=incident.code or "",
         category=names.get(category, category),
         place=place_name or "-",
     )
@@ -292,8 +308,16 @@ def _officer_command(item: Inbound, action: str) -> str:
     if incident is None:
         item.reply("no_incident", code=code or "?")
         return "command"
+    actor = f"sms:{person.id}"
     if action == "ack":
-        if incident.acknowledged_at is not None:
+        if not acknowledge(
+            session=item.session,
+            incident=incident,
+            who=person.name,
+            who_id=person.id,
+            actor=actor,
+            now=item.now,
+        ):
             item.reply(
                 "ack_already",
                 incident_id=incident.id,
@@ -301,24 +325,11 @@ def _officer_command(item: Inbound, action: str) -> str:
                 who=incident.acknowledged_by or "?",
             )
             return "command"
-        incident.acknowledged_at = item.now
-        incident.acknowledged_by = person.name
-        incident.acknowledged_by_id = person.id
-        if incident.status == "open":
-            incident.status = "acknowledged"
-    else:
-        if incident.status == "closed":
-            item.reply(
-                "close_already",
-                incident_id=incident.id,
-                code=incident.code or "",
-                who=incident.closed_by or "?",
-            )
-            return "command"
-        incident.status = "closed"
-        incident.closed_at = item.now
-        incident.closed_by = person.name
-    _audit(item, action, "incident", incident.id, code=incident.code)
+    elif not close(session=item.session, incident=incident, who=person.name, actor=actor, now=item.now):
+        item.reply(
+            "close_already", incident_id=incident.id, code=incident.code or "", who=incident.closed_by or "?"
+        )
+        return "command"
     item.reply(action, incident_id=incident.id, code=incident.code or "")
     return "command"
 

@@ -34,7 +34,10 @@ class Runtime:
         self.factory = make_sessionmaker(self.engine)
         self.gateways = gateways.build(settings)
         self.pipeline = PipelineConfig(
-            lexicon=lexicon(settings.default_language), reply_unregistered=settings.reply_unregistered
+            lexicon=lexicon(settings.default_language),
+            reply_unregistered=settings.reply_unregistered,
+            dedup_radius_km=settings.dedup_radius_km,
+            dedup_window=timedelta(seconds=settings.dedup_window),
         )
         lease = timedelta(seconds=settings.processing_lease)
         self.writer = IntakeWriter(engine=self.engine, region=settings.default_region, lease=lease)

@@ -1,0 +1,184 @@
+"""Incidents and their reports: lists, details, GeoJSON, and what officers do to them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.auth import Principal, require
+from app.db import transaction, utcnow
+from app.models import Alert, Incident
+from app.phones import mask
+from app.routes.api import Limit, Offset, as_utc
+from app.schemas import AlertPublic, IncidentDetail, IncidentPublic, MergeRequest, MoveRequest, Page
+from app.services import incidents as actions
+
+router = APIRouter(prefix="/api/v1", tags=["incidents"])
+Viewer = Annotated[Principal, Depends(require("viewer"))]
+Officer = Annotated[Principal, Depends(require("officer"))]
+Status = Literal["open", "acknowledged", "closed"]
+
+
+def _alert_view(alert: Alert, principal: Principal) -> AlertPublic:
+    view = AlertPublic.model_validate(alert)
+    if not principal.at_least("officer"):  # a reporter's number can get them killed
+        view.sender = mask(view.sender) or ""
+    return view
+
+
+def _incident(session: Session, incident_id: int) -> Incident:
+    incident = session.get(Incident, incident_id)
+    if incident is None:
+        raise HTTPException(404, f"no incident {incident_id}")
+    return incident
+
+
+def _detail(session: Session, incident: Incident, principal: Principal) -> IncidentDetail:
+    reports = session.scalars(
+        select(Alert).where(Alert.incident_id == incident.id).order_by(Alert.reported_at)
+    )
+    return IncidentDetail(
+        **IncidentPublic.model_validate(incident).model_dump(),
+        reports=[_alert_view(a, principal) for a in reports],
+    )
+
+
+@router.get("/incidents", response_model=Page[IncidentPublic])
+def list_incidents(
+    request: Request,
+    _: Viewer,
+    status: Status | None = None,
+    category: str | None = None,
+    since: datetime | None = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[IncidentPublic]:
+    """Incidents, newest first."""
+    query = select(Incident)
+    if status:
+        query = query.where(Incident.status == status)
+    if category:
+        query = query.where(Incident.category == category)
+    if since:
+        query = query.where(Incident.last_reported_at >= as_utc(since))
+    with transaction(request.app.state.runtime.factory) as session:
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        rows = session.scalars(
+            query.order_by(Incident.last_reported_at.desc(), Incident.id.desc()).limit(limit).offset(offset)
+        )
+        return Page[IncidentPublic](items=[IncidentPublic.model_validate(r) for r in rows], total=total)
+
+
+@router.get("/incidents.geojson")
+def incidents_geojson(request: Request, _: Viewer, status: Status | None = None) -> dict[str, Any]:
+    """Located incidents as a GeoJSON FeatureCollection (for a map)."""
+    query = select(Incident).where(Incident.lat.is_not(None))
+    if status:
+        query = query.where(Incident.status == status)
+    with transaction(request.app.state.runtime.factory) as session:
+        features = [
+            {
+                "type": "Feature",
+                "id": i.id,
+                "geometry": {"type": "Point", "coordinates": [i.lon, i.lat]},
+                "properties": IncidentPublic.model_validate(i).model_dump(mode="json"),
+            }
+            for i in session.scalars(query.order_by(Incident.id.desc()).limit(5000))
+        ]
+    return {"type": "FeatureCollection", "features": features}
+
+
+@router.get("/incidents/{incident_id}", response_model=IncidentDetail)
+def get_incident(request: Request, incident_id: int, principal: Viewer) -> IncidentDetail:
+    """One incident with its reports."""
+    with transaction(request.app.state.runtime.factory) as session:
+        return _detail(session, _incident(session, incident_id), principal)
+
+
+@router.post("/incidents/{incident_id}/ack", response_model=IncidentDetail)
+def ack_incident(request: Request, incident_id: int, principal: Officer) -> IncidentDetail:
+    """Acknowledge (the first acknowledgement wins; a later one changes nothing)."""
+    with transaction(request.app.state.runtime.factory) as session:
+        incident = _incident(session, incident_id)
+        actions.acknowledge(
+            session=session,
+            incident=incident,
+            who=principal.name,
+            who_id=None,
+            actor=f"api:{principal.name}",
+            now=utcnow(),
+        )
+        return _detail(session, incident, principal)
+
+
+@router.post("/incidents/{incident_id}/close", response_model=IncidentDetail)
+def close_incident(request: Request, incident_id: int, principal: Officer) -> IncidentDetail:
+    """Close: the incident takes no more reports."""
+    with transaction(request.app.state.runtime.factory) as session:
+        incident = _incident(session, incident_id)
+        actions.close(
+            session=session,
+            incident=incident,
+            who=principal.name,
+            actor=f"api:{principal.name}",
+            now=utcnow(),
+        )
+        return _detail(session, incident, principal)
+
+
+@router.post("/incidents/{incident_id}/merge", response_model=IncidentDetail)
+def merge_incident(
+    request: Request, incident_id: int, body: MergeRequest, principal: Officer
+) -> IncidentDetail:
+    """Merge this incident into another: its reports move, it is closed."""
+    with transaction(request.app.state.runtime.factory) as session:
+        source, target = _incident(session, incident_id), _incident(session, body.into)
+        try:
+            merged = actions.merge(
+                session=session, source=source, target=target, actor=f"api:{principal.name}", now=utcnow()
+            )
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return _detail(session, merged, principal)
+
+
+@router.get("/alerts", response_model=Page[AlertPublic])
+def list_alerts(
+    request: Request,
+    principal: Viewer,
+    incident_id: int | None = None,
+    since: datetime | None = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[AlertPublic]:
+    """Reports, newest first."""
+    query = select(Alert)
+    if incident_id is not None:
+        query = query.where(Alert.incident_id == incident_id)
+    if since:
+        query = query.where(Alert.reported_at >= as_utc(since))
+    with transaction(request.app.state.runtime.factory) as session:
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        rows = session.scalars(query.order_by(Alert.id.desc()).limit(limit).offset(offset))
+        return Page[AlertPublic](items=[_alert_view(a, principal) for a in rows], total=total)
+
+
+@router.post("/alerts/{alert_id}/move", response_model=IncidentDetail)
+def move_alert(request: Request, alert_id: int, body: MoveRequest, principal: Officer) -> IncidentDetail:
+    """Move a report out of its incident: into another, or into an incident of its own."""
+    with transaction(request.app.state.runtime.factory) as session:
+        alert = session.get(Alert, alert_id)
+        if alert is None:
+            raise HTTPException(404, f"no alert {alert_id}")
+        target = _incident(session, body.incident_id) if body.incident_id is not None else None
+        try:
+            incident = actions.move(
+                session=session, alert=alert, target=target, actor=f"api:{principal.name}", now=utcnow()
+            )
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return _detail(session, incident, principal)

@@ -1,0 +1,105 @@
+"""Deduplication: reports of one event become one incident with many reports.
+
+A report joins an open or acknowledged incident of the same category whose place is within
+KENGELE_DEDUP_RADIUS_KM and whose reports span, widened by KENGELE_DEDUP_WINDOW, covers the
+report's time (the time it was sent, so a backlog delivered late joins the right incident).
+Candidates are found through the (category, status, last_reported_at) index and a bounding box:
+the cost does not grow with the number of alerts stored.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.models import Alert, Incident
+from app.services.geotag import distance_km
+
+OPEN = ("open", "acknowledged")
+SEVERITIES = ("low", "medium", "high", "critical")
+BASE_SEVERITY = {
+    "killing": "critical",
+    "attack": "high",
+    "abduction": "high",
+    "sexual_violence": "high",
+    "arson": "high",
+    "armed_presence": "medium",
+    "looting": "medium",
+    "displacement": "medium",
+    "other": "medium",
+    "threat": "low",
+    "tension": "low",
+}
+
+
+def severity(category: str, people: int | None, reporters: int) -> str:
+    """Rises with the category, the number of people involved and of independent reporters."""
+    rank = SEVERITIES.index(BASE_SEVERITY.get(category, "medium"))
+    if people is not None and people >= 10:
+        rank += 1
+    if people is not None and people >= 50:
+        rank += 1
+    if reporters >= 3:
+        rank += 1
+    return SEVERITIES[min(rank, len(SEVERITIES) - 1)]
+
+
+def find_incident(
+    session: Session,
+    *,
+    category: str,
+    lat: float | None,
+    lon: float | None,
+    sender: str,
+    at: datetime,
+    radius_km: float,
+    window: timedelta,
+) -> Incident | None:
+    """The open incident this report belongs to, if any."""
+    query = select(Incident).where(
+        Incident.category == category,
+        Incident.status.in_(OPEN),
+        Incident.last_reported_at >= at - window,
+        Incident.first_reported_at <= at + window,
+    )
+    if lat is None or lon is None:
+        # Nowhere to compare: only the same sender repeating themselves joins.
+        query = query.where(
+            Incident.lat.is_(None), Incident.id.in_(select(Alert.incident_id).where(Alert.sender == sender))
+        )
+        return session.scalars(query.order_by(Incident.last_reported_at.desc()).limit(1)).first()
+    dlat = radius_km / 111.0
+    dlon = radius_km / max(0.01, 111.0 * math.cos(math.radians(lat)))
+    query = query.where(
+        Incident.lat.between(lat - dlat, lat + dlat), Incident.lon.between(lon - dlon, lon + dlon)
+    )
+    best: tuple[float, Incident] | None = None
+    for incident in session.scalars(query.limit(50)):
+        assert incident.lat is not None and incident.lon is not None
+        d = distance_km(lat, lon, incident.lat, incident.lon)
+        if d <= radius_km and (best is None or d < best[0]):
+            best = (d, incident)
+    return best[1] if best else None
+
+
+def refresh(session: Session, incident: Incident) -> None:
+    """Recompute an incident's counts, times and severity from its reports."""
+    row = session.execute(
+        select(
+            func.count(Alert.id),
+            func.count(func.distinct(Alert.sender)),
+            func.min(Alert.reported_at),
+            func.max(Alert.reported_at),
+        ).where(Alert.incident_id == incident.id)
+    ).one()
+    incident.report_count, incident.reporter_count = int(row[0]), int(row[1])
+    if row[2] is not None:
+        incident.first_reported_at, incident.last_reported_at = row[2], row[3]
+    counts = [a for a in session.scalars(select(Alert.details).where(Alert.incident_id == incident.id))]
+    people = max(
+        (int(d["count"]) for d in counts if isinstance(d, dict) and d.get("count") is not None), default=None
+    )
+    incident.severity = severity(incident.category, people, incident.reporter_count)
