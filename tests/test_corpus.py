@@ -15,10 +15,17 @@ from sqlalchemy import select
 from app.db import transaction
 from app.models import Alert, Incident, Message, Person
 from app.phones import normalize
+from app.services import gazetteer
 from app.services.runtime import Runtime
 
 CORPUS = Path(__file__).parent / "corpus"
 PLACEHOLDER = re.compile(r"\{(E\d+)\}")
+
+
+def load_corpus_places(runtime: Runtime) -> dict[str, dict[str, str]]:
+    gazetteer.store(runtime.engine, gazetteer.read_csv(CORPUS / "gazetteer.csv"))
+    with open(CORPUS / "gazetteer.csv", encoding="utf-8") as f:
+        return {row["id"]: row for row in csv.DictReader(f)}
 
 
 def load_roster(runtime: Runtime) -> None:
@@ -56,7 +63,9 @@ def wait_processed(runtime: Runtime, provider_id: str) -> Message:
 
 def test_public_corpus_end_to_end(client: TestClient) -> None:
     runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    places = load_corpus_places(runtime)
     load_roster(runtime)
+    grouping: dict[str, set[int]] = {}  # gold incident label -> our incident ids
     corpus = [
         json.loads(line) for line in (CORPUS / "messages.jsonl").read_text().splitlines() if line.strip()
     ]
@@ -101,6 +110,15 @@ def test_public_corpus_end_to_end(client: TestClient) -> None:
                 }[kind]
                 if not ok:
                     failures.append(f"{m['id']} {text!r}: {kind} {label} not so (status {status})")
+    for label, ours in grouping.items():
+        if len(ours) != 1:
+            failures.append(f"{label}: split over incidents {sorted(ours)}")
+    owners: dict[int, str] = {}
+    for label, ours in grouping.items():
+        for incident_id in ours:
+            if incident_id in owners:
+                failures.append(f"{label} and {owners[incident_id]} merged into incident {incident_id}")
+            owners[incident_id] = label
     assert not failures, "\n".join(failures)
     triage = client.get(
         "/api/v1/triage", headers={"Authorization": "Bearer test-admin-token-0123456789"}
