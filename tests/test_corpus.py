@@ -16,6 +16,7 @@ from app.db import transaction
 from app.models import Alert, Incident, Message, Person
 from app.phones import normalize
 from app.services import gazetteer
+from app.services.geotag import distance_km
 from app.services.runtime import Runtime
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -97,6 +98,17 @@ def test_public_corpus_end_to_end(client: TestClient) -> None:
                     failures.append(
                         f"{m['id']} {text!r}: count {alert.details.get('count')}, expected {expect['count']}"
                     )
+                if alert is not None:
+                    gold = places.get(expect["place"])
+                    lat, lon = (
+                        (float(gold["lat"]), float(gold["lon"])) if gold else (expect["lat"], expect["lon"])
+                    )
+                    km = distance_km(lat, lon, alert.lat, alert.lon) if alert.lat is not None else None  # type: ignore[arg-type]
+                    if km is None or km > 1.0:
+                        failures.append(
+                            f"{m['id']} {text!r}: placed at {alert.place_name}, expected {expect['place']}"
+                        )
+                    grouping.setdefault(expect["incident"], set()).add(alert.incident_id)  # type: ignore[arg-type]
                 if alert is not None and expect.get("incident") and expect["incident"] not in codes:
                     codes[expect["incident"]] = session.get(Incident, alert.incident_id).code  # type: ignore[union-attr]
             elif alert is not None:
@@ -110,6 +122,7 @@ def test_public_corpus_end_to_end(client: TestClient) -> None:
                 }[kind]
                 if not ok:
                     failures.append(f"{m['id']} {text!r}: {kind} {label} not so (status {status})")
+    assert len(grouping) == 20  # every labelled incident of the corpus was seen
     for label, ours in grouping.items():
         if len(ours) != 1:
             failures.append(f"{label}: split over incidents {sorted(ours)}")

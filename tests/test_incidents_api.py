@@ -1,0 +1,99 @@
+"""Incidents and alerts through the API: lists, details, GeoJSON, masking, ack, close, merge, move."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from app.db import transaction
+from app.models import AuditLog, Person
+from app.services import gazetteer
+from app.services.runtime import Runtime
+from tests.helpers import at_form, count, wait_for
+from tests.test_api import add_token
+
+PLACES = [
+    gazetteer.PlaceRow("ITU-002", "Djugu", (), 1.922, 30.501, "Ituri", "Djugu", "CD", None, None, "csv"),
+    gazetteer.PlaceRow("ITU-001", "Bunia", (), 1.5594, 30.2522, "Ituri", "Irumu", "CD", None, None, "csv"),
+]
+
+
+def setup(client: TestClient, db_url: str) -> Runtime:
+    runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    gazetteer.store(runtime.engine, PLACES)
+    with transaction(runtime.factory) as session:
+        session.add(
+            Person(name="Capt. Dufour", phone="+243990000001", role="officer", language="fr", level=1)
+        )
+    texts = [
+        ("AT1", "+243810000001", "A1 Djugu 20"),
+        ("AT2", "+243810000002", "attaque djugu"),
+        ("AT3", "+243810000003", "A1 Bunia"),
+        ("AT4", "+243810000004", "A6 Bunia"),
+    ]
+    for pid, sender, text in texts:
+        client.post("/webhooks/africastalking/-/sms", data=at_form(sender=sender, text=text, pid=pid))
+    wait_for(lambda: count(db_url, direction="outbound") == 4)
+    return runtime
+
+
+def test_incidents_alerts_and_geojson(client: TestClient, auth: dict[str, str], db_url: str) -> None:
+    setup(client, db_url)
+    page = client.get("/api/v1/incidents", headers=auth).json()
+    assert page["total"] == 3
+    djugu = next(i for i in page["items"] if i["place_name"] == "Djugu")
+    assert (djugu["report_count"], djugu["reporter_count"], djugu["precision"]) == (2, 2, "place")
+    assert djugu["code"] == f"K{djugu['id']}" and djugu["severity"] == "critical"  # attack, 20 people
+    assert client.get("/api/v1/incidents", params={"category": "looting"}, headers=auth).json()["total"] == 1
+    assert client.get("/api/v1/incidents", params={"status": "closed"}, headers=auth).json()["total"] == 0
+    detail = client.get(f"/api/v1/incidents/{djugu['id']}", headers=auth).json()
+    assert [r["sender"] for r in detail["reports"]] == ["+243810000001", "+243810000002"]
+    assert detail["reports"][0]["details"]["count"] == 20
+    alerts = client.get("/api/v1/alerts", params={"incident_id": djugu["id"]}, headers=auth).json()
+    assert alerts["total"] == 2
+    geo = client.get("/api/v1/incidents.geojson", headers=auth).json()
+    assert geo["type"] == "FeatureCollection" and len(geo["features"]) == 3
+    assert geo["features"][0]["geometry"]["type"] == "Point"
+    assert client.get("/api/v1/incidents/999999", headers=auth).status_code == 404
+
+
+def test_viewers_see_masked_numbers_and_cannot_act(client: TestClient, db_url: str) -> None:
+    setup(client, db_url)
+    add_token(db_url, "viewer", "viewer-token")
+    viewer = {"Authorization": "Bearer viewer-token"}
+    alerts = client.get("/api/v1/alerts", headers=viewer).json()["items"]
+    assert alerts and all(a["sender"].startswith("+243*****") for a in alerts)
+    incident = client.get("/api/v1/incidents", headers=viewer).json()["items"][0]
+    assert client.post(f"/api/v1/incidents/{incident['id']}/ack", headers=viewer).status_code == 403
+
+
+def test_ack_close_merge_and_move(client: TestClient, auth: dict[str, str], db_url: str) -> None:
+    runtime = setup(client, db_url)
+    items = client.get("/api/v1/incidents", headers=auth).json()["items"]
+    djugu = next(i for i in items if i["place_name"] == "Djugu")
+    bunia_attack = next(i for i in items if i["place_name"] == "Bunia" and i["category"] == "attack")
+    looting = next(i for i in items if i["category"] == "looting")
+    acked = client.post(f"/api/v1/incidents/{djugu['id']}/ack", headers=auth).json()
+    assert acked["status"] == "acknowledged" and acked["acknowledged_by"] == "bootstrap-admin"
+    again = client.post(f"/api/v1/incidents/{djugu['id']}/ack", headers=auth).json()
+    assert again["acknowledged_at"] == acked["acknowledged_at"]  # the first one wins
+    bad = client.post(f"/api/v1/incidents/{djugu['id']}/merge", json={"into": looting["id"]}, headers=auth)
+    assert bad.status_code == 422 and bad.json()["detail"].startswith("into")
+    merged = client.post(
+        f"/api/v1/incidents/{bunia_attack['id']}/merge", json={"into": djugu["id"]}, headers=auth
+    )
+    assert merged.status_code == 200 and merged.json()["report_count"] == 3
+    source = client.get(f"/api/v1/incidents/{bunia_attack['id']}", headers=auth).json()
+    assert source["status"] == "closed" and source["reports"] == []
+    report = merged.json()["reports"][-1]
+    moved = client.post(
+        f"/api/v1/alerts/{report['id']}/move", json={"incident_id": None}, headers=auth
+    ).json()
+    assert moved["report_count"] == 1 and moved["id"] not in (djugu["id"], bunia_attack["id"])
+    assert client.get(f"/api/v1/incidents/{djugu['id']}", headers=auth).json()["report_count"] == 2
+    closed = client.post(f"/api/v1/incidents/{djugu['id']}/close", headers=auth).json()
+    assert closed["status"] == "closed"
+    assert client.post("/api/v1/alerts/999999/move", json={}, headers=auth).status_code == 404
+    with runtime.factory() as session:
+        actions = session.scalars(select(AuditLog.action).order_by(AuditLog.id)).all()
+    assert actions == ["ack", "merge", "move_report", "close"]
