@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/kengele db upgrade
+	$(BIN)/kengele gazetteer import --builtin --if-empty
 	$(BIN)/kengele serve --host 127.0.0.1 --port 8000
 
 test: $(STAMP)

@@ -240,6 +240,10 @@ def cmd_gazetteer_import(args: argparse.Namespace) -> int:
     if settings.is_sqlite:
         _upgrade(settings)
     engine = make_engine(settings.database_url)
+    if args.if_empty and gazetteer.count(engine):
+        engine.dispose()
+        print("the gazetteer has places already: nothing loaded")
+        return EXIT_OK
     added, updated = gazetteer.store(engine, rows)
     engine.dispose()
     print(f"{len(rows)} places read: {added} added, {updated} updated")
@@ -311,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     gaz_import.add_argument("file", nargs="?")
     gaz_import.add_argument("--country", help="keep only this country (ISO alpha-2)")
     gaz_import.add_argument("--builtin", action="store_true", help="GeoNames data shipped with Kengele")
+    gaz_import.add_argument("--if-empty", action="store_true", help="only when no place is loaded yet")
     gaz_import.set_defaults(func=cmd_gazetteer_import)
 
     token = sub.add_parser("token", help="API tokens")

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 
 from app.db import insert_ignoring_conflicts
 from app.models import Place
@@ -197,6 +197,11 @@ def _values(row: PlaceRow) -> dict[str, Any]:
 def _chunks(rows: list[PlaceRow], size: int = 2000) -> Iterator[list[PlaceRow]]:
     for i in range(0, len(rows), size):
         yield rows[i : i + size]
+
+
+def count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count(Place.id))).scalar_one())
 
 
 def store(engine: Engine, rows: Iterable[PlaceRow]) -> tuple[int, int]:

@@ -11,7 +11,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from rapidfuzz import fuzz, process
+from rapidfuzz import process
 from rapidfuzz.distance import DamerauLevenshtein
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -70,14 +70,14 @@ class PlaceIndex:
         for name, index in names:
             if name and index not in self.by_name[name]:
                 self.by_name[name].append(index)
-        # Fuzzy candidates share the first two or the last two letters with what was written,
-        # which keeps each search to a few hundred names among 150,000.
-        buckets: dict[str, set[str]] = defaultdict(set)
+        # Fuzzy candidates share their first or last letters (two, three for long names) with
+        # what was written and are within two letters of its length: a few dozen of 150,000.
+        buckets: dict[tuple[str, int], list[str]] = defaultdict(list)
         for name in self.by_name:
             if len(name) >= 4:
-                buckets["^" + name[:2]].add(name)
-                buckets[name[-2:] + "$"].add(name)
-        self.buckets = {k: sorted(v) for k, v in buckets.items()}
+                for key in _bucket_keys(name, len(name)):
+                    buckets[key].append(name)
+        self.buckets = dict(buckets)
         self.country_centres: dict[str, tuple[float, float]] = {}
         sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
         for spot in spots:
@@ -166,27 +166,22 @@ class PlaceIndex:
         return None
 
     def _fuzzy(self, tokens: list[str], home: tuple[float, float] | None, area: str | None) -> Located | None:
-        for name, _, _ in self._ngrams(tokens):
-            if len(name) < 4:
-                continue
-            candidates = set(self.buckets.get("^" + name[:2], ())) | set(
-                self.buckets.get(name[-2:] + "$", ())
-            )
-            if not candidates:
+        for name, _, n in self._ngrams(tokens):
+            if len(name) < 4 or n > 2:
                 continue
             allowed = 1 if len(name) <= 6 else 2
-            best = process.extract(name, candidates, scorer=fuzz.ratio, score_cutoff=60, limit=8)
-            close = [
-                c for c, _, _ in best if DamerauLevenshtein.distance(name, c, score_cutoff=allowed) <= allowed
-            ]
-            if close:
-                distance = min(DamerauLevenshtein.distance(name, c) for c in close)
-                hits = [
-                    i
-                    for c in close
-                    if DamerauLevenshtein.distance(name, c) == distance
-                    for i in self.by_name[c]
-                ]
+            candidates: list[str] = []
+            for length in range(len(name) - allowed, len(name) + allowed + 1):
+                for key in _bucket_keys(name, length):
+                    candidates += self.buckets.get(key, ())
+            if not candidates:
+                continue
+            best = process.extract(
+                name, candidates, scorer=DamerauLevenshtein.distance, score_cutoff=allowed, limit=None
+            )
+            if best:
+                distance = min(d for _, d, _ in best)
+                hits = sorted({i for c, d, _ in best if d == distance for i in self.by_name[c]})
                 spot = self._choose(hits, home, area)
                 return Located("place", spot.lat, spot.lon, spot, written=name, matched=spot.name, fuzzy=True)
         return None
@@ -206,6 +201,12 @@ class PlaceIndex:
             if inside:
                 spots = inside
         return max(spots, key=lambda s: s.population)
+
+
+def _bucket_keys(name: str, length: int) -> tuple[tuple[str, int], tuple[str, int]]:
+    """The fuzzy buckets a name of `length` letters starting and ending like `name` falls in."""
+    k = 3 if length >= 8 else 2
+    return ("^" + name[:k], length), (name[-k:] + "$", length)
 
 
 class PlaceIndexHolder:
