@@ -84,7 +84,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    runtime.start(intake=False, processor=True, dispatcher=True)
+    runtime.start(intake=False, processor=True, dispatcher=True, scheduler=True)
     stop.wait()
     runtime.stop()
     return EXIT_OK

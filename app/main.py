@@ -20,6 +20,7 @@ def create_app(
     runtime: Runtime | None = None,
     processor: bool = True,
     dispatcher: bool = True,
+    scheduler: bool = True,
 ) -> FastAPI:
     """Build the API, the webhooks and the background parts of one process."""
     settings = settings or Settings()
@@ -27,7 +28,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rt.start(intake=True, processor=processor, dispatcher=dispatcher)
+        rt.start(intake=True, processor=processor, dispatcher=dispatcher, scheduler=scheduler)
         try:
             yield
         finally:
@@ -65,4 +66,5 @@ def from_environment() -> FastAPI:
         settings,
         dispatcher=os.environ.get("KENGELE_RUN_DISPATCHER", "1") == "1",
         processor=os.environ.get("KENGELE_RUN_PROCESSOR", "1") == "1",
+        scheduler=os.environ.get("KENGELE_RUN_SCHEDULER", "1") == "1",
     )

@@ -39,6 +39,8 @@ REPLIES: dict[str, set[str]] = {
     "close": {"code"},
     "close_already": {"code", "who"},
     "close_refused": set(),
+    "forward": {"code", "category", "place", "people", "reports", "time"},
+    "update": {"code", "category", "place", "reports", "time"},
     "no_incident": {"code"},
 }
 SEPARATORS = ' \t\r\n.,-*#+;:!/()[]"«»_=&|'

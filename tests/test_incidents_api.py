@@ -33,7 +33,7 @@ def setup(client: TestClient, db_url: str) -> Runtime:
     ]
     for pid, sender, text in texts:
         client.post("/webhooks/africastalking/-/sms", data=at_form(sender=sender, text=text, pid=pid))
-    wait_for(lambda: count(db_url, direction="outbound") == 4)
+    wait_for(lambda: count(db_url, direction="outbound", purpose="reply") == 4)
     return runtime
 
 

@@ -18,6 +18,7 @@ from app.metrics import PROCESSED
 from app.models import Alert, AuditLog, CheckIn, Incident, Message, Person
 from app.phones import country
 from app.services.dedup import find_incident, refresh, severity
+from app.services.escalation import Escalation
 from app.services.gazetteer import normalize_name
 from app.services.geotag import PlaceIndexHolder
 from app.services.incidents import acknowledge, close
@@ -39,6 +40,7 @@ class PipelineConfig:
     places: PlaceIndexHolder = field(default_factory=PlaceIndexHolder)
     dedup_radius_km: float = 10.0
     dedup_window: timedelta = timedelta(hours=6)
+    escalation: Escalation | None = None
 
 
 @dataclass(slots=True)
@@ -178,6 +180,7 @@ def _alert(item: Inbound) -> str:
         radius_km=config.dedup_radius_km,
         window=config.dedup_window,
     )
+    fresh = incident is None
     if incident is None:
         incident = Incident(
             category=category,
@@ -226,6 +229,13 @@ def _alert(item: Inbound) -> str:
     )
     refresh(item.session, incident)
     message.incident_id = incident.id
+    if config.escalation is not None:
+        if fresh:
+            config.escalation.forward(
+                session=item.session, incident=incident, people=result.count, now=item.now
+            )
+        else:
+            config.escalation.update_acknowledger(session=item.session, incident=incident, now=item.now)
     names = config.lexicon.grammars[item.language].category_names
     item.reply(
         "alert",

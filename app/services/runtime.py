@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 import gateways
 from app.config import Settings
 from app.db import Checkpointer, make_engine, make_sessionmaker, sqlite_path
+from app.services.escalation import Escalation, Escalator
 from app.services.intake import IntakeWriter
 from app.services.outbox import Dispatcher, RetryPolicy
 from app.services.pipeline import PipelineConfig
@@ -38,6 +39,11 @@ class Runtime:
             reply_unregistered=settings.reply_unregistered,
             dedup_radius_km=settings.dedup_radius_km,
             dedup_window=timedelta(seconds=settings.dedup_window),
+            escalation=Escalation(
+                lexicon=lexicon(settings.default_language),
+                ack_timeout=settings.ack_timeout,
+                timezone=settings.timezone,
+            ),
         )
         lease = timedelta(seconds=settings.processing_lease)
         self.writer = IntakeWriter(engine=self.engine, region=settings.default_region, lease=lease)
@@ -63,9 +69,15 @@ class Runtime:
             intake_busy=self.writer.busy,
         )
         self.writer.on_stored = self.processor.submit
+        assert self.pipeline.escalation is not None
+        self.escalator = Escalator(
+            factory=self.factory, escalation=self.pipeline.escalation, on_outbox=self.dispatcher.notify
+        )
         self._started: list[str] = []
 
-    def start(self, *, intake: bool = True, processor: bool = True, dispatcher: bool = True) -> None:
+    def start(
+        self, *, intake: bool = True, processor: bool = True, dispatcher: bool = True, scheduler: bool = True
+    ) -> None:
         if self.checkpointer is not None:
             self.checkpointer.start()
         if intake:
@@ -78,6 +90,9 @@ class Runtime:
         if dispatcher:
             self.dispatcher.start()
             self._started.append("dispatcher")
+        if scheduler:
+            self.escalator.start()
+            self._started.append("scheduler")
         log.info("runtime started", extra={"parts": self._started, "gateways": self.settings.gateway})
 
     def dead_parts(self) -> list[str]:
@@ -86,6 +101,7 @@ class Runtime:
             "intake": self.writer.alive,
             "processor": self.processor.alive,
             "dispatcher": self.dispatcher.alive,
+            "scheduler": self.escalator.alive,
         }
         return [part for part in self._started if not alive[part]]
 
@@ -96,6 +112,8 @@ class Runtime:
             self.processor.stop()
         if "dispatcher" in self._started:
             self.dispatcher.stop()
+        if "scheduler" in self._started:
+            self.escalator.stop()
         self._started.clear()
         if self.checkpointer is not None:
             self.checkpointer.stop()

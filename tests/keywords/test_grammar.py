@@ -81,6 +81,9 @@ WORST = {
     "category": "WATU WENYE SILAHA",
     "place": "Kanyabayonga Iga Barriere",
     "who": "Col. Fatou Diallo-Traore",
+    "people": " 120",
+    "reports": "12",
+    "time": "08:14",
 }
 
 
