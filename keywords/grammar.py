@@ -99,6 +99,9 @@ class Grammar:
     category_names: dict[str, str]
     numbers: dict[str, int]
     countries: frozenset[str]
+    greetings: frozenset[str]
+    negations: frozenset[str]
+    common: frozenset[str]
     path: Path = field(compare=False)
 
 
@@ -119,6 +122,12 @@ def _phrases(path: Path, key: str, value: Any) -> tuple[tuple[str, ...], ...]:
             raise GrammarError(path, key, f"{item!r} has no word in it")
         phrases.append(words)
     return tuple(phrases)
+
+
+def _optional_words(path: Path, details: dict[str, Any], key: str) -> list[str]:
+    if key not in details:
+        return []
+    return _str_list(path, f"details.{key}", details[key])
 
 
 def load_grammar(path: Path) -> Grammar:
@@ -197,6 +206,9 @@ def load_grammar(path: Path) -> Grammar:
         category_names={k: str(v) for k, v in names.items()},
         numbers={fold(k): v for k, v in numbers.items()},
         countries=frozenset(c.upper() for c in countries),
+        greetings=frozenset(fold(w) for w in _optional_words(path, details, "greetings")),
+        negations=frozenset(fold(w) for w in _optional_words(path, details, "negations")),
+        common=frozenset(fold(w) for w in _optional_words(path, details, "common")),
         path=path,
     )
 

@@ -18,6 +18,7 @@ MAX_COUNT = 100_000
 _GLUED = re.compile(r"^([a-z]+)(\d{1,2})$")
 _INCIDENT_CODE = re.compile(r"^k?(\d{1,7})$")
 _NUMBER_GLUED = re.compile(r"^(\d{1,6})([a-z]{3,})$")
+_CLOCK = re.compile(r"\b\d{1,2}[:h]\d{2}\b|\b\d{1,2}/\d{1,2}(?:/\d{2,4})?\b")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,10 @@ class Lexicon:
         self.stopwords: dict[str, set[str]] = {}
         self.count_units: set[str] = set()
         self.numbers: dict[str, int] = {}
+        self.greetings: set[str] = set()
+        self.negations: set[str] = set()
+        # Ordinary words never read as a keyword with a typing error ("village" is not "pillage").
+        self.protected: set[str] = set()
         by_first: dict[str, list[_Entry]] = {}
         for lang, g in grammars.items():
             for word in g.triggers:
@@ -75,6 +80,9 @@ class Lexicon:
                 self.stopwords.setdefault(word, set()).add(lang)
             self.count_units |= g.count_units
             self.numbers.update(g.numbers)
+            self.greetings |= g.greetings
+            self.negations |= g.negations
+            self.protected |= g.common | g.stopwords | g.count_units | set(g.numbers) | g.greetings
             entries = [_Entry(p, "category", c, lang) for c, ps in g.categories.items() for p in ps]
             entries += [_Entry(p, "command", c, lang) for c, ps in g.commands.items() for p in ps]
             entries += [_Entry(p, "now", "now", lang) for p in g.now]
@@ -94,7 +102,7 @@ class Lexicon:
         self.vocabulary = frozenset(vocabulary)
         self._deletes: dict[str, set[str]] = {}
         for word in vocabulary:
-            if len(word) >= MIN_TYPO_LEN - 1 and word.isalpha():
+            if len(word) >= MIN_TYPO_LEN and word.isalpha():
                 for variant in _deletes(word) | {word}:
                     self._deletes.setdefault(variant, set()).add(word)
 
@@ -109,6 +117,8 @@ class Lexicon:
     def correct(self, token: str) -> str | None:
         """The one vocabulary word within one typing error of `token`, if any."""
         if len(token) < MIN_TYPO_LEN or not token.isalpha() or token in self.vocabulary:
+            return None
+        if token in self.protected:
             return None
         candidates: set[str] = set()
         for variant in _deletes(token) | {token}:
@@ -153,17 +163,34 @@ def parse(text: str, context: SenderContext | None = None, *, lex: Lexicon | Non
     """Read one SMS: what the sender means, in which language, and how sure we are."""
     context = context or SenderContext()
     lex = lex or lexicon()
-    original = list(words_of(text[:2000]))
+    text = _CLOCK.sub(" ", text[:2000])  # "5:30", "06/05": times and dates are not counts
+    original = list(words_of(text))
     tokens = [fold(t) for t in original]
     pairs = [(o, t) for o, t in zip(original, tokens, strict=True) if t]
+    while pairs and pairs[0][1] in lex.greetings:  # "Bonjour, A1 Djugu", "Habari, salama"
+        pairs.pop(0)
     if not pairs:
         return ParseResult("unknown", _language({}, context, lex), 0.0)
     original, tokens = [p[0] for p in pairs], [p[1] for p in pairs]
 
-    glued = _GLUED.match(tokens[0])
-    if glued and glued.group(1) in lex.triggers:
-        tokens[0:1] = [glued.group(1), glued.group(2)]
-        original[0:1] = [original[0][: len(glued.group(1))], glued.group(2)]
+    for i in range(len(tokens) - 2, -1, -1):  # "K 42", "K-42", "K.42" -> "k42"
+        if tokens[i] == "k" and tokens[i + 1].isdigit():
+            tokens[i : i + 2] = ["k" + tokens[i + 1]]
+            original[i : i + 2] = [original[i] + original[i + 1]]
+    if len(tokens) > 1 and _INCIDENT_CODE.match(tokens[0]) and tokens[0].startswith("k"):
+        tokens[0], tokens[1] = tokens[1], tokens[0]  # "K42 OK" -> "OK K42"
+        original[0], original[1] = original[1], original[0]
+
+    for position in (0, 1):  # "A1", "ALERT3", and "ALERTE A1"
+        glued = _GLUED.match(tokens[position]) if position < len(tokens) else None
+        if glued and glued.group(1) in lex.triggers and (position == 0 or tokens[0] in lex.triggers):
+            tokens[position : position + 1] = [glued.group(1), str(int(glued.group(2)))]
+            original[position : position + 1] = [original[position][: len(glued.group(1))], glued.group(2)]
+            if position == 1:
+                del tokens[0], original[0]
+            break
+    if len(tokens) > 1 and tokens[0] in lex.triggers and tokens[1].isdigit():
+        tokens[1] = str(int(tokens[1]))  # "A 01"
 
     for i in range(len(tokens) - 1, -1, -1):  # "20hommes" -> "20", "hommes"
         unit = _NUMBER_GLUED.match(tokens[i])
@@ -174,7 +201,10 @@ def parse(text: str, context: SenderContext | None = None, *, lex: Lexicon | Non
     # Typing errors are corrected tentatively: a correction stands only where it makes a keyword
     # the message needs, so that a place name is never "corrected" into a keyword.
     corrected: dict[int, str] = {}
+    keyword_form = tokens[0] in lex.triggers
     for i, token in enumerate(tokens):
+        if i > 0 and not keyword_form and len(token) < 7:
+            continue  # in free text only long words (and the first, a command) are read through a typo
         fixed = lex.correct(token)
         if fixed is not None:
             corrected[i] = token
@@ -223,6 +253,11 @@ def _command(
     rest = tokens[longest:]
     rest_original = original[longest:]
     code = _incident_code(rest[0]) if rest else None
+    if code is not None and not rest[0].startswith("k") and context.role not in ("officer", "admin"):
+        code = None  # "OK 8" from a focal point is no acknowledgement
+    has_category = any(
+        (entry := lex.match_at(rest, i)) is not None and entry.kind == "category" for i in range(len(rest))
+    )
     for intent in ("ack", "close"):
         langs = {e.language for e in matched if e.value == intent}
         if langs and code is not None:
@@ -237,6 +272,8 @@ def _command(
             )
     for intent in ("help", "stop", "start", "join"):
         langs = {e.language for e in matched if e.value == intent}
+        if langs and intent != "join" and has_category:
+            return None  # "Help! armed men at Fataki" is an alert, "Stop the fighting" no opt-out
         if langs:
             _vote(votes, langs)
             place = [o for o, t in zip(rest_original, rest, strict=True) if t not in lex.stopwords]
@@ -249,10 +286,7 @@ def _command(
                 words_used=longest,
             )
     checkin = {e.language for e in matched if e.value == "checkin"}
-    if checkin and not any(
-        lex.match_at(rest, i) and lex.match_at(rest, i).kind == "category"  # type: ignore[union-attr]
-        for i in range(len(rest))
-    ):
+    if checkin and not has_category:
         _vote(votes, checkin)
         return ParseResult(
             "checkin", _language(votes, context, lex), 1.0, details=rest_original, words_used=longest
@@ -266,6 +300,11 @@ def _command(
     return None
 
 
+def _mentions_category(tokens: list[str], lex: Lexicon) -> bool:
+    matches = (lex.match_at(tokens, i) for i in range(len(tokens)))
+    return any(entry is not None and entry.kind == "category" for entry in matches)
+
+
 def _alert(
     tokens: list[str],
     original: list[str],
@@ -274,6 +313,10 @@ def _alert(
     votes: dict[str, float],
     corrected: dict[int, str],
 ) -> ParseResult:
+    if tokens[0] in lex.codes and len(tokens) > 1 and not _mentions_category(tokens[1:], lex):
+        tokens = ["a", *tokens]  # "8 Lopa": the card's number with the trigger left out
+        original = ["", *original]
+        corrected = {k + 1: v for k, v in corrected.items()}
     consumed = [False] * len(tokens)
     category: str | None = None
     via = "free_text"
@@ -298,6 +341,9 @@ def _alert(
             continue
         n = len(entry.words)
         span = range(i, i + n)
+        if entry.kind == "category" and any(t in lex.negations for t in tokens[max(0, i - 2) : i]):
+            i += n  # "pas de tension", "hakuna mapigano": said not to be happening
+            continue
         if entry.kind == "category" and category is not None and any(k in corrected for k in span):
             for k in span:  # a second category word only by correction: keep what was written
                 tokens[k] = corrected.pop(k, tokens[k])
@@ -317,8 +363,8 @@ def _alert(
     for k in [k for k in corrected if not consumed[k]]:
         tokens[k] = corrected.pop(k)  # a correction that made no keyword is undone
     corrections = [f"{original[k]} -> {tokens[k]}" for k in sorted(corrected)]
-    if category is None and 0 in corrected:
-        via = "free_text"  # a trigger read only through a typing error says too little alone
+    if category is None and (0 in corrected or len(tokens[0]) == 1):
+        via = "free_text"  # "A demain", or a trigger read through a typing error, says too little
     if category is None and via == "free_text":
         for token in tokens:
             if token in lex.stopwords:
@@ -346,6 +392,8 @@ def _alert(
         if token in lex.count_units:
             details.append(original[k])
             continue
+        if token.isdigit() or token in lex.greetings or token in lex.negations or token in lex.vocabulary:
+            continue  # place names are not numbers (nor phone numbers)
         place.append(original[k])
     confidence -= 0.1 * len(corrections)
     return ParseResult(
