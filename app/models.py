@@ -184,7 +184,7 @@ class Alert(Base):
     lon: Mapped[float | None] = mapped_column(Float)
     precision: Mapped[str] = mapped_column(String(12), default="unknown")
     language: Mapped[str | None] = mapped_column(String(8))
-    sender: Mapped[str] = mapped_column(String(40))
+    sender: Mapped[str] = mapped_column(String(40), index=True)
     reported_at: Mapped[datetime]
     text: Mapped[str] = mapped_column(Text)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
 
@@ -89,8 +89,8 @@ class IncidentDetail(IncidentPublic):
 
 
 class MergeRequest(BaseModel):
-    into: int
+    into: int = Field(ge=1, le=2**63 - 1)
 
 
 class MoveRequest(BaseModel):
-    incident_id: int | None = None  # None: the report becomes an incident of its own
+    incident_id: int | None = Field(None, ge=1, le=2**63 - 1)  # None: an incident of its own

@@ -144,3 +144,31 @@ def test_same_sender_counts_once_and_late_backlog_joins_by_report_time(settings:
     assert incidents[0].first_reported_at == BASE and incidents[0].last_reported_at == BASE + timedelta(
         minutes=5
     )
+
+
+def test_reports_located_only_by_country_do_not_join_each_other(settings: Settings) -> None:
+    runtime = Runtime(settings)
+    gazetteer.store(
+        runtime.engine,
+        [gazetteer.PlaceRow("P1", "Djugu", (), 1.922, 30.501, "Ituri", "Djugu", "CD", None, None, "csv")],
+    )
+    ids = [
+        sms_id(runtime, "+243820000101", "ALERTE ATTAQUE Kpandroma"),
+        sms_id(runtime, "+243820000102", "attaque a Lubero"),
+        sms_id(runtime, "+243820000101", "ALERTE ATTAQUE Kpandroma"),  # the same sender again: joins
+    ]
+    runtime.processor.process(ids)
+    with runtime.factory() as session:
+        incidents = session.scalars(select(Incident).order_by(Incident.id)).all()
+    assert [(i.precision, i.report_count, i.reporter_count) for i in incidents] == [
+        ("country", 2, 1),
+        ("country", 1, 1),
+    ]
+
+
+def sms_id(runtime: Runtime, sender: str, text: str) -> int:
+    stored = runtime.writer.store_now(
+        InboundSms("africastalking", uuid.uuid4().hex, sender, None, text, BASE, {})
+    )
+    assert stored.message_id is not None
+    return stored.message_id

@@ -106,6 +106,8 @@ def test_resolution_rules() -> None:
         alts={"Kpandroma": ["Kpandruma"]},
     )
     assert idx.resolve(["largo"]).matched == "Largu" and idx.resolve(["largo"]).fuzzy
+    assert idx.resolve(["largo"], home=(-4.3, 15.3)).precision == "home"  # a guess 700 km away: no
+    assert idx.resolve(["bulle"]).precision == "unknown"  # names of four letters match exactly only
     assert idx.resolve(["iga", "barriere"]).matched == "Iga Barrière"  # the longer name wins
     assert idx.resolve(["Kpandruma"]).matched == "Kpandroma"
     near_djugu = idx.resolve(["bule"], home=(1.98, 30.62))

@@ -97,3 +97,40 @@ def test_ack_close_merge_and_move(client: TestClient, auth: dict[str, str], db_u
     with runtime.factory() as session:
         actions = session.scalars(select(AuditLog.action).order_by(AuditLog.id)).all()
     assert actions == ["ack", "merge", "move_report", "close"]
+
+
+def test_bad_ids_and_times_are_422_not_500(client: TestClient, auth: dict[str, str], db_url: str) -> None:
+    setup(client, db_url)
+    huge = "99999999999999999999"
+    assert client.get(f"/api/v1/incidents/{huge}", headers=auth).status_code == 422
+    assert client.get("/api/v1/alerts", params={"incident_id": huge}, headers=auth).status_code == 422
+    assert client.post(f"/api/v1/alerts/{huge}/move", json={}, headers=auth).status_code == 422
+    item = client.get("/api/v1/incidents", headers=auth).json()["items"][0]
+    r = client.post(f"/api/v1/incidents/{item['id']}/merge", json={"into": int(huge)}, headers=auth)
+    assert r.status_code == 422 and "into" in r.json()["detail"]
+    for since in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-23:59"):
+        for path in ("/api/v1/incidents", "/api/v1/alerts"):
+            r = client.get(path, params={"since": since}, headers=auth)
+            assert r.status_code == 422 and r.json()["detail"].startswith("since"), (path, since, r.text)
+
+
+def test_merge_into_a_closed_incident_is_refused(
+    client: TestClient, auth: dict[str, str], db_url: str
+) -> None:
+    setup(client, db_url)
+    items = client.get("/api/v1/incidents", params={"category": "attack"}, headers=auth).json()["items"]
+    a, b = items[0], items[1]
+    client.post(f"/api/v1/incidents/{b['id']}/close", headers=auth)
+    r = client.post(f"/api/v1/incidents/{a['id']}/merge", json={"into": b["id"]}, headers=auth)
+    assert r.status_code == 422 and "closed" in r.json()["detail"]
+
+
+def test_moving_the_only_report_closes_the_emptied_incident(
+    client: TestClient, auth: dict[str, str], db_url: str
+) -> None:
+    setup(client, db_url)
+    looting = client.get("/api/v1/incidents", params={"category": "looting"}, headers=auth).json()["items"][0]
+    report = client.get(f"/api/v1/incidents/{looting['id']}", headers=auth).json()["reports"][0]
+    client.post(f"/api/v1/alerts/{report['id']}/move", json={}, headers=auth)
+    emptied = client.get(f"/api/v1/incidents/{looting['id']}", headers=auth).json()
+    assert emptied["status"] == "closed" and emptied["report_count"] == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from sqlalchemy import Select, func, select
 
 from app.auth import Principal, require
@@ -18,13 +18,18 @@ router = APIRouter(prefix="/api/v1", tags=["api"])
 
 Limit = Annotated[int, Query(ge=1, le=500)]
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
+MAX_ID = 2**63 - 1
+RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
-def as_utc(value: datetime | None) -> datetime | None:
+def as_utc(value: datetime | None, field: str = "since") -> datetime | None:
     """A time from a query string; one without an offset is taken as UTC."""
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise HTTPException(422, f"{field}: out of range") from None
 
 
 def _page(request: Request, query: Select[tuple[Message]], limit: int, offset: int) -> Page[MessagePublic]:

@@ -5,15 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.auth import Principal, require
 from app.db import transaction, utcnow
 from app.models import Alert, Incident
-from app.phones import mask
-from app.routes.api import Limit, Offset, as_utc
+from app.phones import mask, scrub
+from app.routes.api import MAX_ID, Limit, Offset, RowId, as_utc
 from app.schemas import AlertPublic, IncidentDetail, IncidentPublic, MergeRequest, MoveRequest, Page
 from app.services import incidents as actions
 
@@ -27,6 +27,8 @@ def _alert_view(alert: Alert, principal: Principal) -> AlertPublic:
     view = AlertPublic.model_validate(alert)
     if not principal.at_least("officer"):  # a reporter's number can get them killed
         view.sender = mask(view.sender) or ""
+        view.text = scrub(view.text)
+        view.place_name = scrub(view.place_name) if view.place_name else None
     return view
 
 
@@ -93,14 +95,14 @@ def incidents_geojson(request: Request, _: Viewer, status: Status | None = None)
 
 
 @router.get("/incidents/{incident_id}", response_model=IncidentDetail)
-def get_incident(request: Request, incident_id: int, principal: Viewer) -> IncidentDetail:
+def get_incident(request: Request, incident_id: RowId, principal: Viewer) -> IncidentDetail:
     """One incident with its reports."""
     with transaction(request.app.state.runtime.factory) as session:
         return _detail(session, _incident(session, incident_id), principal)
 
 
 @router.post("/incidents/{incident_id}/ack", response_model=IncidentDetail)
-def ack_incident(request: Request, incident_id: int, principal: Officer) -> IncidentDetail:
+def ack_incident(request: Request, incident_id: RowId, principal: Officer) -> IncidentDetail:
     """Acknowledge (the first acknowledgement wins; a later one changes nothing)."""
     with transaction(request.app.state.runtime.factory) as session:
         incident = _incident(session, incident_id)
@@ -116,7 +118,7 @@ def ack_incident(request: Request, incident_id: int, principal: Officer) -> Inci
 
 
 @router.post("/incidents/{incident_id}/close", response_model=IncidentDetail)
-def close_incident(request: Request, incident_id: int, principal: Officer) -> IncidentDetail:
+def close_incident(request: Request, incident_id: RowId, principal: Officer) -> IncidentDetail:
     """Close: the incident takes no more reports."""
     with transaction(request.app.state.runtime.factory) as session:
         incident = _incident(session, incident_id)
@@ -132,7 +134,7 @@ def close_incident(request: Request, incident_id: int, principal: Officer) -> In
 
 @router.post("/incidents/{incident_id}/merge", response_model=IncidentDetail)
 def merge_incident(
-    request: Request, incident_id: int, body: MergeRequest, principal: Officer
+    request: Request, incident_id: RowId, body: MergeRequest, principal: Officer
 ) -> IncidentDetail:
     """Merge this incident into another: its reports move, it is closed."""
     with transaction(request.app.state.runtime.factory) as session:
@@ -150,7 +152,7 @@ def merge_incident(
 def list_alerts(
     request: Request,
     principal: Viewer,
-    incident_id: int | None = None,
+    incident_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     since: datetime | None = None,
     limit: Limit = 50,
     offset: Offset = 0,
@@ -168,7 +170,7 @@ def list_alerts(
 
 
 @router.post("/alerts/{alert_id}/move", response_model=IncidentDetail)
-def move_alert(request: Request, alert_id: int, body: MoveRequest, principal: Officer) -> IncidentDetail:
+def move_alert(request: Request, alert_id: RowId, body: MoveRequest, principal: Officer) -> IncidentDetail:
     """Move a report out of its incident: into another, or into an incident of its own."""
     with transaction(request.app.state.runtime.factory) as session:
         alert = session.get(Alert, alert_id)

@@ -68,7 +68,8 @@ def find_incident(
     if lat is None or lon is None:
         # Nowhere to compare: only the same sender repeating themselves joins.
         query = query.where(
-            Incident.lat.is_(None), Incident.id.in_(select(Alert.incident_id).where(Alert.sender == sender))
+            Incident.precision.in_(("country", "unknown")),
+            Incident.id.in_(select(Alert.incident_id).where(Alert.sender == sender)),
         )
         return session.scalars(query.order_by(Incident.last_reported_at.desc()).limit(1)).first()
     dlat = radius_km / 111.0

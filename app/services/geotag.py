@@ -20,6 +20,7 @@ from app.models import Place
 from app.services.gazetteer import normalize_name
 
 MAX_NAME_WORDS = 4
+FUZZY_REACH_KM = 150.0
 EARTH_KM = 6371.0088
 
 
@@ -74,7 +75,7 @@ class PlaceIndex:
         # what was written and are within two letters of its length: a few dozen of 150,000.
         buckets: dict[tuple[str, int], list[str]] = defaultdict(list)
         for name in self.by_name:
-            if len(name) >= 4:
+            if len(name) >= 5:  # shorter names are matched exactly: too many are one letter apart
                 for key in _bucket_keys(name, len(name)):
                     buckets[key].append(name)
         self.buckets = dict(buckets)
@@ -167,8 +168,8 @@ class PlaceIndex:
 
     def _fuzzy(self, tokens: list[str], home: tuple[float, float] | None, area: str | None) -> Located | None:
         for name, _, n in self._ngrams(tokens):
-            if len(name) < 4 or n > 2:
-                continue
+            if len(name) < 5 or n > 2:
+                continue  # short names are matched exactly: too many are one letter apart
             allowed = 1 if len(name) <= 6 else 2
             candidates: list[str] = []
             for length in range(len(name) - allowed, len(name) + allowed + 1):
@@ -182,6 +183,14 @@ class PlaceIndex:
             if best:
                 distance = min(d for _, d, _ in best)
                 hits = sorted({i for c, d, _ in best if d == distance for i in self.by_name[c]})
+                if home is not None:  # a guess far from the sender's home is no better than the home
+                    hits = [
+                        i
+                        for i in hits
+                        if distance_km(*home, self.spots[i].lat, self.spots[i].lon) <= FUZZY_REACH_KM
+                    ]
+                    if not hits:
+                        continue
                 spot = self._choose(hits, home, area)
                 return Located("place", spot.lat, spot.lon, spot, written=name, matched=spot.name, fuzzy=True)
         return None
@@ -215,7 +224,7 @@ class PlaceIndexHolder:
     def __init__(self, check_every: float = 5.0) -> None:
         self.check_every = check_every
         self._index: PlaceIndex | None = None
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, float] | None = None
         self._checked = 0.0
         self._lock = threading.Lock()
 
@@ -224,8 +233,11 @@ class PlaceIndexHolder:
         if self._index is not None and now - self._checked < self.check_every:
             return self._index
         with self._lock:
-            count, top = session.execute(select(func.count(Place.id), func.max(Place.id))).one()
-            stamp = (int(count or 0), int(top or 0))
+            # Count, last id and a checksum of the coordinates: a re-import that moves places shows.
+            count, top, total = session.execute(
+                select(func.count(Place.id), func.max(Place.id), func.sum(Place.lat + Place.lon))
+            ).one()
+            stamp = (int(count or 0), int(top or 0), round(float(total or 0.0), 6))
             if self._index is None or stamp != self._stamp:
                 self._index = PlaceIndex.load(session)
                 self._stamp = stamp

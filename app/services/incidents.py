@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.models import Alert, AuditLog, Incident
+from app.models import Alert, AuditLog, Incident, Message
 from app.services.dedup import refresh
 
 
@@ -48,9 +48,12 @@ def merge(*, session: Session, source: Incident, target: Incident, actor: str, n
     """Move every report of `source` into `target`; `source` is closed, pointing at `target`."""
     if source.id == target.id:
         raise ValueError("into: an incident cannot be merged into itself")
+    if target.status == "closed":
+        raise ValueError(f"into: {target.code} is closed")
     if source.category != target.category:
         raise ValueError(f"into: {target.code} is {target.category}, {source.code} is {source.category}")
     session.execute(update(Alert).where(Alert.incident_id == source.id).values(incident_id=target.id))
+    session.execute(update(Message).where(Message.incident_id == source.id).values(incident_id=target.id))
     source.status, source.closed_at, source.closed_by = "closed", now, f"merged into {target.code}"
     source.report_count = source.reporter_count = 0
     refresh(session, target)
@@ -83,11 +86,16 @@ def move(*, session: Session, alert: Alert, target: Incident | None, actor: str,
         target.code = f"K{target.id}"
     elif target.category != alert.category:
         raise ValueError(f"incident_id: {target.code} is {target.category}, the report is {alert.category}")
+    elif target.status == "closed":
+        raise ValueError(f"incident_id: {target.code} is closed")
     alert.incident_id = target.id
+    session.execute(update(Message).where(Message.id == alert.message_id).values(incident_id=target.id))
     session.flush()
     refresh(session, target)
     if source is not None:
         refresh(session, source)
+        if source.report_count == 0 and source.status != "closed":  # nothing left in it
+            source.status, source.closed_at, source.closed_by = "closed", now, f"emptied into {target.code}"
     _audit(session, actor, "move_report", target, now, alert=alert.id, source=source.code if source else None)
     return target
 

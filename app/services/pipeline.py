@@ -170,11 +170,12 @@ def _alert(item: Inbound) -> str:
     if where.written and where.matched and normalize_name(where.matched) != where.written:
         details["place"] = f"{where.written} -> {where.matched}"
     place_name = where.name or (" ".join(result.place_words) or None)
+    located = where.precision in ("place", "home")  # a country's centre locates nothing
     incident = find_incident(
         item.session,
         category=category,
-        lat=where.lat,
-        lon=where.lon,
+        lat=where.lat if located else None,
+        lon=where.lon if located else None,
         sender=message.sender or "",
         at=reported_at,
         radius_km=config.dedup_radius_km,

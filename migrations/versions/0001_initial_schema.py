@@ -243,6 +243,7 @@ def upgrade() -> None:
     with op.batch_alter_table("alerts", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_alerts_incident_id"), ["incident_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_alerts_reported_at"), ["reported_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_alerts_sender"), ["sender"], unique=False)
 
     op.create_table(
         "checkins",
@@ -302,6 +303,7 @@ def downgrade() -> None:
     op.drop_table("delivery_events")
     op.drop_table("checkins")
     with op.batch_alter_table("alerts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_alerts_sender"))
         batch_op.drop_index(batch_op.f("ix_alerts_reported_at"))
         batch_op.drop_index(batch_op.f("ix_alerts_incident_id"))
 
