@@ -86,7 +86,10 @@ class Incident(Base):
     """One event on the ground, made of one or more reports."""
 
     __tablename__ = "incidents"
-    __table_args__ = (Index(None, "category", "status", "last_reported_at"),)
+    __table_args__ = (
+        Index(None, "category", "status", "last_reported_at"),
+        Index(None, "status", "next_escalation_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     code: Mapped[str | None] = mapped_column(String(16), unique=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from app.models import Alert, Incident
@@ -66,11 +66,12 @@ def find_incident(
         Incident.first_reported_at <= at + window,
     )
     if lat is None or lon is None:
-        # Nowhere to compare: only the same sender repeating themselves joins.
-        query = query.where(
-            Incident.precision.in_(("country", "unknown")),
-            Incident.id.in_(select(Alert.incident_id).where(Alert.sender == sender)),
-        )
+        # Nowhere to compare: only the same sender repeating themselves joins. Their own recent
+        # reports (found through the sender index) name the candidates.
+        mine = list(session.scalars(_SENDERS_INCIDENTS, {"sender": sender}))
+        if not mine:
+            return None
+        query = query.where(Incident.precision.in_(("country", "unknown")), Incident.id.in_(mine))
         return session.scalars(query.order_by(Incident.last_reported_at.desc()).limit(1)).first()
     dlat = radius_km / 111.0
     dlon = radius_km / max(0.01, 111.0 * math.cos(math.radians(lat)))
@@ -84,6 +85,14 @@ def find_incident(
         if d <= radius_km and (best is None or d < best[0]):
             best = (d, incident)
     return best[1] if best else None
+
+
+_SENDERS_INCIDENTS = (
+    select(Alert.incident_id)
+    .where(Alert.sender == bindparam("sender"), Alert.incident_id.is_not(None))
+    .order_by(Alert.id.desc())
+    .limit(20)
+)
 
 
 def refresh(session: Session, incident: Incident) -> None:

@@ -135,6 +135,11 @@ def upgrade() -> None:
             ["category", "status", "last_reported_at"],
             unique=False,
         )
+        batch_op.create_index(
+            batch_op.f("ix_incidents_status_next_escalation_at"),
+            ["status", "next_escalation_at"],
+            unique=False,
+        )
 
     op.create_table(
         "messages",
@@ -316,6 +321,7 @@ def downgrade() -> None:
 
     op.drop_table("messages")
     with op.batch_alter_table("incidents", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_incidents_status_next_escalation_at"))
         batch_op.drop_index(batch_op.f("ix_incidents_category_status_last_reported_at"))
 
     op.drop_table("incidents")
