@@ -28,6 +28,7 @@ def normalize(raw: str, region: str) -> Phone:
     return Phone(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), True)
 
 
+@lru_cache(maxsize=65536)
 def country(phone: str | None) -> str | None:
     """The ISO country of an E.164 number, if it has one."""
     if not phone or not phone.startswith("+"):

@@ -95,6 +95,32 @@ _SENDERS_INCIDENTS = (
 )
 
 
+def count_report(
+    session: Session, incident: Incident, *, sender: str, at: datetime, people: int | None
+) -> None:
+    """Count one new report (already added) into its incident without re-reading all of them."""
+    others = session.scalar(_OTHER_REPORT_OF_SENDER, {"incident": incident.id, "sender": sender})
+    incident.report_count = (incident.report_count or 0) + 1
+    if not incident.reporter_count or others is None:
+        incident.reporter_count = (incident.reporter_count or 0) + 1
+    incident.first_reported_at = min(incident.first_reported_at, at)
+    incident.last_reported_at = max(incident.last_reported_at, at)
+    rank = max(
+        SEVERITIES.index(incident.severity),
+        SEVERITIES.index(severity(incident.category, people, incident.reporter_count)),
+    )
+    incident.severity = SEVERITIES[rank]  # severity only rises as reports come in
+
+
+_OTHER_REPORT_OF_SENDER = (
+    select(Alert.id)
+    .where(Alert.incident_id == bindparam("incident"), Alert.sender == bindparam("sender"))
+    .order_by(Alert.id)
+    .offset(1)  # the report just added is one of them
+    .limit(1)
+)
+
+
 def refresh(session: Session, incident: Incident) -> None:
     """Recompute an incident's counts, times and severity from its reports."""
     row = session.execute(

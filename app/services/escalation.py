@@ -37,12 +37,15 @@ def area_of(session: Session, incident: Incident) -> set[str]:
     return {normalize_name(n) for n in (place.admin2, place.admin1) if n} if place else set()
 
 
+_OFFICERS = select(Person).where(
+    Person.role == "officer", Person.active.is_(True), Person.status == "approved"
+)
+
+
 def officers_for(session: Session, incident: Incident, level: int) -> tuple[int, list[Person]]:
     """The officers to tell at `level` or, where none covers the area there, the next level up."""
     areas = area_of(session, incident)
-    officers = session.scalars(
-        select(Person).where(Person.role == "officer", Person.active.is_(True), Person.status == "approved")
-    ).all()
+    officers = session.scalars(_OFFICERS).all()
     covering = [o for o in officers if not o.area or normalize_name(o.area) in areas]
     levels = sorted({o.level or 1 for o in covering})
     if not levels:

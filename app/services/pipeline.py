@@ -17,7 +17,7 @@ from app.db import utcnow
 from app.metrics import PROCESSED
 from app.models import Alert, AuditLog, CheckIn, Incident, Message, Person
 from app.phones import country
-from app.services.dedup import find_incident, refresh, severity
+from app.services.dedup import count_report, find_incident, severity
 from app.services.escalation import Escalation
 from app.services.gazetteer import normalize_name
 from app.services.geotag import PlaceIndexHolder
@@ -228,7 +228,7 @@ def _alert(item: Inbound) -> str:
             created_at=item.now,
         )
     )
-    refresh(item.session, incident)
+    count_report(item.session, incident, sender=message.sender or "", at=reported_at, people=result.count)
     message.incident_id = incident.id
     if config.escalation is not None:
         if fresh:
