@@ -84,8 +84,26 @@ class IncidentPublic(BaseModel):
     closed_at: datetime | None
 
 
+class Notification(BaseModel):
+    """One SMS sent about an incident: who was told, when, and whether it arrived."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    recipient: str | None
+    purpose: str | None
+    status: str
+    provider: str | None
+    created_at: datetime
+    sent_at: datetime | None
+    delivered_at: datetime | None
+    attempts: int
+    error: str | None
+
+
 class IncidentDetail(IncidentPublic):
     reports: list[AlertPublic]
+    notifications: list[Notification] = []
 
 
 class MergeRequest(BaseModel):

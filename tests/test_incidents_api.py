@@ -48,6 +48,9 @@ def test_incidents_alerts_and_geojson(client: TestClient, auth: dict[str, str], 
     assert client.get("/api/v1/incidents", params={"status": "closed"}, headers=auth).json()["total"] == 0
     detail = client.get(f"/api/v1/incidents/{djugu['id']}", headers=auth).json()
     assert [r["sender"] for r in detail["reports"]] == ["+243810000001", "+243810000002"]
+    wait_for(lambda: client.get(f"/api/v1/incidents/{djugu['id']}", headers=auth).json()["notifications"])
+    (told,) = client.get(f"/api/v1/incidents/{djugu['id']}", headers=auth).json()["notifications"]
+    assert told["recipient"] == "+243990000001" and told["purpose"] == "alert_forward"
     assert detail["reports"][0]["details"]["count"] == 20
     alerts = client.get("/api/v1/alerts", params={"incident_id": djugu["id"]}, headers=auth).json()
     assert alerts["total"] == 2
@@ -65,6 +68,14 @@ def test_viewers_see_masked_numbers_and_cannot_act(client: TestClient, db_url: s
     assert alerts and all(a["sender"].startswith("+243*****") for a in alerts)
     incident = client.get("/api/v1/incidents", headers=viewer).json()["items"][0]
     assert client.post(f"/api/v1/incidents/{incident['id']}/ack", headers=viewer).status_code == 403
+    djugu = next(
+        i
+        for i in client.get("/api/v1/incidents", headers=viewer).json()["items"]
+        if i["place_name"] == "Djugu"
+    )
+    wait_for(lambda: client.get(f"/api/v1/incidents/{djugu['id']}", headers=viewer).json()["notifications"])
+    notes = client.get(f"/api/v1/incidents/{djugu['id']}", headers=viewer).json()["notifications"]
+    assert all(n["recipient"].startswith("+243*****") for n in notes)
 
 
 def test_ack_close_merge_and_move(client: TestClient, auth: dict[str, str], db_url: str) -> None:

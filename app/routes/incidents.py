@@ -11,10 +11,18 @@ from sqlalchemy.orm import Session
 
 from app.auth import Principal, require
 from app.db import transaction, utcnow
-from app.models import Alert, Incident
+from app.models import Alert, Incident, Message
 from app.phones import mask, scrub
 from app.routes.api import MAX_ID, Limit, Offset, RowId, as_utc
-from app.schemas import AlertPublic, IncidentDetail, IncidentPublic, MergeRequest, MoveRequest, Page
+from app.schemas import (
+    AlertPublic,
+    IncidentDetail,
+    IncidentPublic,
+    MergeRequest,
+    MoveRequest,
+    Notification,
+    Page,
+)
 from app.services import incidents as actions
 
 router = APIRouter(prefix="/api/v1", tags=["incidents"])
@@ -43,9 +51,21 @@ def _detail(session: Session, incident: Incident, principal: Principal) -> Incid
     reports = session.scalars(
         select(Alert).where(Alert.incident_id == incident.id).order_by(Alert.reported_at)
     )
+    sent = session.scalars(
+        select(Message)
+        .where(
+            Message.incident_id == incident.id, Message.direction == "outbound", Message.purpose != "reply"
+        )
+        .order_by(Message.id)
+    )
+    notifications = [Notification.model_validate(m) for m in sent]
+    if not principal.at_least("officer"):
+        for note in notifications:
+            note.recipient = mask(note.recipient)
     return IncidentDetail(
         **IncidentPublic.model_validate(incident).model_dump(),
         reports=[_alert_view(a, principal) for a in reports],
+        notifications=notifications,
     )
 
 
