@@ -136,6 +136,7 @@ class Message(Base):
     provider_message_id: Mapped[str | None] = mapped_column(String(100))
     sender: Mapped[str | None] = mapped_column(String(40))
     recipient: Mapped[str | None] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(8), default="sms")  # sms|beep (a missed call)
     phone_valid: Mapped[bool] = mapped_column(Boolean, default=True)
     text: Mapped[str] = mapped_column(Text, default="")
     purpose: Mapped[str | None] = mapped_column(String(20))

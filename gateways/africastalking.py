@@ -66,6 +66,23 @@ def parse_inbound(form: Form) -> InboundSms:
     )
 
 
+REJECT_XML = '<?xml version="1.0" encoding="UTF-8"?><Response><Reject/></Response>'
+
+
+def parse_voice(form: Form) -> InboundSms:
+    """Read a voice callback: an incoming call, rejected, recorded as a beep (once per session)."""
+    return InboundSms(
+        provider=NAME,
+        provider_message_id="call-" + form.require("sessionId", max_len=90).strip(),
+        sender=form.require("callerNumber", max_len=40).strip(),
+        recipient=(form.get("destinationNumber") or "").strip()[:40] or None,
+        text="",
+        reported_at=None,
+        raw=form.multi(),
+        kind="beep",
+    )
+
+
 def parse_delivery(form: Form) -> DeliveryReport:
     """Read a delivery report."""
     message_id = form.require("id", max_len=100).strip()

@@ -72,6 +72,7 @@ class InboundSms:
     text: str
     reported_at: datetime | None
     raw: dict[str, list[str]] = field(default_factory=dict)
+    kind: str = "sms"  # or "beep": a call hung up on purpose, asking to be called back
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,8 @@ NAME = "twilio"
 SIGNATURE_HEADER = "x-twilio-signature"
 SIGNATURE_SETTINGS_HEADER = "x-twilio-webhooks-signature-settings"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+# Refusing the call costs the caller nothing: that is what a "beep" relies on.
+REJECT_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response><Reject/></Response>'
 
 # Twilio's message statuses -> ours. Anything unknown is recorded but changes nothing.
 STATUSES = {
@@ -58,6 +60,21 @@ def parse_inbound(form: Form) -> InboundSms:
         text=form.require("Body", allow_empty=True),
         reported_at=None,  # Twilio sends no date: the message is placed at its arrival
         raw=form.multi(),
+    )
+
+
+def parse_voice(form: Form) -> InboundSms:
+    """Read a voice webhook: an incoming call, rejected, recorded as a beep."""
+    sid = form.require("CallSid", max_len=100).strip()
+    return InboundSms(
+        provider=NAME,
+        provider_message_id=sid,
+        sender=form.require("From", max_len=40).strip(),
+        recipient=(form.get("To") or "").strip()[:40] or None,
+        text="",
+        reported_at=None,
+        raw=form.multi(),
+        kind="beep",
     )
 
 

@@ -40,6 +40,7 @@ REPLIES: dict[str, set[str]] = {
     "close_already": {"code", "who"},
     "close_refused": set(),
     "forward": {"code", "category", "place", "people", "reports", "time"},
+    "beep": set(),
     "update": {"code", "category", "place", "reports", "time"},
     "no_incident": {"code"},
 }

@@ -80,3 +80,62 @@ def test_unacknowledged_incidents_climb_the_levels_until_acknowledged(
     updates = told(runtime, "update")
     assert [r for r, _ in updates] == [DUFOUR]  # one update per 15 minutes
     assert "2 rapports" in updates[0][1]  # sent with the first new report
+
+
+def test_beeps_from_a_focal_point_become_alerts_to_call_back(make_settings: Callable[..., Settings]) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.models import Alert
+    from tests.helpers import TWILIO_TOKEN, signed_headers
+
+    settings = make_settings(twilio_auth_token=TWILIO_TOKEN)
+    with TestClient(create_app(settings, dispatcher=False, scheduler=False)) as client:
+        runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        gazetteer.store(runtime.engine, gazetteer.read_csv(CORPUS / "gazetteer.csv"))
+        load_roster(runtime)
+        url = "http://testserver/webhooks/twilio/voice"
+        for n, caller in enumerate(["+243810000001", "+243810000001", "+243820000099"]):
+            form = {"CallSid": f"CA{n}", "From": caller, "To": "+243990001000", "CallStatus": "ringing"}
+            r = client.post("/webhooks/twilio/voice", data=form, headers=signed_headers(form, url))
+            assert r.status_code == 200 and "<Reject/>" in r.text
+        bad = {"CallSid": "CA9", "From": "+243810000001"}
+        assert (
+            client.post(
+                "/webhooks/twilio/voice", data=bad, headers=signed_headers(bad, url + "x")
+            ).status_code
+            == 403
+        )
+        for _ in range(2):  # Africa's Talking calls back twice per session: one beep
+            r = client.post(
+                "/webhooks/africastalking/-/voice",
+                data={"sessionId": "S1", "callerNumber": "+243810000002", "isActive": "1"},
+            )
+            assert r.status_code == 200 and "<Reject/>" in r.text
+        import time
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with runtime.factory() as session:
+                pending = session.scalars(
+                    select(Message).where(Message.direction == "inbound", Message.processed_at.is_(None))
+                ).all()
+            if not pending:
+                break
+            time.sleep(0.05)
+        with runtime.factory() as session:
+            alerts = session.scalars(select(Alert).order_by(Alert.id)).all()
+            incidents = session.scalars(select(Incident).order_by(Incident.id)).all()
+            beeps = session.scalars(select(Message).where(Message.kind == "beep")).all()
+        assert len(beeps) == 4
+        assert [(a.sender, a.category, a.precision, a.details.get("beep")) for a in alerts] == [
+            ("+243810000001", "other", "home", True),
+            ("+243810000001", "other", "home", True),
+            ("+243810000002", "other", "home", True),
+        ]
+        assert [i.report_count for i in incidents] == [2, 1]  # repeated beeps join one incident
+        forwards = told(runtime, "alert_forward")
+        assert forwards and all("BEEP, call back" in text for _, text in forwards)  # Maj. Menon: en
+        assert told(runtime, "reply") == []  # nobody is texted back for a beep
+        triage = client.get("/api/v1/triage", headers={"Authorization": "Bearer test-admin-token-0123456789"})
+        assert [m["sender"] for m in triage.json()["items"]] == ["+243820000099"]

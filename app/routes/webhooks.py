@@ -129,6 +129,8 @@ class Webhooks:
             "twilio/status": self.twilio_status,
             "africastalking/sms": self.at_sms,
             "africastalking/delivery": self.at_delivery,
+            "twilio/voice": self.twilio_voice,
+            "africastalking/voice": self.at_voice,
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -162,9 +164,9 @@ class Webhooks:
     def route(rest: str) -> tuple[str | None, str | None]:
         """`twilio/sms` -> ("twilio/sms", None); `africastalking/<secret>/sms` -> (..., secret)."""
         parts = rest.split("/")
-        if len(parts) == 2 and parts[0] == "twilio" and parts[1] in ("sms", "status"):
+        if len(parts) == 2 and parts[0] == "twilio" and parts[1] in ("sms", "status", "voice"):
             return rest, None
-        if len(parts) == 3 and parts[0] == "africastalking" and parts[2] in ("sms", "delivery"):
+        if len(parts) == 3 and parts[0] == "africastalking" and parts[2] in ("sms", "delivery", "voice"):
             return f"africastalking/{parts[2]}", parts[1]
         return None, None
 
@@ -203,6 +205,17 @@ class Webhooks:
         self.check_twilio(scope, form)
         await self.runtime.writer.store(twilio.parse_inbound(form))
         return 200, twilio.EMPTY_TWIML.encode(), b"text/xml"
+
+    async def twilio_voice(self, scope: Scope, form: Form) -> tuple[int, bytes, bytes]:
+        """A call to the alert number: stored as a beep, then rejected so it costs the caller nothing."""
+        self.check_twilio(scope, form)
+        await self.runtime.writer.store(twilio.parse_voice(form))
+        return 200, twilio.REJECT_TWIML.encode(), b"text/xml"
+
+    async def at_voice(self, scope: Scope, form: Form) -> tuple[int, bytes, bytes]:
+        """Africa's Talking voice callback: the same, once per call session."""
+        await self.runtime.writer.store(africastalking.parse_voice(form))
+        return 200, africastalking.REJECT_XML.encode(), b"application/xml"
 
     async def twilio_status(self, scope: Scope, form: Form) -> tuple[int, bytes, bytes]:
         """Twilio's delivery status callback."""

@@ -62,7 +62,9 @@ class Escalation:
         self.ack_timeout = timedelta(seconds=ack_timeout)
         self.tz = ZoneInfo(timezone)
 
-    def _text(self, template: str, person: Person, incident: Incident, people: int | None) -> tuple[str, str]:
+    def _text(
+        self, template: str, person: Person, incident: Incident, people: int | None, beep: bool = False
+    ) -> tuple[str, str]:
         language = (
             person.language if person.language in self.lexicon.grammars else self.lexicon.default_language
         )
@@ -71,15 +73,19 @@ class Escalation:
             "code": incident.code or "",
             "category": grammar.category_names.get(incident.category, incident.category),
             "place": incident.place_name or "?",
-            "people": f" {people}" if people else "",
+            "people": (f" {people}" if people else "") + (f" {grammar.replies['beep']}" if beep else ""),
             "reports": str(incident.report_count),
             "time": incident.last_reported_at.astimezone(self.tz).strftime("%H:%M"),
         }
         return fit_one(grammar.replies[template].format(**values)), language
 
-    def forward(self, *, session: Session, incident: Incident, people: int | None, now: datetime) -> int:
+    def forward(
+        self, *, session: Session, incident: Incident, people: int | None, now: datetime, beep: bool = False
+    ) -> int:
         """Tell the first level of officers about a new incident; how many were told."""
-        return self._send(session=session, incident=incident, level=1, step=1, people=people, now=now)
+        return self._send(
+            session=session, incident=incident, level=1, step=1, people=people, now=now, beep=beep
+        )
 
     def _send(
         self,
@@ -90,11 +96,12 @@ class Escalation:
         step: int,
         people: int | None,
         now: datetime,
+        beep: bool = False,
     ) -> int:
         at, officers = officers_for(session, incident, level)
         purpose = "alert_forward" if step == 1 else "escalation"
         for officer in officers:
-            text, language = self._text("forward", officer, incident, people)
+            text, language = self._text("forward", officer, incident, people, beep)
             enqueue(
                 session=session,
                 recipient=officer.phone,

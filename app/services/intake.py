@@ -57,6 +57,7 @@ def message_row(
         "sender": phone.value,
         "recipient": sms.recipient,
         "phone_valid": phone.valid,
+        "kind": sms.kind,
         "text": clean_text(sms.text),
         "status": "received",
         "created_at": now,

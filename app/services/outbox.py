@@ -66,6 +66,7 @@ def enqueue(
         "created_at": now,
         "next_attempt_at": now,
         "phone_valid": True,
+        "kind": "sms",
         "attempts": 0,
         "gateway_index": 0,
         "gateway_attempts": 0,

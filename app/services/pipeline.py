@@ -130,11 +130,38 @@ def handle_inbound(
     if senders is None:
         senders = load_senders(session, {message.sender} if message.sender else set(), now)
     person, context = senders.context(message.sender)
+    if message.kind == "beep":  # a missed call: no text to read, a person asking to be called back
+        if person is not None and person.role == "focal_point":
+            result = ParseResult(
+                "alert",
+                context.language or config.lexicon.default_language,
+                1.0,
+                category="other",
+                via="beep",
+            )
+        else:
+            result = ParseResult("unknown", config.lexicon.default_language, 0.0, via="beep")
+        return _finish(session, message, config, senders, person, result, now)
     if person is None:  # an unknown number: its country hints at the language to answer in
         context = SenderContext(language=config.lexicon.language_of_country(country(message.sender)))
     result = parse(message.text, context, lex=config.lexicon)
+    return _finish(session, message, config, senders, person, result, now)
+
+
+def _finish(
+    session: Session,
+    message: Message,
+    config: PipelineConfig,
+    senders: Senders,
+    person: Person | None,
+    result: ParseResult,
+    now: datetime,
+) -> str:
     item = Inbound(session, message, person, result, config, now, senders)
-    outcome = HANDLERS[result.intent](item)
+    if message.kind == "beep" and result.intent == "unknown":
+        outcome = "unknown"  # for a human to call back; no SMS to someone without airtime
+    else:
+        outcome = HANDLERS[result.intent](item)
     message.person_id = item.person.id if item.person else None
     message.intent = result.intent
     message.language = item.language
@@ -165,6 +192,8 @@ def _alert(item: Inbound) -> str:
         result.place_words, home=home, area=person.area if person else None, country=country(message.sender)
     )
     details: dict[str, object] = {"count": result.count, "words": result.details, "time": result.time}
+    if result.via == "beep":
+        details["beep"] = True
     if result.corrections:
         details["corrections"] = result.corrections
     if where.written and where.matched and normalize_name(where.matched) != where.written:
@@ -233,18 +262,23 @@ def _alert(item: Inbound) -> str:
     if config.escalation is not None:
         if fresh:
             config.escalation.forward(
-                session=item.session, incident=incident, people=result.count, now=item.now
+                session=item.session,
+                incident=incident,
+                people=result.count,
+                now=item.now,
+                beep=result.via == "beep",
             )
         else:
             config.escalation.update_acknowledger(session=item.session, incident=incident, now=item.now)
     names = config.lexicon.grammars[item.language].category_names
-    item.reply(
-        "alert",
-        incident_id=incident.id,
-        code=incident.code or "",
-        category=names.get(category, category),
-        place=place_name or "-",
-    )
+    if result.via != "beep":  # a beep is answered by an officer's call, not by SMS
+        item.reply(
+            "alert",
+            incident_id=incident.id,
+            code=incident.code or "",
+            category=names.get(category, category),
+            place=place_name or "-",
+        )
     _mark_checkin_answered(item)
     return "alert"
 

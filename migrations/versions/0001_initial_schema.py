@@ -149,6 +149,7 @@ def upgrade() -> None:
         sa.Column("provider_message_id", sa.String(length=100), nullable=True),
         sa.Column("sender", sa.String(length=40), nullable=True),
         sa.Column("recipient", sa.String(length=40), nullable=True),
+        sa.Column("kind", sa.String(length=8), nullable=False),
         sa.Column("phone_valid", sa.Boolean(), nullable=False),
         sa.Column("text", sa.Text(), nullable=False),
         sa.Column("purpose", sa.String(length=20), nullable=True),
