@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from sqlalchemy import Select, func, select
@@ -15,6 +16,7 @@ from app.schemas import MessagePublic, Page
 from app.services.outbox import PURPOSES
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
+T = TypeVar("T")
 
 Limit = Annotated[int, Query(ge=1, le=500)]
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
@@ -32,11 +34,24 @@ def as_utc(value: datetime | None, field: str = "since") -> datetime | None:
         raise HTTPException(422, f"{field}: out of range") from None
 
 
-def _page(request: Request, query: Select[tuple[Message]], limit: int, offset: int) -> Page[MessagePublic]:
+def paged(
+    request: Request,
+    query: Select[Any],
+    order: tuple[Any, ...],
+    view: Callable[[Any], T],
+    limit: int,
+    offset: int,
+) -> tuple[list[T], int]:
+    """One page of a query, newest first, and how many rows the whole query has."""
     with transaction(request.app.state.runtime.factory) as session:
         total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
-        rows = session.scalars(query.order_by(Message.id.desc()).limit(limit).offset(offset)).all()
-        return Page[MessagePublic](items=[MessagePublic.model_validate(r) for r in rows], total=total)
+        rows = session.scalars(query.order_by(*order).limit(limit).offset(offset)).all()
+        return [view(r) for r in rows], total
+
+
+def _page(request: Request, query: Select[tuple[Message]], limit: int, offset: int) -> Page[MessagePublic]:
+    items, total = paged(request, query, (Message.id.desc(),), MessagePublic.model_validate, limit, offset)
+    return Page[MessagePublic](items=items, total=total)
 
 
 @router.get("/messages", response_model=Page[MessagePublic])

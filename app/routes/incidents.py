@@ -6,14 +6,14 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth import Principal, require
 from app.db import transaction, utcnow
 from app.models import Alert, Incident, Message
 from app.phones import mask, scrub
-from app.routes.api import MAX_ID, Limit, Offset, RowId, as_utc
+from app.routes.api import MAX_ID, Limit, Offset, RowId, as_utc, paged
 from app.schemas import (
     AlertPublic,
     IncidentDetail,
@@ -87,12 +87,9 @@ def list_incidents(
         query = query.where(Incident.category == category)
     if since:
         query = query.where(Incident.last_reported_at >= as_utc(since))
-    with transaction(request.app.state.runtime.factory) as session:
-        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = session.scalars(
-            query.order_by(Incident.last_reported_at.desc(), Incident.id.desc()).limit(limit).offset(offset)
-        )
-        return Page[IncidentPublic](items=[IncidentPublic.model_validate(r) for r in rows], total=total)
+    order = (Incident.last_reported_at.desc(), Incident.id.desc())
+    items, total = paged(request, query, order, IncidentPublic.model_validate, limit, offset)
+    return Page[IncidentPublic](items=items, total=total)
 
 
 @router.get("/incidents.geojson")
@@ -183,10 +180,10 @@ def list_alerts(
         query = query.where(Alert.incident_id == incident_id)
     if since:
         query = query.where(Alert.reported_at >= as_utc(since))
-    with transaction(request.app.state.runtime.factory) as session:
-        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = session.scalars(query.order_by(Alert.id.desc()).limit(limit).offset(offset))
-        return Page[AlertPublic](items=[_alert_view(a, principal) for a in rows], total=total)
+    items, total = paged(
+        request, query, (Alert.id.desc(),), lambda a: _alert_view(a, principal), limit, offset
+    )
+    return Page[AlertPublic](items=items, total=total)
 
 
 @router.post("/alerts/{alert_id}/move", response_model=IncidentDetail)
