@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
+    # Forwards carry the reporter's phone number only where a network decides officers need it.
+    forward_reporter_phone: bool = False
+
     # Replies to senders who are not on the roster: a reply on a seized phone can endanger its owner.
     reply_unregistered: bool = True
 
@@ -55,6 +58,8 @@ class Settings(BaseSettings):
     send_backoff_max: float = Field(300.0, ge=0)
     dispatch_concurrency: int = Field(4, ge=1, le=64)
     dispatch_poll: float = Field(1.0, gt=0)
+    # How often each process looks for escalation steps that fell due and failed forwards.
+    escalation_poll: float = Field(5.0, gt=0)
     send_lease: float = Field(120.0, gt=0, description="seconds a dispatcher owns a row it sends")
 
     twilio_account_sid: str | None = Field(None, validation_alias=_alias("TWILIO_ACCOUNT_SID"))

@@ -78,6 +78,8 @@ class Person(Base):
     area: Mapped[str | None] = mapped_column(String(120))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    # An officer's weekly on-duty table (app/services/shifts.py); NULL = always on duty.
+    shifts: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -107,6 +109,8 @@ class Incident(Base):
     report_count: Mapped[int] = mapped_column(Integer, default=0)
     reporter_count: Mapped[int] = mapped_column(Integer, default=0)
     escalation_level: Mapped[int] = mapped_column(Integer, default=0)
+    escalation_step: Mapped[int] = mapped_column(Integer, default=0)  # forward = 1, then one per escalation
+    beep: Mapped[bool] = mapped_column(Boolean, default=False)  # began with a missed call: "call back"
     next_escalation_at: Mapped[datetime | None]
     acknowledged_by: Mapped[str | None] = mapped_column(String(200))
     acknowledged_by_id: Mapped[int | None] = mapped_column(ForeignKey("people.id", ondelete="SET NULL"))
@@ -125,9 +129,10 @@ class Message(Base):
         # Plain (not partial) indexes: a partial index is only used when the query repeats its
         # condition with literals, which prepared statements do not.
         Index("ix_messages_unprocessed", "processed_at", "direction", "id"),
-        Index("ix_messages_due", "status", "next_attempt_at"),
+        Index("ix_messages_due", "status", "priority", "next_attempt_at"),
         Index("ix_messages_stale", "status", "claimed_until"),
         Index(None, "direction", "created_at"),
+        Index("ix_messages_failed", "status", "purpose", "followed_up_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -161,10 +166,14 @@ class Message(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     gateway_index: Mapped[int] = mapped_column(Integer, default=0)
     gateway_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Sent in this order when the outbox is long: forwards before replies before check-ins.
+    priority: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
+    # A failed forward: when the escalator handed it on to the next officer or level.
+    followed_up_at: Mapped[datetime | None]
 
 
 class Alert(Base):

@@ -78,6 +78,7 @@ class IncidentPublic(BaseModel):
     report_count: int
     reporter_count: int
     escalation_level: int
+    area: str | None = None
     acknowledged_by: str | None
     acknowledged_at: datetime | None
     closed_by: str | None
@@ -101,9 +102,21 @@ class Notification(BaseModel):
     error: str | None
 
 
+class HistoryEntry(BaseModel):
+    """One step of an incident's audit log: forwarded, escalated, handed on, acknowledged, closed..."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    at: datetime
+    actor: str
+    action: str
+    details: dict[str, Any]
+
+
 class IncidentDetail(IncidentPublic):
     reports: list[AlertPublic]
     notifications: list[Notification] = []
+    history: list[HistoryEntry] = []
 
 
 class MergeRequest(BaseModel):

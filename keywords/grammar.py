@@ -43,6 +43,8 @@ REPLIES: dict[str, set[str]] = {
     "beep": set(),
     "update": {"code", "category", "place", "reports", "time"},
     "no_incident": {"code"},
+    "acked": {"code", "who"},  # to the other officers told about it
+    "closed": {"code", "who"},
 }
 SEPARATORS = ' \t\r\n.,-*#+;:!/()[]"«»_=&|'
 

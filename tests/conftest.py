@@ -19,6 +19,8 @@ from app.config import Settings
 from app.db import upgrade
 from app.main import create_app
 from app.models import Base
+from tests.fakes import FakeProvider, start_fake
+from tests.helpers import TWILIO_TOKEN
 
 PG_ADMIN_URL = os.environ.get("KENGELE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("KENGELE_TEST_REQUIRE_PG") == "1" or os.environ.get("CI") == "true"
@@ -128,3 +130,41 @@ def client(settings: Settings) -> Iterator[TestClient]:
 @pytest.fixture
 def auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+# -- fake providers (real HTTP servers on loopback) that the official SDKs send to -------------
+@pytest.fixture
+def twilio_fake() -> Iterator[FakeProvider]:
+    fake = start_fake("twilio")
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def at_fake() -> Iterator[FakeProvider]:
+    fake = start_fake("africastalking")
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def providers(
+    make_settings: Callable[..., Settings], twilio_fake: FakeProvider, at_fake: FakeProvider
+) -> Callable[..., Settings]:
+    def build(order: str = "twilio,africastalking", **overrides: object) -> Settings:
+        return make_settings(
+            gateway=order,
+            twilio_account_sid="AC" + "1" * 32,
+            twilio_auth_token=TWILIO_TOKEN,
+            twilio_from="+15005550006",
+            twilio_api_base=twilio_fake.url,
+            at_username="kengele",
+            at_api_key="at-key-0123456789",
+            at_sender="KENGELE",
+            at_api_base=at_fake.url,
+            send_timeout=1.0,
+            send_max_attempts=2,
+            **overrides,
+        )
+
+    return build

@@ -30,6 +30,7 @@ class Received:
 class FakeProvider:
     name: str
     script: deque[str] = field(default_factory=deque)
+    by_recipient: dict[str, deque[str]] = field(default_factory=dict)
     requests: list[Received] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -44,8 +45,17 @@ class FakeProvider:
         self.script.extend(behaviours)
         return self
 
-    def next_behaviour(self) -> str:
+    def then_for(self, recipient: str, *behaviours: str) -> FakeProvider:
+        """Behaviours for requests to one recipient only (whatever else is sent in between)."""
         with self.lock:
+            self.by_recipient.setdefault(recipient, deque()).extend(behaviours)
+        return self
+
+    def next_behaviour(self, recipient: str = "") -> str:
+        with self.lock:
+            own = self.by_recipient.get(recipient)
+            if own:
+                return own.popleft()
             return self.script.popleft() if self.script else "ok"
 
     def stop(self) -> None:
@@ -130,7 +140,7 @@ def _handler(fake: FakeProvider, answer: Any) -> type[BaseHTTPRequestHandler]:
             form = parse_qs(self.rfile.read(length).decode("utf-8"), keep_blank_values=True)
             with fake.lock:
                 fake.requests.append(Received(self.path, dict(self.headers.items()), form))
-            behaviour = fake.next_behaviour()
+            behaviour = fake.next_behaviour((form.get("To") or form.get("to") or [""])[0])
             if behaviour == "timeout":
                 time.sleep(TIMEOUT_SLEEP)
                 behaviour = "ok"

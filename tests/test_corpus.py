@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.db import transaction
-from app.models import Alert, Incident, Message, Person
+from app.models import Alert, Incident, Message, Person, Place
 from app.phones import normalize
 from app.services import gazetteer
 from app.services.geotag import distance_km
@@ -47,6 +47,9 @@ def load_roster(runtime: Runtime) -> None:
                     level=int(row["level"]) if row["level"] else None,
                     area=row["area"] or None,
                     active=row["active"] != "false",
+                    place_id=session.scalar(select(Place.id).where(Place.name == row["place"]))
+                    if row["place"]
+                    else None,
                 )
             )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,47 +16,10 @@ from app.models import DeliveryEvent, Message
 from app.services.outbox import Dispatcher, RetryPolicy, enqueue
 from app.services.runtime import Runtime
 from gateways.base import Gateway, SendResult
-from tests.fakes import FakeProvider, start_fake
-from tests.helpers import TWILIO_TOKEN, signed_headers
+from tests.fakes import FakeProvider
+from tests.helpers import signed_headers
 
 PHONE = "+243810000001"
-
-
-@pytest.fixture
-def twilio_fake() -> Iterator[FakeProvider]:
-    fake = start_fake("twilio")
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def at_fake() -> Iterator[FakeProvider]:
-    fake = start_fake("africastalking")
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def providers(
-    make_settings: Callable[..., Settings], twilio_fake: FakeProvider, at_fake: FakeProvider
-) -> Callable[..., Settings]:
-    def build(order: str = "twilio,africastalking", **overrides: object) -> Settings:
-        return make_settings(
-            gateway=order,
-            twilio_account_sid="AC" + "1" * 32,
-            twilio_auth_token=TWILIO_TOKEN,
-            twilio_from="+15005550006",
-            twilio_api_base=twilio_fake.url,
-            at_username="kengele",
-            at_api_key="at-key-0123456789",
-            at_sender="KENGELE",
-            at_api_base=at_fake.url,
-            send_timeout=1.0,
-            send_max_attempts=2,
-            **overrides,
-        )
-
-    return build
 
 
 def queue_one(runtime: Runtime, key: str = "k1", text: str = "K1 ATTAQUE Djugu") -> int:

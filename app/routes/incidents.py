@@ -11,11 +11,12 @@ from sqlalchemy.orm import Session
 
 from app.auth import Principal, require
 from app.db import transaction, utcnow
-from app.models import Alert, Incident, Message
+from app.models import Alert, AuditLog, Incident, Message
 from app.phones import mask, scrub
 from app.routes.api import MAX_ID, Limit, Offset, RowId, as_utc, paged
 from app.schemas import (
     AlertPublic,
+    HistoryEntry,
     IncidentDetail,
     IncidentPublic,
     MergeRequest,
@@ -59,13 +60,23 @@ def _detail(session: Session, incident: Incident, principal: Principal) -> Incid
         .order_by(Message.id)
     )
     notifications = [Notification.model_validate(m) for m in sent]
+    steps = session.scalars(
+        select(AuditLog)
+        .where(AuditLog.entity == "incident", AuditLog.entity_id == str(incident.id))
+        .order_by(AuditLog.id)
+    )
+    history = [HistoryEntry.model_validate(step) for step in steps]
     if not principal.at_least("officer"):
         for note in notifications:
             note.recipient = mask(note.recipient)
+            note.error = scrub(note.error) if note.error else None
+        for entry in history:
+            entry.details = {k: scrub(v) if isinstance(v, str) else v for k, v in entry.details.items()}
     return IncidentDetail(
         **IncidentPublic.model_validate(incident).model_dump(),
         reports=[_alert_view(a, principal) for a in reports],
         notifications=notifications,
+        history=history,
     )
 
 
@@ -118,20 +129,37 @@ def get_incident(request: Request, incident_id: RowId, principal: Viewer) -> Inc
         return _detail(session, _incident(session, incident_id), principal)
 
 
+def _tell_others(
+    request: Request, session: Session, incident: Incident, action: str, who: str, now: datetime
+) -> int:
+    """The officers told about the incident learn who acknowledged or closed it."""
+    escalation = request.app.state.runtime.pipeline.escalation
+    if escalation is None:
+        return 0
+    return escalation.tell_others(
+        session=session, incident=incident, action=action, who=who, who_id=None, now=now
+    )
+
+
 @router.post("/incidents/{incident_id}/ack", response_model=IncidentDetail)
 def ack_incident(request: Request, incident_id: RowId, principal: Officer) -> IncidentDetail:
     """Acknowledge (the first acknowledgement wins; a later one changes nothing)."""
     with transaction(request.app.state.runtime.factory) as session:
         incident = _incident(session, incident_id)
-        actions.acknowledge(
+        now, told = utcnow(), 0
+        if actions.acknowledge(
             session=session,
             incident=incident,
             who=principal.name,
             who_id=None,
             actor=f"api:{principal.name}",
-            now=utcnow(),
-        )
-        return _detail(session, incident, principal)
+            now=now,
+        ):
+            told = _tell_others(request, session, incident, "acked", principal.name, now)
+        detail = _detail(session, incident, principal)
+    if told:
+        request.app.state.runtime.dispatcher.notify()
+    return detail
 
 
 @router.post("/incidents/{incident_id}/close", response_model=IncidentDetail)
@@ -139,14 +167,19 @@ def close_incident(request: Request, incident_id: RowId, principal: Officer) -> 
     """Close: the incident takes no more reports."""
     with transaction(request.app.state.runtime.factory) as session:
         incident = _incident(session, incident_id)
-        actions.close(
+        now, told = utcnow(), 0
+        if actions.close(
             session=session,
             incident=incident,
             who=principal.name,
             actor=f"api:{principal.name}",
-            now=utcnow(),
-        )
-        return _detail(session, incident, principal)
+            now=now,
+        ):
+            told = _tell_others(request, session, incident, "closed", principal.name, now)
+        detail = _detail(session, incident, principal)
+    if told:
+        request.app.state.runtime.dispatcher.notify()
+    return detail
 
 
 @router.post("/incidents/{incident_id}/merge", response_model=IncidentDetail)

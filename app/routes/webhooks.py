@@ -235,4 +235,7 @@ class Webhooks:
 
     def record(self, report: DeliveryReport) -> None:
         with transaction(self.runtime.factory) as session:
-            record_delivery(session=session, report=report)
+            message = record_delivery(session=session, report=report, gateways=len(self.runtime.gateways))
+            retry = message is not None and message.status == "queued"
+        if retry:  # a failed receipt: the next gateway tries it now
+            self.runtime.dispatcher.notify()

@@ -15,59 +15,100 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import utcnow
-from app.models import Incident, Person, Place
+from app.models import AuditLog, Incident, Message, Person, Place
 from app.services.gazetteer import normalize_name
+from app.services.geotag import Spot
 from app.services.outbox import enqueue
+from app.services.shifts import on_duty
 from keywords.parser import Lexicon
 from keywords.sms import fit_one
 
 log = logging.getLogger("kengele.escalation")
 UPDATE_EVERY = timedelta(minutes=15)
+FORWARDS = ("alert_forward", "escalation")
+
+
+def area_name(place: Place | Spot | None) -> str | None:
+    """An incident's area: its place's admin2, else admin1."""
+    return (place.admin2 or place.admin1) if place is not None else None
 
 
 def area_of(session: Session, incident: Incident) -> set[str]:
-    """The area names an incident is in: its place's admin2 and admin1 (normalised)."""
-    if incident.place_id is None:
-        return {normalize_name(incident.area)} if incident.area else set()
-    place = session.get(Place, incident.place_id)
-    return {normalize_name(n) for n in (place.admin2, place.admin1) if n} if place else set()
+    """The area names an incident is in: its place's admin2 and admin1, else its own area (normalised)."""
+    place = session.get(Place, incident.place_id) if incident.place_id is not None else None
+    if place is not None:
+        return {normalize_name(n) for n in (place.admin2, place.admin1) if n}
+    if not incident.area:
+        return set()
+    names = {incident.area}
+    # A district's province covers it too: an officer of "Ituri" sees what happens in "Djugu".
+    names.update(n for n in session.scalars(_PROVINCE_OF, {"area": incident.area}) if n)
+    return {normalize_name(n) for n in names}
 
 
+_PROVINCE_OF = select(Place.admin1).where(Place.admin2 == bindparam("area")).limit(1)
 _OFFICERS = select(Person).where(
     Person.role == "officer", Person.active.is_(True), Person.status == "approved"
 )
-
-
-def officers_for(session: Session, incident: Incident, level: int) -> tuple[int, list[Person]]:
-    """The officers to tell at `level` or, where none covers the area there, the next level up."""
-    areas = area_of(session, incident)
-    officers = session.scalars(_OFFICERS).all()
-    covering = [o for o in officers if not o.area or normalize_name(o.area) in areas]
-    levels = sorted({o.level or 1 for o in covering})
-    if not levels:
-        return level, []
-    at = next((lv for lv in levels if lv >= level), levels[-1])  # at the top: the top level again
-    return at, [o for o in covering if (o.level or 1) == at]
+_TOLD = select(Message.person_id).where(
+    Message.incident_id == bindparam("incident"),
+    Message.direction == "outbound",
+    Message.purpose.in_(FORWARDS),
+)
+_FAILED_FORWARDS = (
+    select(Message)
+    .where(Message.status == "failed", Message.purpose.in_(FORWARDS), Message.followed_up_at.is_(None))
+    .order_by(Message.id)
+    .limit(50)
+)
 
 
 class Escalation:
-    """Forwards, re-escalations and updates, written to the outbox in the caller's transaction."""
+    """Forwards, re-escalations, failovers and updates, written to the outbox in the caller's transaction."""
 
-    def __init__(self, *, lexicon: Lexicon, ack_timeout: float, timezone: str) -> None:
+    def __init__(
+        self, *, lexicon: Lexicon, ack_timeout: float, timezone: str, reporter_phones: bool = False
+    ) -> None:
         self.lexicon = lexicon
+        self.reporter_phones = reporter_phones
         self.ack_timeout = timedelta(seconds=ack_timeout)
         self.tz = ZoneInfo(timezone)
+
+    # -- who -----------------------------------------------------------------------------------
+    def covering(self, session: Session, incident: Incident) -> list[Person]:
+        """Every active officer whose area covers the incident (an empty area covers everywhere)."""
+        areas = area_of(session, incident)
+        return [o for o in session.scalars(_OFFICERS) if not o.area or normalize_name(o.area) in areas]
+
+    def officers_for(
+        self, session: Session, incident: Incident, level: int, now: datetime
+    ) -> tuple[int, list[Person]]:
+        """The on-duty officers to tell at `level`, else the next level up that has some.
+
+        At the top, the top level again. Where nobody covering the incident is on duty at all, the
+        shift tables are set aside: someone must be told.
+        """
+        covering = self.covering(session, incident)
+        local = now.astimezone(self.tz)
+        duty = [o for o in covering if on_duty(o.shifts, local)] or covering
+        levels = sorted({o.level or 1 for o in duty})
+        if not levels:
+            return level, []
+        at = next((lv for lv in levels if lv >= level), levels[-1])
+        return at, sorted((o for o in duty if (o.level or 1) == at), key=lambda o: o.id)
+
+    # -- what ----------------------------------------------------------------------------------
+    def _language(self, person: Person) -> str:
+        return person.language if person.language in self.lexicon.grammars else self.lexicon.default_language
 
     def _text(
         self, template: str, person: Person, incident: Incident, people: int | None, beep: bool = False
     ) -> tuple[str, str]:
-        language = (
-            person.language if person.language in self.lexicon.grammars else self.lexicon.default_language
-        )
+        language = self._language(person)
         grammar = self.lexicon.grammars[language]
         values = {
             "code": incident.code or "",
@@ -79,15 +120,53 @@ class Escalation:
         }
         return fit_one(grammar.replies[template].format(**values)), language
 
+    def _tell(
+        self,
+        *,
+        session: Session,
+        incident: Incident,
+        officers: list[Person],
+        purpose: str,
+        key: str,
+        now: datetime,
+        people: int | None = None,
+        reporter: str | None = None,
+    ) -> None:
+        beep = bool(incident.beep)
+        for officer in officers:
+            text, language = self._text("forward", officer, incident, people, beep)
+            if reporter and self.reporter_phones:  # only where the network chose to (may take 2 SMS)
+                text = f"{text} {reporter}"
+            enqueue(
+                session=session,
+                recipient=officer.phone,
+                text=text,
+                purpose=purpose,
+                key=f"{key}:{officer.id}",
+                incident_id=incident.id,
+                person_id=officer.id,
+                language=language,
+                now=now,
+            )
+
+    # -- when ----------------------------------------------------------------------------------
     def forward(
-        self, *, session: Session, incident: Incident, people: int | None, now: datetime, beep: bool = False
+        self,
+        *,
+        session: Session,
+        incident: Incident,
+        people: int | None,
+        now: datetime,
+        beep: bool = False,
+        reporter: str | None = None,
     ) -> int:
         """Tell the first level of officers about a new incident; how many were told."""
-        return self._send(
-            session=session, incident=incident, level=1, step=1, people=people, now=now, beep=beep
+        incident.beep = beep
+        return self._step(
+            session=session, incident=incident, level=1, step=1, people=people, now=now, reporter=reporter
         )
 
-    def _send(
+    def _step(
         self,
         *,
         session: Session,
@@ -96,31 +175,41 @@ class Escalation:
         step: int,
         people: int | None,
         now: datetime,
-        beep: bool = False,
+        reporter: str | None = None,
     ) -> int:
-        at, officers = officers_for(session, incident, level)
+        at, officers = self.officers_for(session, incident, level, now)
         purpose = "alert_forward" if step == 1 else "escalation"
-        for officer in officers:
-            text, language = self._text("forward", officer, incident, people, beep)
-            enqueue(
-                session=session,
-                recipient=officer.phone,
-                text=text,
-                purpose=purpose,
-                key=f"{purpose}:{incident.id}:{step}:{officer.id}",
-                incident_id=incident.id,
-                person_id=officer.id,
-                language=language,
-                now=now,
-            )
+        self._tell(
+            session=session,
+            incident=incident,
+            officers=officers,
+            purpose=purpose,
+            key=f"{purpose}:{incident.id}:{step}",
+            now=now,
+            people=people,
+            reporter=reporter,
+        )
         incident.escalation_level = at
+        incident.escalation_step = step
         incident.next_escalation_at = now + self.ack_timeout
+        _audit(
+            session,
+            "forward" if step == 1 else "escalate",
+            incident,
+            now,
+            level=at,
+            step=step,
+            officers=[o.id for o in officers],
+        )
         if not officers:
             log.warning("no officer covers an incident", extra={"incident": incident.code})
         return len(officers)
 
     def escalate_due(self, *, session: Session, now: datetime) -> int:
-        """Send every escalation step that fell due (once, whatever the number of replicas)."""
+        """Send every escalation step that fell due (once, whatever the number of replicas).
+
+        A server that was down sends what fell due while it was down once, when it starts again.
+        """
         due = session.scalars(
             select(Incident).where(Incident.status == "open", Incident.next_escalation_at <= now).limit(100)
         ).all()
@@ -134,16 +223,122 @@ class Escalation:
             )
             if claimed.rowcount != 1:
                 continue  # another replica took this step
-            step = int((now - incident.created_at) / self.ack_timeout) + 1
-            sent += self._send(
+            sent += self._step(
                 session=session,
                 incident=incident,
                 level=incident.escalation_level + 1,
-                step=max(step, 2),
+                step=(incident.escalation_step or 1) + 1,
                 people=None,
                 now=now,
             )
         return sent
+
+    def follow_up_failures(self, *, session: Session, now: datetime) -> int:
+        """Forwards that could not be delivered on any gateway: tell the next officer, else level.
+
+        Each failed forward is claimed once (a conditional UPDATE), then handed on to an officer of
+        the same level not told yet (on duty first), else, when nobody of that level has it, to the
+        next level at once. An incident somebody already acknowledged or closed needs nobody more.
+        """
+        handed = 0
+        for message in session.scalars(_FAILED_FORWARDS).all():
+            claimed = session.execute(
+                update(Message)
+                .where(Message.id == message.id, Message.followed_up_at.is_(None))
+                .values(followed_up_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if claimed.rowcount != 1 or message.incident_id is None:
+                continue
+            incident = session.get(Incident, message.incident_id)
+            if incident is None or incident.status != "open":
+                continue
+            handed += self._hand_on(session, incident, message, now)
+        return handed
+
+    def _hand_on(self, session: Session, incident: Incident, failed: Message, now: datetime) -> int:
+        person = session.get(Person, failed.person_id) if failed.person_id else None
+        level = (person.level or 1) if person is not None else incident.escalation_level or 1
+        told = set(session.scalars(_TOLD, {"incident": incident.id}))
+        local = now.astimezone(self.tz)
+        colleagues = sorted(
+            (o for o in self.covering(session, incident) if (o.level or 1) == level and o.id not in told),
+            key=lambda o: (not on_duty(o.shifts, local), o.id),
+        )
+        details = {"message": failed.id, "officer": failed.person_id, "error": failed.error}
+        if colleagues:
+            self._tell(
+                session=session,
+                incident=incident,
+                officers=colleagues[:1],
+                purpose=failed.purpose or "escalation",
+                key=f"failover:{failed.id}",
+                now=now,
+            )
+            _audit(session, "failover", incident, now, level=level, officers=[colleagues[0].id], **details)
+            return 1
+        alive = session.scalar(
+            select(Message.id)
+            .join(Person, Person.id == Message.person_id)
+            .where(
+                Message.incident_id == incident.id,
+                Message.purpose.in_(FORWARDS),
+                Message.status != "failed",
+                Person.level == level,
+            )
+            .limit(1)
+        )
+        if alive is not None:  # others of this level have it (or may yet): the timeout stands
+            _audit(session, "failover", incident, now, level=level, officers=[], **details)
+            return 0
+        at, officers = self.officers_for(session, incident, level + 1, now)
+        officers = [o for o in officers if o.id not in told]
+        self._tell(
+            session=session,
+            incident=incident,
+            officers=officers,
+            purpose="escalation",
+            key=f"failover:{failed.id}",
+            now=now,
+        )
+        if officers:
+            incident.escalation_level = max(incident.escalation_level, at)
+            incident.next_escalation_at = now + self.ack_timeout
+        else:
+            log.warning("nobody left to tell about an incident", extra={"incident": incident.code})
+        _audit(session, "failover", incident, now, level=at, officers=[o.id for o in officers], **details)
+        return len(officers)
+
+    def tell_others(
+        self,
+        *,
+        session: Session,
+        incident: Incident,
+        action: str,
+        who: str,
+        who_id: int | None,
+        now: datetime,
+    ) -> int:
+        """The officers told about an incident learn who acknowledged (`acked`) or closed (`closed`) it."""
+        told = {pid for pid in session.scalars(_TOLD, {"incident": incident.id}) if pid and pid != who_id}
+        if not told:
+            return 0
+        people = session.scalars(select(Person).where(Person.id.in_(told)).order_by(Person.id)).all()
+        for officer in people:
+            language = self._language(officer)
+            template = self.lexicon.grammars[language].replies[action]
+            enqueue(
+                session=session,
+                recipient=officer.phone,
+                text=fit_one(template.format(code=incident.code or "", who=who)),
+                purpose="notice",
+                key=f"{action}:{incident.id}:{officer.id}",
+                incident_id=incident.id,
+                person_id=officer.id,
+                language=language,
+                now=now,
+            )
+        return len(people)
 
     def update_acknowledger(self, *, session: Session, incident: Incident, now: datetime) -> None:
         """A new report on an acknowledged incident: tell who acknowledged, at most every 15 minutes."""
@@ -165,6 +360,19 @@ class Escalation:
             language=language,
             now=now,
         )
+
+
+def _audit(session: Session, action: str, incident: Incident, now: datetime, **details: object) -> None:
+    session.add(
+        AuditLog(
+            actor="escalation",
+            action=action,
+            entity="incident",
+            entity_id=str(incident.id),
+            details={"code": incident.code, **details},
+            at=now,
+        )
+    )
 
 
 class Escalator:
@@ -200,7 +408,9 @@ class Escalator:
 
     def run_once(self) -> int:
         with self.factory() as session, session.begin():
-            sent = self.escalation.escalate_due(session=session, now=utcnow())
+            now = utcnow()
+            sent = self.escalation.escalate_due(session=session, now=now)
+            sent += self.escalation.follow_up_failures(session=session, now=now)
         if sent:
             self.on_outbox()
         return sent

@@ -113,12 +113,18 @@ class IntakeWriter:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._last_commit = 0.0
+        self._batch_average = 1.0  # moving average of webhooks per commit
         # False when this process runs no processor: rows are left unclaimed for a worker to sweep.
         self.claim = True
 
     def busy(self) -> bool:
-        """Webhooks are arriving: a batch was committed in the last 50 ms."""
-        return time.monotonic() - self._last_commit < 0.05
+        """Webhooks queue up: batches of several were committed in the last 50 ms.
+
+        A steady trickle (one webhook per commit, however many a second) is not busy: processing
+        and sending then run at full speed, so an alert reaches its officer in well under a second.
+        Only a burst that makes webhooks wait for each other's commits sends them to the back.
+        """
+        return time.monotonic() - self._last_commit < 0.05 and self._batch_average >= 2.0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="kengele-intake", daemon=True)
@@ -189,6 +195,7 @@ class IntakeWriter:
             # One bad row must not fail the others: store them one by one.
             outcomes = [self._store_alone(row) for row in rows] if len(batch) > 1 else [exc]
         self._last_commit = time.monotonic()
+        self._batch_average = 0.8 * self._batch_average + 0.2 * len(batch)
         fresh: list[int] = []
         for (sms, loop, future), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, Exception):  # the request answers 5xx: the provider may retry

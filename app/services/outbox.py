@@ -31,6 +31,9 @@ from gateways.base import DeliveryReport, Gateway, SendError
 log = logging.getLogger("kengele.outbox")
 
 PURPOSES = ("alert_forward", "escalation", "checkin", "reply", "update", "notice")
+# When the outbox is long, what goes first: an officer learning of an attack before a reporter's
+# thank-you, and both before the day's check-ins.
+PRIORITY = {"alert_forward": 0, "escalation": 0, "notice": 1, "update": 1, "reply": 2, "checkin": 3}
 # Our statuses in the order a message moves through them; a late receipt never moves one back.
 _RANK = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "failed": 4}
 
@@ -70,6 +73,7 @@ def enqueue(
         "attempts": 0,
         "gateway_index": 0,
         "gateway_attempts": 0,
+        "priority": PRIORITY[purpose],
     }
     connection = session.connection()
     return connection.execute(_enqueue_statement(connection.dialect.name), values).scalar() is not None
@@ -130,8 +134,12 @@ _DUE = or_(
 # Only outbound rows are ever queued or sending; each query walks its own index.
 _DUE_IDS = (
     select(_T.c.id)
-    .where(_T.c.status == "queued", _T.c.next_attempt_at <= bindparam("now"))
-    .order_by(_T.c.next_attempt_at)
+    .where(
+        _T.c.status == "queued",
+        _T.c.priority <= bindparam("max_priority"),
+        _T.c.next_attempt_at <= bindparam("now"),
+    )
+    .order_by(_T.c.priority, _T.c.next_attempt_at)
     .limit(bindparam("limit"))
 )
 _STALE_IDS = (
@@ -189,6 +197,7 @@ class Dispatcher:
         clock: Callable[[], datetime] = utcnow,
         intake_busy: Callable[[], bool] = lambda: False,
         send_timeout: float = 10.0,
+        urgent_only: Callable[[], bool] = lambda: False,
     ) -> None:
         if not gateways:
             raise ValueError("the dispatcher needs at least one gateway")
@@ -200,6 +209,9 @@ class Dispatcher:
         self.poll = poll
         self.clock = clock
         self.intake_busy = intake_busy
+        # While alerts wait to be processed, only what officers must read now is sent (forwards,
+        # escalations, notices): replies and check-ins leave the CPU to the processing.
+        self.urgent_only = urgent_only
         # Claim no more than can be sent, at worst, well within the lease.
         self.claim_limit = max(1, min(64, int(concurrency * lease / (send_timeout * 2))))
         self._wake = threading.Event()
@@ -249,7 +261,8 @@ class Dispatcher:
         with self.factory() as session, session.begin():
             conn = session.connection()
             locking = conn.dialect.name == "postgresql"
-            params = {"now": now, "limit": limit}
+            max_priority = PRIORITY["notice"] if self.urgent_only() else max(PRIORITY.values())
+            params = {"now": now, "limit": limit, "max_priority": max_priority}
             ids = list(conn.execute(_DUE_IDS_SKIP_LOCKED if locking else _DUE_IDS, params).scalars())
             ids += conn.execute(_STALE_IDS_SKIP_LOCKED if locking else _STALE_IDS, params).scalars()
             if not ids:
@@ -358,8 +371,13 @@ class Dispatcher:
         return Outcome("failed", attempts, index, gateway_attempts, provider=name, error=tried)
 
 
-def record_delivery(*, session: Session, report: DeliveryReport) -> Message | None:
-    """Store a delivery receipt and move its message forward (never backward)."""
+def record_delivery(*, session: Session, report: DeliveryReport, gateways: int = 1) -> Message | None:
+    """Store a delivery receipt and move its message forward (never backward).
+
+    A receipt saying the SMS never arrived sends it again through the next gateway of
+    KENGELE_GATEWAY, when there is one; after the last, the message stays `failed` (and a failed
+    forward is handed on to the next officer by the escalator).
+    """
     message = session.scalar(
         select(Message).where(
             Message.direction == "outbound",
@@ -380,6 +398,18 @@ def record_delivery(*, session: Session, report: DeliveryReport) -> Message | No
     )
     DELIVERY.labels(report.provider, report.status).inc()
     if message is not None:
+        if (
+            report.status == "failed"
+            and message.status != "delivered"
+            and message.gateway_index + 1 < gateways
+        ):
+            message.status = "queued"
+            message.error = f"{report.provider}: {report.error or report.provider_status}"
+            message.gateway_index += 1
+            message.gateway_attempts = 0
+            message.next_attempt_at = utcnow()
+            message.provider_message_id = None  # the next gateway's id; this receipt stays in the history
+            return message
         _apply(message, report.status, report.error)
     return message
 

@@ -15,12 +15,12 @@ from sqlalchemy.orm import Session
 
 from app.db import utcnow
 from app.metrics import PROCESSED
-from app.models import Alert, AuditLog, CheckIn, Incident, Message, Person
+from app.models import Alert, AuditLog, CheckIn, Incident, Message, Person, Place
 from app.phones import country
 from app.services.dedup import count_report, find_incident, severity
-from app.services.escalation import Escalation
+from app.services.escalation import Escalation, area_name
 from app.services.gazetteer import normalize_name
-from app.services.geotag import PlaceIndexHolder
+from app.services.geotag import Located, PlaceIndexHolder
 from app.services.incidents import acknowledge, close
 from app.services.outbox import enqueue
 from keywords.parser import Lexicon, ParseResult, SenderContext, parse
@@ -198,7 +198,10 @@ def _alert(item: Inbound) -> str:
         details["corrections"] = result.corrections
     if where.written and where.matched and normalize_name(where.matched) != where.written:
         details["place"] = f"{where.written} -> {where.matched}"
-    place_name = where.name or (" ".join(result.place_words) or None)
+    home_place = _home_place(item) if where.precision == "home" else None
+    place_name = (
+        where.name or (" ".join(result.place_words) or None) or (home_place.name if home_place else None)
+    )
     located = where.precision in ("place", "home")  # a country's centre locates nothing
     incident = find_incident(
         item.session,
@@ -221,6 +224,7 @@ def _alert(item: Inbound) -> str:
             lat=where.lat,
             lon=where.lon,
             precision=where.precision,
+            area=_area(item, where, home_place),
             first_reported_at=reported_at,
             last_reported_at=reported_at,
             report_count=0,
@@ -235,6 +239,7 @@ def _alert(item: Inbound) -> str:
         incident.place_id = where.place.id if where.place else None  # a report that says where it is
         incident.place_name, incident.lat, incident.lon = place_name, where.lat, where.lon
         incident.precision = where.precision
+        incident.area = _area(item, where, home_place)
     item.session.add(
         Alert(
             message_id=message.id,
@@ -267,6 +272,7 @@ def _alert(item: Inbound) -> str:
                 people=result.count,
                 now=item.now,
                 beep=result.via == "beep",
+                reporter=message.sender,
             )
         else:
             config.escalation.update_acknowledger(session=item.session, incident=incident, now=item.now)
@@ -281,6 +287,20 @@ def _alert(item: Inbound) -> str:
         )
     _mark_checkin_answered(item)
     return "alert"
+
+
+def _home_place(item: Inbound) -> Place | None:
+    person = item.person
+    return item.session.get(Place, person.place_id) if person and person.place_id is not None else None
+
+
+def _area(item: Inbound, where: Located, home: Place | None) -> str | None:
+    """The area of a report: its place's admin2/admin1, else the sender's home place's, else theirs."""
+    if where.place is not None:
+        return area_name(where.place)
+    if where.precision != "home" or item.person is None:
+        return None
+    return area_name(home) or item.person.area
 
 
 def _mark_checkin_answered(item: Inbound) -> None:
@@ -375,6 +395,15 @@ def _officer_command(item: Inbound, action: str) -> str:
             "close_already", incident_id=incident.id, code=incident.code or "", who=incident.closed_by or "?"
         )
         return "command"
+    if item.config.escalation is not None:
+        item.config.escalation.tell_others(
+            session=item.session,
+            incident=incident,
+            action="acked" if action == "ack" else "closed",
+            who=person.name,
+            who_id=person.id,
+            now=item.now,
+        )
     item.reply(action, incident_id=incident.id, code=incident.code or "")
     return "command"
 

@@ -18,6 +18,8 @@ from app.services.processing import Processor
 from keywords.parser import lexicon
 
 log = logging.getLogger("kengele.runtime")
+# Alerts waiting to be processed above which the dispatcher sends only what officers must read now.
+URGENT_BACKLOG = 20
 
 
 class Runtime:
@@ -43,6 +45,7 @@ class Runtime:
                 lexicon=lexicon(settings.default_language),
                 ack_timeout=settings.ack_timeout,
                 timezone=settings.timezone,
+                reporter_phones=settings.forward_reporter_phone,
             ),
         )
         lease = timedelta(seconds=settings.processing_lease)
@@ -69,9 +72,13 @@ class Runtime:
             intake_busy=self.writer.busy,
         )
         self.writer.on_stored = self.processor.submit
+        self.dispatcher.urgent_only = lambda: self.processor.backlog() > URGENT_BACKLOG
         assert self.pipeline.escalation is not None
         self.escalator = Escalator(
-            factory=self.factory, escalation=self.pipeline.escalation, on_outbox=self.dispatcher.notify
+            factory=self.factory,
+            escalation=self.pipeline.escalation,
+            every=settings.escalation_poll,
+            on_outbox=self.dispatcher.notify,
         )
         self._started: list[str] = []
 
