@@ -58,6 +58,15 @@ class Settings(BaseSettings):
     send_backoff_max: float = Field(300.0, ge=0)
     dispatch_concurrency: int = Field(4, ge=1, le=64)
     dispatch_poll: float = Field(1.0, gt=0)
+    # Check-ins: a cron line (minute hour day month weekday, in KENGELE_TIMEZONE) for every area,
+    # and per-area overrides "Djugu=0 7 * * *; Beni=30 8 * * mon-fri". A focal point who misses
+    # `silent_after` rounds in a row is flagged silent.
+    checkin_schedule: str = "0 8 * * *"
+    checkin_schedules: str = ""
+    silent_after: int = Field(2, ge=1)
+    # Seconds of inactivity after which a USSD session is over (Africa's Talking ends them sooner).
+    ussd_session_timeout: int = Field(180, ge=10)
+
     # How often each process looks for escalation steps that fell due and failed forwards.
     escalation_poll: float = Field(5.0, gt=0)
     send_lease: float = Field(120.0, gt=0, description="seconds a dispatcher owns a row it sends")

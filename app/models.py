@@ -80,6 +80,9 @@ class Person(Base):
     opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
     # An officer's weekly on-duty table (app/services/shifts.py); NULL = always on duty.
     shifts: Mapped[str | None] = mapped_column(Text)
+    # The last message we received from them, and since when a focal point is flagged silent.
+    last_seen_at: Mapped[datetime | None]
+    silent_since: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -221,11 +224,25 @@ class DeliveryEvent(Base):
     raw: Mapped[str | None] = mapped_column(Text)
 
 
+class CheckInRound(Base):
+    """One scheduled check-in of one area: sent once, whichever replica fires it."""
+
+    __tablename__ = "checkin_rounds"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    round_key: Mapped[str] = mapped_column(String(160), unique=True)
+    area: Mapped[str] = mapped_column(String(120))  # "" = focal points with no area
+    scheduled_for: Mapped[datetime]
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    sent: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class CheckIn(Base):
     """A check-in sent to a focal point for one round, and whether they answered."""
 
     __tablename__ = "checkins"
-    __table_args__ = (UniqueConstraint("person_id", "round_key"),)
+    __table_args__ = (UniqueConstraint("person_id", "round_key"), Index(None, "round_key"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"))
@@ -234,6 +251,25 @@ class CheckIn(Base):
     sent_at: Mapped[datetime] = mapped_column(default=utcnow)
     answered_at: Mapped[datetime | None]
     answer_message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+
+
+class UssdSession(Base):
+    """One USSD session (Africa's Talking sessionId): where the caller is in the menu."""
+
+    __tablename__ = "ussd_sessions"
+
+    session_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    phone: Mapped[str] = mapped_column(String(40))
+    service_code: Mapped[str | None] = mapped_column(String(40))
+    language: Mapped[str | None] = mapped_column(String(8))
+    text: Mapped[str] = mapped_column(Text, default="")  # the provider's input so far ("1*2*3")
+    screen: Mapped[str] = mapped_column(String(40), default="start")
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    incident_code: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
 
 
 class ApiToken(Base):

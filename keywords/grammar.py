@@ -43,6 +43,8 @@ REPLIES: dict[str, set[str]] = {
     "beep": set(),
     "update": {"code", "category", "place", "reports", "time"},
     "no_incident": {"code"},
+    "checkin_request": set(),  # the scheduled check-in sent to every focal point
+    "silent": {"area", "count", "names"},  # to officers and admins: focal points gone silent
     "acked": {"code", "who"},  # to the other officers told about it
     "closed": {"code", "who"},
 }

@@ -84,6 +84,9 @@ WORST = {
     "people": " 120",
     "reports": "12",
     "time": "08:14",
+    "area": "Kanyabayonga-Iga Barriere",
+    "count": "120",
+    "names": "Dieudonne Lonu-Kasereka +119",  # the code adds names only while the SMS stays one segment
 }
 
 
