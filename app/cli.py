@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -20,6 +21,11 @@ from sqlalchemy import select
 from app import logs
 from app.config import Settings
 from app.phones import scrub
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from app.services.roster import Rules
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -250,6 +256,85 @@ def cmd_gazetteer_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (some containers)
+        return "unknown"
+
+
+def _roster_rules(settings: Settings, session: Session) -> Rules:
+    from app.services.geotag import PlaceIndex
+    from app.services.roster import Rules
+    from keywords.parser import lexicon
+
+    languages = frozenset(lexicon(settings.default_language).grammars)
+    return Rules(region=settings.default_region, languages=languages, places=PlaceIndex.load(session))
+
+
+def cmd_roster_import(args: argparse.Namespace) -> int:
+    from app.db import make_engine, make_sessionmaker, transaction
+    from app.services import roster
+
+    settings = _settings()
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as exc:
+        raise CliError(f"{args.file}: cannot read: {exc.strerror}") from None
+    if settings.is_sqlite:
+        _upgrade(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            report = roster.import_csv(
+                session,
+                data,
+                rules=_roster_rules(settings, session),
+                actor=f"cli:{_user()}",
+                skip_bad=args.skip_bad,
+            )
+    finally:
+        engine.dispose()
+    lines = [(r.row, f"row {r.row}: {r.outcome}") for r in report.results]
+    lines += [(e.row, str(e)) for e in report.errors]
+    for _, line in sorted(lines, key=lambda item: item[0]):
+        print(line)
+    print(
+        f"{report.rows} rows: {report.created} created, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {report.invalid} invalid"
+        + ("" if report.applied else "; nothing imported")
+    )
+    if not report.applied:
+        more = f" (and {len(report.errors) - 1} more errors)" if len(report.errors) > 1 else ""
+        hint = "" if report.errors[0].row == 1 else "; --skip-bad imports the good rows"
+        raise CliError(f"{args.file}: {report.errors[0]}{more}; nothing imported{hint}")
+    return EXIT_OK
+
+
+def cmd_roster_export(args: argparse.Namespace) -> int:
+    from app.db import make_engine, make_sessionmaker, transaction
+    from app.services import roster
+
+    settings = _settings()
+    if settings.is_sqlite:
+        _upgrade(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            text = roster.export_csv(session, _roster_rules(settings, session).places)
+    finally:
+        engine.dispose()
+    if args.file is None:
+        sys.stdout.write(text)
+        return EXIT_OK
+    try:
+        Path(args.file).write_text(text, encoding="utf-8", newline="")
+    except OSError as exc:
+        raise CliError(f"{args.file}: cannot write: {exc.strerror}") from None
+    print(f"{text.count(chr(10)) - 1} people written to {args.file}")
+    return EXIT_OK
+
+
 def cmd_token_create(args: argparse.Namespace) -> int:
     from app.auth import ROLES, hash_token, new_token
     from app.db import make_engine, make_sessionmaker, transaction
@@ -317,6 +402,18 @@ def build_parser() -> argparse.ArgumentParser:
     gaz_import.add_argument("--builtin", action="store_true", help="GeoNames data shipped with Kengele")
     gaz_import.add_argument("--if-empty", action="store_true", help="only when no place is loaded yet")
     gaz_import.set_defaults(func=cmd_gazetteer_import)
+
+    people = sub.add_parser("roster", help="people: focal points, officers, admins")
+    people_sub = people.add_subparsers(dest="roster_command", required=True)
+    roster_import = people_sub.add_parser(
+        "import", help="load people from CSV; a file with a bad row changes nothing unless --skip-bad"
+    )
+    roster_import.add_argument("file")
+    roster_import.add_argument("--skip-bad", action="store_true", help="import the good rows of the file")
+    roster_import.set_defaults(func=cmd_roster_import)
+    roster_export = people_sub.add_parser("export", help="write the roster as CSV (stdout without FILE)")
+    roster_export.add_argument("file", nargs="?")
+    roster_export.set_defaults(func=cmd_roster_export)
 
     token = sub.add_parser("token", help="API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)

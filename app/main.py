@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from app.config import Settings
-from app.routes import api, health, incidents, webhooks
+from app.routes import api, health, incidents, network, people, webhooks
 from app.services.runtime import Runtime
 
 
@@ -39,7 +39,9 @@ def create_app(
     app.add_middleware(webhooks.Webhooks, runtime=rt)
     app.include_router(api.router)
     app.include_router(incidents.router)
+    app.include_router(people.router)
     app.include_router(health.router)
+    app.include_router(network.router)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

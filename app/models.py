@@ -43,6 +43,7 @@ class Place(Base):
     """A village, town or locality of the gazetteer."""
 
     __tablename__ = "places"
+    __table_args__ = (Index(None, "lat", "lon"),)  # the villages near a caller's home (USSD)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     ext_id: Mapped[str | None] = mapped_column(String(64), unique=True)

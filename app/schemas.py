@@ -125,3 +125,91 @@ class MergeRequest(BaseModel):
 
 class MoveRequest(BaseModel):
     incident_id: int | None = Field(None, ge=1, le=2**63 - 1)  # None: an incident of its own
+
+
+class PersonIn(BaseModel):
+    """A new roster entry: the columns of a roster CSV row (checked by the same rules)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    phone: str
+    role: str
+    language: str | None = None
+    place: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    level: int | None = None
+    area: str | None = None
+    active: bool = True
+    shifts: str | None = None
+
+
+class PersonPatch(BaseModel):
+    """Fields to change; place, lat and lon are one location: giving any of them replaces all three."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    phone: str | None = None
+    role: str | None = None
+    language: str | None = None
+    place: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    level: int | None = None
+    area: str | None = None
+    active: bool | None = None
+    shifts: str | None = None
+
+
+class PersonOut(BaseModel):
+    id: int
+    name: str
+    phone: str
+    role: str
+    status: str
+    language: str | None
+    place: str | None
+    lat: float | None
+    lon: float | None
+    level: int | None
+    area: str | None
+    active: bool
+    opted_out: bool
+    shifts: str | None
+    last_seen_at: datetime | None
+    silent_since: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class RowErrorOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    row: int
+    column: str
+    reason: str
+
+
+class RowResultOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    row: int
+    outcome: str
+    id: int | None
+
+
+class ImportReport(BaseModel):
+    """A roster import: nothing is applied while a row is bad, unless bad rows are skipped."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    applied: bool
+    rows: int
+    created: int
+    updated: int
+    unchanged: int
+    invalid: int
+    errors: list[RowErrorOut]
+    results: list[RowResultOut]

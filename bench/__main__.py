@@ -2,9 +2,15 @@
 
 import sys
 
-from bench import forward, geo, inbound, parser
+from bench import checkins, forward, geo, inbound, parser
 
-BENCHES = {"parser": parser.main, "geo": geo.main, "inbound": inbound.main, "forward": forward.main}
+BENCHES = {
+    "parser": parser.main,
+    "geo": geo.main,
+    "inbound": inbound.main,
+    "forward": forward.main,
+    "checkins": checkins.main,
+}
 
 if __name__ == "__main__":
     for name in sys.argv[1:] or list(BENCHES):

@@ -20,6 +20,7 @@ import statistics
 import tempfile
 import threading
 import time
+import uuid
 from datetime import UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -87,7 +88,7 @@ class Arrivals:
                         arrivals.forwards.setdefault(body.split()[2], now)
                     else:
                         arrivals.replies += 1
-                data = b'{"sid": "SM%032d", "status": "queued", "error_code": null}' % len(arrivals.forwards)
+                data = b'{"sid": "SM%s", "status": "queued", "error_code": null}' % uuid.uuid4().hex.encode()
                 self.send_response(201)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))

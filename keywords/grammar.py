@@ -48,6 +48,35 @@ REPLIES: dict[str, set[str]] = {
     "acked": {"code", "who"},  # to the other officers told about it
     "closed": {"code", "who"},
 }
+# USSD screen texts every language must have, with the placeholders each may use (app/services/ussd.py).
+USSD: dict[str, set[str]] = {
+    "language": set(),  # the word "language", joined across languages on a new caller's first screen
+    "invalid": set(),
+    "back": set(),
+    "menu": set(),
+    "report": set(),
+    "all_well": set(),
+    "change_language": set(),
+    "category": set(),
+    "place": set(),
+    "home": {"place"},  # place: " (Djugu)" when the home has a name, else ""
+    "nearby": set(),
+    "type_place": set(),
+    "nearby_title": set(),
+    "typed": set(),
+    "not_found": {"place"},
+    "keep": set(),
+    "count": set(),
+    "confirm": set(),
+    "people": {"count"},
+    "people_unknown": set(),
+    "send": set(),
+    "sent": {"code", "category", "place"},
+    "sent_later": set(),
+    "checked_in": set(),
+    "language_set": {"language"},
+    "expired": set(),
+}
 SEPARATORS = ' \t\r\n.,-*#+;:!/()[]"«»_=&|'
 
 
@@ -107,6 +136,7 @@ class Grammar:
     greetings: frozenset[str]
     negations: frozenset[str]
     common: frozenset[str]
+    ussd: dict[str, str]
     path: Path = field(compare=False)
 
 
@@ -133,6 +163,26 @@ def _optional_words(path: Path, details: dict[str, Any], key: str) -> list[str]:
     if key not in details:
         return []
     return _str_list(path, f"details.{key}", details[key])
+
+
+def _ussd(path: Path, table: Any) -> dict[str, str]:
+    """The [ussd] table: every screen text present, no placeholder the menu does not fill."""
+    if not isinstance(table, dict):
+        raise GrammarError(path, "ussd", "missing table")
+    for key, allowed in USSD.items():
+        template = table.get(key)
+        if not isinstance(template, str) or not template.strip():
+            raise GrammarError(path, f"ussd.{key}", "missing")
+        try:
+            used = {name for _, name, _, _ in Formatter().parse(template) if name is not None}
+        except ValueError as exc:
+            raise GrammarError(path, f"ussd.{key}", f"bad template: {exc}") from None
+        if used - allowed:
+            raise GrammarError(path, f"ussd.{key}", f"unknown placeholder {sorted(used - allowed)[0]!r}")
+    unknown = sorted(set(table) - set(USSD))
+    if unknown:
+        raise GrammarError(path, f"ussd.{unknown[0]}", "is not a USSD text")
+    return {k: str(v) for k, v in table.items()}
 
 
 def load_grammar(path: Path) -> Grammar:
@@ -193,6 +243,7 @@ def load_grammar(path: Path) -> Grammar:
     if not isinstance(countries, list) or not all(isinstance(c, str) and len(c) == 2 for c in countries):
         raise GrammarError(path, "countries", "must be a list of ISO 3166 alpha-2 codes")
     name = data.get("name", language)
+    ussd = _ussd(path, data.get("ussd"))
     return Grammar(
         language=language,
         name=str(name),
@@ -214,6 +265,7 @@ def load_grammar(path: Path) -> Grammar:
         greetings=frozenset(fold(w) for w in _optional_words(path, details, "greetings")),
         negations=frozenset(fold(w) for w in _optional_words(path, details, "negations")),
         common=frozenset(fold(w) for w in _optional_words(path, details, "common")),
+        ussd=ussd,
         path=path,
     )
 

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 
 from app.db import transaction
 from app.metrics import WEBHOOK_REJECTED
+from app.services import ussd
 from app.services.outbox import record_delivery
 from app.services.runtime import Runtime
 from gateways import africastalking, twilio
@@ -35,6 +36,7 @@ MAX_BODY = 64 * 1024
 MAX_FIELDS = 200
 FORM_TYPE = "application/x-www-form-urlencoded"
 TEXT_FIELDS = {"Body", "text"}
+AT_ROUTES = ("sms", "delivery", "voice", "ussd")
 
 
 class Refused(Exception):
@@ -131,6 +133,7 @@ class Webhooks:
             "africastalking/delivery": self.at_delivery,
             "twilio/voice": self.twilio_voice,
             "africastalking/voice": self.at_voice,
+            "africastalking/ussd": self.at_ussd,
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -166,7 +169,7 @@ class Webhooks:
         parts = rest.split("/")
         if len(parts) == 2 and parts[0] == "twilio" and parts[1] in ("sms", "status", "voice"):
             return rest, None
-        if len(parts) == 3 and parts[0] == "africastalking" and parts[2] in ("sms", "delivery", "voice"):
+        if len(parts) == 3 and parts[0] == "africastalking" and parts[2] in AT_ROUTES:
             return f"africastalking/{parts[2]}", parts[1]
         return None, None
 
@@ -227,6 +230,12 @@ class Webhooks:
         """Inbound SMS from Africa's Talking."""
         await self.runtime.writer.store(africastalking.parse_inbound(form))
         return 200, b"", b"text/plain"
+
+    async def at_ussd(self, scope: Scope, form: Form) -> tuple[int, bytes, bytes]:
+        """One step of an Africa's Talking USSD session: the next screen, `CON ...` or `END ...`."""
+        request = africastalking.parse_ussd(form, region=self.runtime.settings.default_region)
+        text = await ussd.answer(runtime=self.runtime, request=request)
+        return 200, text.encode(), b"text/plain; charset=utf-8"
 
     async def at_delivery(self, scope: Scope, form: Form) -> tuple[int, bytes, bytes]:
         """Africa's Talking delivery report."""

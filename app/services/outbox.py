@@ -19,8 +19,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import Insert, and_, bindparam, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import insert_ignoring_conflicts, utcnow
@@ -313,10 +315,30 @@ class Dispatcher:
             for row, outcome in finished
         ]
         sent = [(o.provider, o.provider_message_id) for _, o in finished if o.provider_message_id]
-        with self.factory() as session, session.begin():
-            session.connection().execute(_RECORD, params)
-            if sent:
-                adopt_early_receipts(session=session, sent=sent)
+        try:
+            with self.factory() as session, session.begin():
+                session.connection().execute(_RECORD, params)
+                if sent:
+                    adopt_early_receipts(session=session, sent=sent)
+        except IntegrityError:  # a provider id seen before: record each alone rather than send again
+            for one in params:
+                self._record_alone(one)
+
+    def _record_alone(self, params: dict[str, Any]) -> None:
+        try:
+            with self.factory() as session, session.begin():
+                session.connection().execute(_RECORD, params)
+        except IntegrityError:
+            log.error(
+                "a provider answered with a message id it gave before", extra={"message_id": params["b_id"]}
+            )
+            reused = (
+                f"{params['b_provider']} answered with a reused message id {params['b_provider_message_id']}"
+            )
+            with self.factory() as session, session.begin():
+                session.connection().execute(
+                    _RECORD, params | {"b_provider_message_id": None, "b_error": reused}
+                )
 
     def _attempt(self, row: Outgoing) -> Outcome:
         """Send one row through its current gateway; what happened to it."""

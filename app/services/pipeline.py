@@ -29,6 +29,7 @@ from keywords.sms import fit_one
 log = logging.getLogger("kengele.pipeline")
 
 CHECKIN_PENDING_FOR = timedelta(hours=24)
+SEEN_EVERY = timedelta(minutes=1)  # last_seen_at is written at most this often (one UPDATE less)
 PRECISION_RANK = {"unknown": 0, "country": 1, "home": 2, "place": 3}
 OFFICER_ROLES = ("officer", "admin")
 
@@ -162,6 +163,8 @@ def _finish(
         outcome = "unknown"  # for a human to call back; no SMS to someone without airtime
     else:
         outcome = HANDLERS[result.intent](item)
+    if item.person is not None:
+        _seen(item)
     message.person_id = item.person.id if item.person else None
     message.intent = result.intent
     message.language = item.language
@@ -172,6 +175,17 @@ def _finish(
     message.claim_token = None
     PROCESSED.labels(outcome).inc()
     return outcome
+
+
+def _seen(item: Inbound) -> None:
+    """A message from someone on the roster: they are alive; a silent flag clears."""
+    person = item.person
+    assert person is not None
+    if person.last_seen_at is None or item.now - person.last_seen_at > SEEN_EVERY:
+        person.last_seen_at = item.now
+    if person.silent_since is not None:
+        person.silent_since = None
+        _audit(item, "silent_cleared", "person", person.id)
 
 
 def _audit(item: Inbound, action: str, entity: str, entity_id: object, **details: object) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 import gateways
 from app.config import Settings
 from app.db import Checkpointer, make_engine, make_sessionmaker, sqlite_path
+from app.services.checkins import CheckIns, Scheduler
 from app.services.escalation import Escalation, Escalator
 from app.services.intake import IntakeWriter
 from app.services.outbox import Dispatcher, RetryPolicy
@@ -80,6 +81,16 @@ class Runtime:
             every=settings.escalation_poll,
             on_outbox=self.dispatcher.notify,
         )
+        self.checkins = CheckIns(
+            factory=self.factory,
+            lexicon=self.pipeline.lexicon,
+            timezone=settings.timezone,
+            schedule=settings.checkin_schedule,
+            overrides=settings.checkin_schedules,
+            silent_after=settings.silent_after,
+            on_outbox=self.dispatcher.notify,
+        )
+        self.scheduler = Scheduler(engine=self.engine, checkins=self.checkins)
         self._started: list[str] = []
 
     def start(
@@ -99,6 +110,7 @@ class Runtime:
             self._started.append("dispatcher")
         if scheduler:
             self.escalator.start()
+            self.scheduler.start()
             self._started.append("scheduler")
         log.info("runtime started", extra={"parts": self._started, "gateways": self.settings.gateway})
 
@@ -108,7 +120,7 @@ class Runtime:
             "intake": self.writer.alive,
             "processor": self.processor.alive,
             "dispatcher": self.dispatcher.alive,
-            "scheduler": self.escalator.alive,
+            "scheduler": self.escalator.alive and self.scheduler.alive,
         }
         return [part for part in self._started if not alive[part]]
 
@@ -121,6 +133,7 @@ class Runtime:
             self.dispatcher.stop()
         if "scheduler" in self._started:
             self.escalator.stop()
+            self.scheduler.stop()
         self._started.clear()
         if self.checkpointer is not None:
             self.checkpointer.stop()

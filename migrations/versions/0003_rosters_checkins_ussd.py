@@ -19,6 +19,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("places", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_places_lat_lon"), ["lat", "lon"], unique=False)
     with op.batch_alter_table("people", schema=None) as batch_op:
         batch_op.add_column(sa.Column("last_seen_at", app.db.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("silent_since", app.db.UTCDateTime(timezone=True), nullable=True))
@@ -68,3 +70,5 @@ def downgrade() -> None:
     with op.batch_alter_table("people", schema=None) as batch_op:
         batch_op.drop_column("silent_since")
         batch_op.drop_column("last_seen_at")
+    with op.batch_alter_table("places", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_places_lat_lon"))

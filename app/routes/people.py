@@ -1,0 +1,222 @@
+"""The roster over the API (admins only): people, a CSV import, and approval of self-registrations."""
+
+from __future__ import annotations
+
+from email import policy
+from email.parser import BytesParser
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from app.auth import Principal, require
+from app.db import transaction
+from app.models import Person, Place
+from app.routes.api import Limit, Offset, RowId, paged
+from app.schemas import ImportReport, Page, PersonIn, PersonOut, PersonPatch
+from app.services import roster
+
+router = APIRouter(prefix="/api/v1", tags=["people"])
+Admin = Annotated[Principal, Depends(require("admin"))]
+MAX_UPLOAD = 10_000_000  # bytes: a roster of 100,000 people fits
+
+
+def _rules(request: Request, session: Session) -> roster.Rules:
+    runtime = request.app.state.runtime
+    return roster.Rules(
+        region=runtime.settings.default_region,
+        languages=frozenset(runtime.pipeline.lexicon.grammars),
+        places=runtime.pipeline.places.get(session),
+    )
+
+
+def _actor(principal: Principal) -> str:
+    return f"api:{principal.name}"
+
+
+def _views(session: Session, people: list[Person]) -> list[PersonOut]:
+    ids = {p.place_id for p in people if p.place_id is not None}
+    query = select(Place.id, Place.name).where(Place.id.in_(ids))
+    names = {place_id: name for place_id, name in session.execute(query)} if ids else {}
+    return [
+        PersonOut(
+            id=p.id,
+            name=p.name,
+            phone=p.phone,
+            role=p.role,
+            status=p.status,
+            language=p.language,
+            place=names.get(p.place_id) if p.place_id is not None else None,
+            lat=p.home_lat,
+            lon=p.home_lon,
+            level=p.level,
+            area=p.area,
+            active=p.active,
+            opted_out=p.opted_out,
+            shifts=p.shifts,
+            last_seen_at=p.last_seen_at,
+            silent_since=p.silent_since,
+            created_at=p.created_at,
+            updated_at=p.updated_at,
+        )
+        for p in people
+    ]
+
+
+def _person(session: Session, person_id: int) -> Person:
+    person = session.get(Person, person_id)
+    if person is None:
+        raise HTTPException(404, f"no person {person_id}")
+    return person
+
+
+def _as_row(values: dict[str, Any]) -> dict[str, str]:
+    """JSON values as the text of a CSV row, so that one set of rules checks both."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return "" if value is None else str(value)
+
+    return {k: text(v) for k, v in values.items()}
+
+
+def _checked(row: dict[str, str], rules: roster.Rules, *, need_home: bool = True) -> roster.Entry:
+    entry = roster.check_row(row, row=1, rules=rules, need_home=need_home)
+    if isinstance(entry, list):
+        raise HTTPException(422, "; ".join(f"{e.column}: {e.reason}" for e in entry))
+    return entry
+
+
+def _phone_taken(session: Session, phone: str, but: int | None = None) -> None:
+    other = session.scalar(select(Person.id).where(Person.phone == phone, Person.id != (but or 0)))
+    if other is not None:
+        raise HTTPException(409, f"phone: already on the roster (person {other})")
+
+
+@router.get("/people", response_model=Page[PersonOut])
+def list_people(
+    request: Request,
+    _: Admin,
+    role: Literal[roster.ROLES] | None = None,  # type: ignore[valid-type]
+    area: str | None = None,
+    active: bool | None = None,
+    status: Literal["pending", "approved", "rejected"] | None = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[PersonOut]:
+    """Roster entries, in the order they were added."""
+    query = select(Person)
+    if role:
+        query = query.where(Person.role == role)
+    if area:
+        query = query.where(func.lower(Person.area) == area.strip().lower())
+    if active is not None:
+        query = query.where(Person.active.is_(active))
+    if status:
+        query = query.where(Person.status == status)
+    people, total = paged(request, query, (Person.id,), lambda p: p, limit, offset)
+    with transaction(request.app.state.runtime.factory) as session:
+        return Page[PersonOut](items=_views(session, people), total=total)
+
+
+@router.post("/people", response_model=PersonOut, status_code=201)
+def create_person(request: Request, body: PersonIn, principal: Admin) -> PersonOut:
+    """Add one person, checked as one row of a roster file."""
+    with transaction(request.app.state.runtime.factory) as session:
+        entry = _checked(_as_row(body.model_dump()), _rules(request, session))
+        _phone_taken(session, entry.phone)
+        person, _ = roster.save(session, None, entry.values(), actor=_actor(principal), source="api")
+        return _views(session, [person])[0]
+
+
+@router.get("/people/{person_id}", response_model=PersonOut)
+def get_person(request: Request, person_id: RowId, _: Admin) -> PersonOut:
+    with transaction(request.app.state.runtime.factory) as session:
+        return _views(session, [_person(session, person_id)])[0]
+
+
+@router.patch("/people/{person_id}", response_model=PersonOut)
+def update_person(request: Request, person_id: RowId, body: PersonPatch, principal: Admin) -> PersonOut:
+    """Change the fields given; the person is checked again as a whole row."""
+    given = _as_row(body.model_dump(exclude_unset=True))
+    with transaction(request.app.state.runtime.factory) as session:
+        person = _person(session, person_id)
+        place = session.get(Place, person.place_id) if person.place_id is not None else None
+        rules = _rules(request, session)
+        row = roster.person_row(person, place, rules.places)
+        if given.keys() & set(roster.LOCATION):  # a new place must not keep the old coordinates
+            row |= dict.fromkeys(roster.LOCATION, "")
+        # A pending self-registration has no home yet: an edit of its name does not need one.
+        need_home = bool(given.keys() & {"role", *roster.LOCATION})
+        entry = _checked(row | given, rules, need_home=need_home)
+        _phone_taken(session, entry.phone, but=person.id)
+        roster.save(session, person, entry.values(), actor=_actor(principal), source="api")
+        return _views(session, [person])[0]
+
+
+def _set(
+    request: Request, person_id: int, principal: Principal, action: str, *, pending: bool, **values: Any
+) -> PersonOut:
+    """Set a few fields under one audit action; `pending`: only a pending self-registration (else 409)."""
+    with transaction(request.app.state.runtime.factory) as session:
+        person = _person(session, person_id)
+        if pending and person.status != "pending":
+            raise HTTPException(409, f"status: person {person_id} is {person.status}, not pending")
+        roster.save(session, person, values, actor=_actor(principal), source="api", action=action)
+        return _views(session, [person])[0]
+
+
+@router.delete("/people/{person_id}", response_model=PersonOut)
+def deactivate_person(request: Request, person_id: RowId, principal: Admin) -> PersonOut:
+    """Deactivate: no more check-ins or forwards. The person stays, so their reports keep their history."""
+    return _set(request, person_id, principal, "person_deactivate", pending=False, active=False)
+
+
+@router.post("/people/{person_id}/approve", response_model=PersonOut)
+def approve_person(request: Request, person_id: RowId, principal: Admin) -> PersonOut:
+    """Approve a pending self-registration (JOIN): the person becomes an active focal point."""
+    return _set(request, person_id, principal, "person_approve", pending=True, status="approved", active=True)
+
+
+@router.post("/people/{person_id}/reject", response_model=PersonOut)
+def reject_person(request: Request, person_id: RowId, principal: Admin) -> PersonOut:
+    """Reject a pending self-registration: they stay known (a new JOIN does not re-open it), inactive."""
+    return _set(request, person_id, principal, "person_reject", pending=True, status="rejected", active=False)
+
+
+def _upload(content_type: str, body: bytes) -> bytes:
+    """The CSV of a request: its body, or the `file` field of a multipart form."""
+    if not content_type.lower().startswith("multipart/form-data"):
+        return body
+    head = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace")
+    form = BytesParser(policy=policy.HTTP).parsebytes(head + body)
+    for part in form.iter_parts() if form.is_multipart() else ():
+        if part.get_param("name", header="content-disposition") == "file":
+            payload = part.get_payload(decode=True)
+            return payload if isinstance(payload, bytes) else b""
+    raise HTTPException(422, "file: a multipart upload needs the CSV in a field named file")
+
+
+@router.post("/people/import", response_model=ImportReport)
+async def import_people(request: Request, principal: Admin, skip_bad: bool = False) -> JSONResponse:
+    """Import a roster CSV (the raw body, or a multipart field `file`); 422 with the report, and
+    nothing changed, when a row is bad and bad rows are not skipped."""
+    if int(request.headers.get("content-length") or 0) > MAX_UPLOAD:
+        raise HTTPException(413, f"body: larger than {MAX_UPLOAD} bytes")
+    body = await request.body()
+    if len(body) > MAX_UPLOAD:
+        raise HTTPException(413, f"body: larger than {MAX_UPLOAD} bytes")
+    data = _upload(request.headers.get("content-type", ""), body)
+
+    def run() -> roster.Report:
+        with transaction(request.app.state.runtime.factory) as session:
+            rules = _rules(request, session)
+            return roster.import_csv(session, data, rules=rules, actor=_actor(principal), skip_bad=skip_bad)
+
+    report = await run_in_threadpool(run)
+    view = ImportReport.model_validate(report).model_dump(mode="json")
+    return JSONResponse(view, status_code=200 if report.applied else 422)

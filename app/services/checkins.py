@@ -1,0 +1,448 @@
+"""Scheduled check-ins: every active focal point is asked, on their area's schedule, if all is well.
+
+A round is one area's check-in at one scheduled time. Its key (area @ scheduled time) is a unique
+row, each focal point's check-in and SMS carry keys derived from it, so a round fired twice (two
+replicas, a restart, a retry) sends each focal point one SMS. One process schedules: with
+PostgreSQL the holder of an advisory lock (another replica takes over when it dies), with SQLite
+the only process. A focal point who left the last `silent_after` rounds unanswered is flagged
+silent when the next round starts; their area's level-1 officers and the admins get one notice.
+The flag clears on their next message (app/services/pipeline.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import Connection, Engine, Insert, func, select, text, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import insert_ignoring_conflicts, transaction, utcnow
+from app.models import AuditLog, CheckIn, CheckInRound, Message, Person, Place
+from app.services.gazetteer import normalize_name
+from app.services.outbox import PRIORITY, enqueue
+from keywords.parser import Lexicon
+from keywords.sms import fit_one, segments
+
+log = logging.getLogger("kengele.checkins")
+
+LEADER_LOCK = 0x4B454E47  # "KENG": the advisory lock whose holder schedules check-ins
+CHUNK = 2000  # focal points per transaction: SQLite's one writer is never held for long
+CATCH_UP = timedelta(hours=12)  # a round missed while no process was scheduling is sent late
+
+
+def parse_schedule(line: str, tz: ZoneInfo | None = None) -> CronTrigger:
+    """A cron line in `tz`: `min hour day month weekday` (5 fields), or with seconds first (6)."""
+    fields = line.split()
+    tz = tz or ZoneInfo("UTC")
+    if len(fields) == 5:
+        return CronTrigger.from_crontab(line, timezone=tz)
+    if len(fields) == 6:
+        names = ("second", "minute", "hour", "day", "month", "day_of_week")
+        return CronTrigger(**dict(zip(names, fields, strict=True)), timezone=tz)
+    raise ValueError(f"schedule: {line!r} is not a cron line ('0 8 * * *' is every day at 08:00)")
+
+
+def parse_overrides(spec: str) -> dict[str, str]:
+    """`Djugu=0 7 * * *; Beni=30 8 * * mon-fri` -> {normalised area: cron line}."""
+    out: dict[str, str] = {}
+    for part in spec.split(";"):
+        if not part.strip():
+            continue
+        area, sep, line = part.partition("=")
+        if not sep or not area.strip():
+            raise ValueError(f"checkin_schedules: {part.strip()!r} is not 'Area=cron line'")
+        parse_schedule(line.strip())
+        out[normalize_name(area)] = line.strip()
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class FocalPoint:
+    id: int
+    name: str
+    phone: str
+    language: str | None
+    area: str
+
+
+# Active, approved focal points who have not opted out, with the area of their home place.
+_FOCAL_POINTS = (
+    select(Person.id, Person.name, Person.phone, Person.language, Person.area, Place.admin2, Place.admin1)
+    .outerjoin(Place, Place.id == Person.place_id)
+    .where(
+        Person.role == "focal_point",
+        Person.active.is_(True),
+        Person.status == "approved",
+        Person.opted_out.is_(False),
+        Person.phone_valid.is_(True),
+    )
+    .order_by(Person.id)
+)
+
+
+def focal_points(session: Session) -> list[FocalPoint]:
+    """Who check-ins go to; a focal point's area is their roster area, else their home's."""
+    return [
+        FocalPoint(r.id, r.name, r.phone, r.language, r.area or r.admin2 or r.admin1 or "")
+        for r in session.execute(_FOCAL_POINTS)
+    ]
+
+
+def by_area(people: Iterable[FocalPoint]) -> dict[str, list[FocalPoint]]:
+    areas: dict[str, list[FocalPoint]] = defaultdict(list)
+    for person in people:
+        areas[person.area].append(person)
+    return dict(areas)
+
+
+class CheckIns:
+    """Rounds of check-ins and the silence they reveal, written to the outbox."""
+
+    def __init__(
+        self,
+        *,
+        factory: sessionmaker[Session],
+        lexicon: Lexicon,
+        timezone: str,
+        schedule: str,
+        overrides: str = "",
+        silent_after: int = 2,
+        on_outbox: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.factory = factory
+        self.lexicon = lexicon
+        self.tz = ZoneInfo(timezone)
+        self.schedule = schedule
+        self.overrides = parse_overrides(overrides)
+        parse_schedule(schedule)
+        self.silent_after = silent_after
+        self.on_outbox = on_outbox
+
+    def schedules(self) -> dict[str, str]:
+        """Cron line -> '' (every area without its own) or the normalised area it is for."""
+        return {self.schedule: "", **{line: area for area, line in self.overrides.items()}}
+
+    # -- one firing ----------------------------------------------------------------------------
+    def fire(self, line: str, scheduled_for: datetime) -> int:
+        """The rounds of every area on this schedule line at this time; SMS queued."""
+        with self.factory() as session:
+            everyone = by_area(focal_points(session))
+        queued = 0
+        for area, people in sorted(everyone.items()):
+            if self.overrides.get(normalize_name(area), self.schedule) == line:
+                queued += self.run_round(area, scheduled_for, people)
+        return queued
+
+    def run_round(self, area: str, scheduled_for: datetime, people: list[FocalPoint] | None = None) -> int:
+        """One area's round, once: silence checked first, then every focal point asked.
+
+        The round row is created once (unique key); its check-ins and SMS are inserted by key in
+        chunks, so a second firing, or a firing cut short by a crash and run again, adds nothing
+        that is already there. Returns the number of SMS this call queued.
+        """
+        key = f"{area}@{scheduled_for.astimezone(ZoneInfo('UTC')).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+        now = utcnow()
+        with transaction(self.factory) as session:
+            conn = session.connection()
+            insert = insert_ignoring_conflicts(conn.dialect.name, CheckInRound.__table__)  # type: ignore[arg-type]
+            conn.execute(
+                insert,
+                {
+                    "round_key": key,
+                    "area": area,
+                    "scheduled_for": scheduled_for,
+                    "started_at": now,
+                    "sent": 0,
+                },
+            )
+            round_ = session.scalars(select(CheckInRound).where(CheckInRound.round_key == key)).one()
+            if round_.finished_at is not None:
+                return 0
+            round_id = round_.id
+        if people is None:
+            with self.factory() as session:
+                people = by_area(focal_points(session)).get(area, [])
+        queued = self._flag_silent(area, key, now)
+        for start in range(0, len(people), CHUNK):
+            queued += self._send(key, people[start : start + CHUNK], now)
+            self.on_outbox()
+        with transaction(self.factory) as session:
+            session.execute(
+                update(CheckInRound)
+                .where(CheckInRound.id == round_id, CheckInRound.finished_at.is_(None))
+                .values(finished_at=utcnow(), sent=len(people))
+            )
+        log.info(
+            "check-in round sent", extra={"area": area or "-", "round": key, "focal_points": len(people)}
+        )
+        return queued
+
+    def _send(self, key: str, people: list[FocalPoint], now: datetime) -> int:
+        texts = {
+            language: fit_one(grammar.replies["checkin_request"])
+            for language, grammar in self.lexicon.grammars.items()
+        }
+        default = self.lexicon.default_language
+        with transaction(self.factory) as session:
+            conn = session.connection()
+            dialect = conn.dialect.name
+            conn.execute(
+                insert_ignoring_conflicts(dialect, CheckIn.__table__),  # type: ignore[arg-type]
+                [{"person_id": p.id, "round_key": key, "sent_at": now} for p in people],
+            )
+            rows = [
+                {
+                    "direction": "outbound",
+                    "recipient": p.phone,
+                    "text": texts.get(p.language or default, texts[default]),
+                    "purpose": "checkin",
+                    "status": "queued",
+                    "idempotency_key": f"checkin:{key}:{p.id}",
+                    "person_id": p.id,
+                    "language": p.language if p.language in texts else default,
+                    "created_at": now,
+                    "next_attempt_at": now,
+                    "phone_valid": True,
+                    "kind": "sms",
+                    "attempts": 0,
+                    "gateway_index": 0,
+                    "gateway_attempts": 0,
+                    "priority": PRIORITY["checkin"],
+                }
+                for p in people
+            ]
+            stored = conn.execute(_insert_messages(dialect), rows).all()
+        return len(stored)  # a key already there (a second firing) inserts nothing
+
+    # -- silence -------------------------------------------------------------------------------
+    def _flag_silent(self, area: str, key: str, now: datetime) -> int:
+        """Flag the area's focal points who left the last rounds unanswered; notify once."""
+        with transaction(self.factory) as session:
+            rounds = session.scalars(
+                select(CheckInRound.round_key)
+                .where(CheckInRound.area == area, CheckInRound.round_key != key)
+                .order_by(CheckInRound.scheduled_for.desc())
+                .limit(self.silent_after)
+            ).all()
+            if len(rounds) < self.silent_after:
+                return 0
+            missed = (
+                select(CheckIn.person_id)
+                .where(CheckIn.round_key.in_(rounds), CheckIn.answered_at.is_(None))
+                .group_by(CheckIn.person_id)
+                .having(func.count() == len(rounds))
+            )
+            newly = session.scalars(
+                select(Person)
+                .where(Person.id.in_(missed), Person.silent_since.is_(None), Person.active.is_(True))
+                .order_by(Person.name)
+            ).all()
+            if not newly:
+                return 0
+            for person in newly:
+                person.silent_since = now
+                session.add(
+                    AuditLog(
+                        actor="checkins",
+                        action="silent",
+                        entity="person",
+                        entity_id=str(person.id),
+                        details={"area": area, "missed": list(rounds)},
+                        at=now,
+                    )
+                )
+            return self._notify(session, area, key, [p.name for p in newly], now)
+
+    def _notify(self, session: Session, area: str, key: str, names: list[str], now: datetime) -> int:
+        """One notice to each level-1 officer of the area and each admin."""
+
+        area_key = normalize_name(area)
+        recipients = [
+            p
+            for p in session.scalars(_STAFF)
+            if p.role == "admin"
+            or ((p.level or 1) == 1 and (not p.area or normalize_name(p.area) == area_key))
+        ]
+        for person in recipients:
+            language = (
+                person.language if person.language in self.lexicon.grammars else self.lexicon.default_language
+            )
+            template = self.lexicon.grammars[language].replies["silent"]
+            enqueue(
+                session=session,
+                recipient=person.phone,
+                text=silent_text(template, area or "-", names),
+                purpose="notice",
+                key=f"silent:{key}:{person.id}",
+                person_id=person.id,
+                language=language,
+                now=now,
+            )
+        return len(recipients)
+
+    # -- catching up ---------------------------------------------------------------------------
+    def catch_up(self, now: datetime | None = None) -> int:
+        """Send the last round of each schedule if it fell due while nobody was scheduling."""
+        now = now or utcnow()
+        with self.factory() as session:
+            if session.scalar(select(CheckInRound.id).limit(1)) is None:
+                return 0  # a network's first round is on schedule, not at install time
+        queued = 0
+        for line in self.schedules():
+            last = last_fire_time(parse_schedule(line, self.tz), self.tz, now)
+            if last is not None and now - last <= CATCH_UP:
+                queued += self.fire(line, last)
+        return queued
+
+
+def silent_text(template: str, area: str, names: list[str]) -> str:
+    """The notice, naming as many silent focal points as one SMS holds (+N for the others)."""
+
+    def render(shown: int) -> str:
+        rest = len(names) - shown
+        listed = ", ".join(names[:shown]) + (f" +{rest}" if rest else "")
+        return template.format(area=area, count=len(names), names=listed)
+
+    shown = 1
+    while shown < len(names) and segments(render(shown + 1)) == 1:
+        shown += 1
+    return fit_one(render(shown))
+
+
+def last_fire_time(trigger: CronTrigger, tz: ZoneInfo, now: datetime) -> datetime | None:
+    """The latest time at or before `now` the trigger fired (within CATCH_UP), if any."""
+    for lookback in (timedelta(minutes=1), timedelta(hours=1), CATCH_UP):  # few steps, whatever the period
+        fire = trigger.get_next_fire_time(None, (now - lookback).astimezone(tz))
+        last = None
+        while fire is not None and fire <= now:
+            last = fire
+            fire = trigger.get_next_fire_time(fire, fire + timedelta(microseconds=1))
+        if last is not None:
+            return last
+    return None
+
+
+_STAFF = select(Person).where(
+    Person.role.in_(("officer", "admin")), Person.active.is_(True), Person.status == "approved"
+)
+
+
+def _insert_messages(dialect: str) -> Insert:
+    table = Message.__table__
+    return insert_ignoring_conflicts(dialect, table).returning(table.c.id)  # type: ignore[arg-type]
+
+
+class Scheduler:
+    """Runs the check-in schedules in one process: the one holding the leader lock (PostgreSQL)."""
+
+    def __init__(self, *, engine: Engine, checkins: CheckIns, retry: float = 10.0) -> None:
+        self.engine = engine
+        self.checkins = checkins
+        self.retry = retry
+        self._lock_conn: Connection | None = None
+        self._scheduler: BackgroundScheduler | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def leading(self) -> bool:
+        return self._scheduler is not None
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="kengele-checkins", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+        self._resign()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._scheduler is None:
+                    if self._elect():
+                        self._lead()
+                elif not self._still_leader():
+                    log.warning("lost the check-in scheduler lock")
+                    self._resign()
+            except Exception:
+                log.exception("check-in scheduler election failed")
+                self._resign()
+            self._stop.wait(self.retry)
+
+    def _elect(self) -> bool:
+        if self.engine.dialect.name != "postgresql":
+            return True  # SQLite deployments run one process
+        conn = self.engine.connect()
+        got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LEADER_LOCK}).scalar()
+        conn.commit()
+        if got:
+            self._lock_conn = conn
+            return True
+        conn.close()
+        return False
+
+    def _still_leader(self) -> bool:
+        if self._lock_conn is None:
+            return True
+        self._lock_conn.execute(text("SELECT 1"))
+        self._lock_conn.commit()
+        return True
+
+    def _lead(self) -> None:
+        scheduler = BackgroundScheduler(timezone=self.checkins.tz)
+        for line in self.checkins.schedules():
+            scheduler.add_job(
+                self._fire,
+                parse_schedule(line, self.checkins.tz),
+                args=[line],
+                id=f"checkin:{line}",
+                misfire_grace_time=3600,
+                coalesce=True,
+                max_instances=1,
+            )
+        scheduler.start()
+        self._scheduler = scheduler
+        log.info("leading the check-in schedules", extra={"schedules": list(self.checkins.schedules())})
+        self.checkins.catch_up()
+
+    def _fire(self, line: str) -> None:
+        job = self._scheduler.get_job(f"checkin:{line}") if self._scheduler else None
+        # The time the round was due (not now): a late firing keeps the round's key.
+        due = last_fire_time(parse_schedule(line, self.checkins.tz), self.checkins.tz, utcnow())
+        if job is None or due is None:
+            return
+        try:
+            self.checkins.fire(line, due)
+        except Exception:
+            log.exception("check-in round failed", extra={"schedule": line})
+
+    def _resign(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        if self._lock_conn is not None:
+            try:
+                # A pooled connection outlives this use: unlock, and drop the connection rather
+                # than hand a session that may still hold the lock back to the pool.
+                self._lock_conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LEADER_LOCK})
+            except Exception:
+                log.exception("releasing the leader lock failed")
+            finally:
+                self._lock_conn.invalidate()
+                self._lock_conn.close()
+            self._lock_conn = None

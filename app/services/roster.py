@@ -1,0 +1,426 @@
+"""The roster: people read from the contract's CSV, checked, saved, and written back out as CSV.
+
+An import checks every row before it changes anything: a file with a bad row changes nothing
+unless bad rows are skipped, and the report names each bad row, column and reason. People are
+matched by their E.164 number, so importing the same file again changes nothing. The API checks
+one person with the same rules as one row of a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import AuditLog, Person, Place
+from app.phones import normalize
+from app.services.gazetteer import normalize_name
+from app.services.geotag import PlaceIndex, Spot, distance_km
+from app.services.shifts import normalize_shifts
+
+COLUMNS = ("name", "phone", "role", "language", "place", "lat", "lon", "level", "area", "active")
+ALL_COLUMNS = (*COLUMNS, "shifts")  # `shifts`: our addition, an officer's weekly on-duty table
+REQUIRED = ("name", "phone", "role")
+LOCATION = ("place", "lat", "lon")
+ROLES = ("focal_point", "officer", "admin")
+FLAGS = {"true": True, "yes": True, "1": True, "": True, "false": False, "no": False, "0": False}
+MAX_NAME, MAX_AREA, MAX_LEVEL = 200, 120, 99
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    row: int  # as a spreadsheet numbers it: the header is row 1
+    column: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"row {self.row}, column {self.column}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Sheet:
+    """The header and the non-blank rows of a CSV file, or why it cannot be read."""
+
+    columns: tuple[str, ...]
+    rows: list[tuple[int, dict[str, str]]]
+    errors: list[RowError]  # the file cannot be read: nothing is imported
+    stray: list[RowError] = field(default_factory=list)  # values under no column: their rows are bad
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What a row is checked against: the region of numbers without `+`, the languages, the places."""
+
+    region: str
+    languages: frozenset[str]
+    places: PlaceIndex
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A checked row: the values its person gets."""
+
+    row: int
+    name: str
+    phone: str
+    role: str
+    language: str | None
+    place_id: int | None
+    home_lat: float | None
+    home_lon: float | None
+    level: int | None
+    area: str | None
+    active: bool
+    shifts: str | None
+    keep_shifts: bool = False  # the file has no `shifts` column: leave each person's as it is
+
+    def values(self) -> dict[str, Any]:
+        names = ("name", "phone", "role", "language", "place_id", "home_lat", "home_lon", "level", "area")
+        out = {name: getattr(self, name) for name in names} | {"active": self.active}
+        return out if self.keep_shifts else out | {"shifts": self.shifts}
+
+
+@dataclass(frozen=True, slots=True)
+class RowResult:
+    row: int
+    outcome: str  # created|updated|unchanged, or valid when nothing was imported
+    id: int | None
+
+
+@dataclass(slots=True)
+class Report:
+    """What an import did (or would have done) to each row."""
+
+    rows: int
+    errors: list[RowError]
+    results: list[RowResult] = field(default_factory=list)
+    applied: bool = False
+
+    def _count(self, outcome: str) -> int:
+        return sum(r.outcome == outcome for r in self.results)
+
+    @property
+    def created(self) -> int:
+        return self._count("created")
+
+    @property
+    def updated(self) -> int:
+        return self._count("updated")
+
+    @property
+    def unchanged(self) -> int:
+        return self._count("unchanged")
+
+    @property
+    def invalid(self) -> int:
+        return len({e.row for e in self.errors})
+
+
+# -- reading ---------------------------------------------------------------------------------------
+def _header(cells: list[str]) -> tuple[tuple[str, ...], list[RowError]]:
+    columns = tuple(c.strip().lower() for c in cells)
+    errors = []
+    for i, column in enumerate(columns):
+        if ";" in column:
+            errors.append(RowError(1, column, "columns are separated by commas, not semicolons"))
+        elif column in columns[:i] and column:
+            errors.append(RowError(1, column, "appears twice"))
+        elif column and column not in ALL_COLUMNS:
+            errors.append(RowError(1, column, f"unknown column (known: {', '.join(ALL_COLUMNS)})"))
+    if not errors:
+        errors = [RowError(1, c, "missing from the header") for c in REQUIRED if c not in columns]
+    return columns, errors
+
+
+def read_csv(data: bytes | str) -> Sheet:
+    """Read a roster CSV: UTF-8 (BOM or not), comma-separated, values trimmed, blank lines skipped."""
+    text = data
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            return Sheet((), [], [RowError(line, "-", "not UTF-8 text (save the file as CSV UTF-8)")])
+    reader = csv.reader(io.StringIO(str(text).removeprefix("\ufeff"), newline=""))
+    rows: list[tuple[int, dict[str, str]]] = []
+    errors: list[RowError] = []
+    stray: list[RowError] = []
+    columns: tuple[str, ...] = ()
+    try:
+        # A quoted value may span lines; the record count is the row number a spreadsheet shows.
+        for number, cells in enumerate(reader, start=1):
+            if number == 1:
+                columns, errors = _header(cells)
+                if errors:
+                    return Sheet(columns, [], errors)
+                continue
+            if not any(c.strip() for c in cells):
+                continue
+            for i, cell in enumerate(cells):
+                if cell.strip() and (i >= len(columns) or not columns[i]):
+                    stray.append(RowError(number, f"#{i + 1}", "a value under no column"))
+            rows.append((number, {c: cell.strip() for c, cell in zip(columns, cells, strict=False) if c}))
+    except csv.Error as exc:
+        errors.append(RowError(reader.line_num, "-", str(exc)))
+    if not columns:
+        errors.append(RowError(1, "-", "empty file: a header row is needed (name,phone,role,...)"))
+    return Sheet(columns, rows, errors, stray)
+
+
+# -- checking --------------------------------------------------------------------------------------
+def find_place(
+    places: PlaceIndex, name: str, *, near: tuple[float, float] | None = None, area: str | None = None
+) -> tuple[Spot | None, str]:
+    """The gazetteer place a roster names (by name or alternate name), or why there is none."""
+    spots: dict[tuple[float, float], Spot] = {}
+    for i in places.by_name.get(normalize_name(name), ()):
+        spot = places.spots[i]
+        # GeoNames lists some places twice: homonyms at one spot are one place.
+        spots.setdefault((round(spot.lat, 3), round(spot.lon, 3)), spot)
+    hits = list(spots.values())
+    if not hits:
+        return None, f"{name!r} is not in the gazetteer; give lat/lon"
+    if len(hits) == 1:
+        return hits[0], ""
+    if near is not None:
+        return min(hits, key=lambda s: distance_km(near[0], near[1], s.lat, s.lon)), ""
+    key = normalize_name(area or "")
+    inside = [
+        s for s in hits if key and key in (normalize_name(s.admin1 or ""), normalize_name(s.admin2 or ""))
+    ]
+    if len(inside) == 1:
+        return inside[0], ""
+    return None, f"ambiguous: {len(hits)} places named {name!r}; give lat/lon or area"
+
+
+def _coordinate(text: str, limit: float) -> float | str:
+    try:
+        number = float(text)
+    except ValueError:
+        return f"{text!r} is not a number"
+    return number if -limit <= number <= limit else f"{text} is outside -{limit:g}..{limit:g}"
+
+
+def check_row(
+    values: Mapping[str, str], *, row: int, rules: Rules, need_home: bool = True
+) -> Entry | list[RowError]:
+    """Check one row (column -> text); every error of the row, or the entry it makes.
+
+    `need_home=False` lets a focal point without a home through (an edit that does not touch it).
+    """
+    errors: list[RowError] = []
+
+    def get(column: str) -> str:
+        return (values.get(column) or "").strip()
+
+    def bad(column: str, reason: str) -> None:
+        errors.append(RowError(row, column, reason))
+
+    name = get("name")
+    if not name or len(name) > MAX_NAME:
+        bad("name", "empty" if not name else f"longer than {MAX_NAME} characters")
+    phone = normalize(get("phone"), rules.region)
+    if not get("phone"):
+        bad("phone", "empty")
+    elif not phone.valid:  # never echo the number: reports end up in logs and tickets
+        bad("phone", f"not a valid phone number (numbers without + are read as {rules.region})")
+    role = get("role").lower()
+    if role not in ROLES:
+        bad("role", f"{get('role')!r} is not one of {', '.join(ROLES)}")
+    language = get("language").lower() or None
+    if language is not None and language not in rules.languages:
+        bad("language", f"{language!r} is not one of {', '.join(sorted(rules.languages))}")
+    coords: dict[str, float] = {}
+    for column, limit in (("lat", 90.0), ("lon", 180.0)):
+        if get(column):
+            value = _coordinate(get(column), limit)
+            if isinstance(value, str):
+                bad(column, value)
+            else:
+                coords[column] = value
+    if len(coords) == 1:
+        bad("lon" if "lat" in coords else "lat", "give both lat and lon, or neither")
+    level = int(get("level")) if get("level").isdecimal() else None
+    if get("level") and not (level and level <= MAX_LEVEL):
+        bad("level", f"{get('level')!r} is not a whole number from 1 to {MAX_LEVEL}")
+    area = get("area") or None
+    if area is not None and len(area) > MAX_AREA:
+        bad("area", f"longer than {MAX_AREA} characters")
+    active = FLAGS.get(get("active").lower())
+    if active is None:
+        bad("active", f"{get('active')!r} is not true or false")
+    shifts = None
+    try:
+        shifts = normalize_shifts(get("shifts"))
+    except ValueError as exc:
+        bad("shifts", str(exc).removeprefix("shifts: "))
+
+    given = (coords["lat"], coords["lon"]) if len(coords) == 2 else None
+    place_id, home = None, given
+    if get("place"):
+        spot, reason = find_place(rules.places, get("place"), near=given, area=area)
+        if spot is not None:
+            place_id, home = spot.id, given or (spot.lat, spot.lon)
+        elif given is None:
+            bad("place", reason)
+    elif role == "focal_point" and need_home and not (get("lat") or get("lon")):
+        bad("place", "a focal point needs a place of the gazetteer, or lat/lon")
+    if errors:
+        return errors
+    return Entry(
+        row=row,
+        name=name,
+        phone=phone.value,
+        role=role,
+        language=language,
+        place_id=place_id,
+        home_lat=home[0] if home else None,
+        home_lon=home[1] if home else None,
+        level=level,
+        area=area,
+        active=bool(active),
+        shifts=shifts,
+    )
+
+
+def check(sheet: Sheet, rules: Rules) -> tuple[list[Entry], list[RowError]]:
+    """Check every row of a sheet; a number given twice is an error on the later row."""
+    entries: list[Entry] = []
+    errors = list(sheet.errors)
+    first_row: dict[str, int] = {}
+    keep_shifts = "shifts" not in sheet.columns
+    stray: dict[int, list[RowError]] = {}
+    for error in sheet.stray:
+        stray.setdefault(error.row, []).append(error)
+    for number, values in sheet.rows:
+        entry = check_row(values, row=number, rules=rules)
+        if isinstance(entry, list) or number in stray:
+            errors += stray.get(number, []) + (entry if isinstance(entry, list) else [])
+        elif entry.phone in first_row:
+            errors.append(RowError(number, "phone", f"the same number as row {first_row[entry.phone]}"))
+        else:
+            first_row[entry.phone] = number
+            entries.append(replace(entry, keep_shifts=keep_shifts))
+    return entries, errors
+
+
+# -- saving ----------------------------------------------------------------------------------------
+def audit(
+    session: Session, person: Person, *, action: str, fields: Iterable[str], actor: str, source: str
+) -> None:
+    """Record who changed which fields of a person (names of fields, never their values)."""
+    session.add(
+        AuditLog(
+            actor=actor,
+            action=action,
+            entity="person",
+            entity_id=str(person.id),
+            details={"fields": sorted(fields), "source": source},
+        )
+    )
+
+
+def save(
+    session: Session,
+    person: Person | None,
+    values: Mapping[str, Any],
+    *,
+    actor: str,
+    source: str,
+    action: str | None = None,
+) -> tuple[Person, str]:
+    """Create a person or change the fields that differ; `created`, `updated` or `unchanged`.
+
+    Nothing is written, and nothing audited, when every value is the one already stored.
+    """
+    if person is None:
+        person = Person(**{"status": "approved", "active": True, **values}, phone_valid=True)
+        session.add(person)
+        session.flush()
+        given = [k for k, v in values.items() if v is not None]
+        audit(session, person, action=action or "person_create", fields=given, actor=actor, source=source)
+        return person, "created"
+    changed = [k for k, v in values.items() if getattr(person, k) != v]
+    if not changed:
+        return person, "unchanged"
+    if action is None:
+        approving = "status" in changed and person.status == "pending" and values["status"] == "approved"
+        action = "person_approve" if approving else "person_update"
+    for name in changed:
+        setattr(person, name, values[name])
+    session.flush()
+    audit(session, person, action=action, fields=changed, actor=actor, source=source)
+    return person, "updated"
+
+
+def import_csv(
+    session: Session, data: bytes | str, *, rules: Rules, actor: str, skip_bad: bool = False
+) -> Report:
+    """Check a roster file and, when every row is good (or bad rows are skipped), upsert it by phone.
+
+    An imported person is approved: an admin's list approves pending self-registrations too.
+    A file with an unreadable header imports nothing, whatever `skip_bad` says.
+    """
+    sheet = read_csv(data)
+    entries, errors = check(sheet, rules)
+    report = Report(rows=len(sheet.rows), errors=errors)
+    if sheet.errors or (errors and not skip_bad):
+        report.results = [RowResult(e.row, "valid", None) for e in entries]
+        return report
+    phones = [e.phone for e in entries]
+    known: dict[str, Person] = {}
+    for i in range(0, len(phones), 500):
+        chunk = select(Person).where(Person.phone.in_(phones[i : i + 500]))
+        known |= {p.phone: p for p in session.scalars(chunk)}
+    for entry in entries:
+        values = entry.values() | {"status": "approved"}
+        person, outcome = save(session, known.get(entry.phone), values, actor=actor, source="import")
+        report.results.append(RowResult(entry.row, outcome, person.id))
+    report.applied = True
+    return report
+
+
+# -- writing ---------------------------------------------------------------------------------------
+def person_row(person: Person, place: Place | None, places: PlaceIndex) -> dict[str, str]:
+    """A person as a roster row. lat/lon are written only where the place alone would not give back
+    the same home (no place, a home of its own, a homonym), so an edited place is not overridden."""
+    home = (person.home_lat, person.home_lon)
+    lat = lon = ""
+    if home[0] is not None and home[1] is not None:
+        spot = find_place(places, place.name, area=person.area)[0] if place is not None else None
+        if spot is None or spot.id != person.place_id or (spot.lat, spot.lon) != home:
+            lat, lon = str(home[0]), str(home[1])
+    return {
+        "name": person.name,
+        "phone": person.phone,
+        "role": person.role,
+        "language": person.language or "",
+        "place": place.name if place is not None else "",
+        "lat": lat,
+        "lon": lon,
+        "level": str(person.level) if person.level is not None else "",
+        "area": person.area or "",
+        "active": "true" if person.active else "false",
+        "shifts": person.shifts or "",
+    }
+
+
+def export_csv(session: Session, places: PlaceIndex) -> str:
+    """The approved roster as CSV, in the contract's columns and then `shifts`, ordered by id.
+
+    Pending and rejected self-registrations are requests, not the roster: they are left out.
+    """
+    people = session.scalars(select(Person).where(Person.status == "approved").order_by(Person.id)).all()
+    ids = {p.place_id for p in people if p.place_id is not None}
+    named = {p.id: p for p in session.scalars(select(Place).where(Place.id.in_(ids)))} if ids else {}
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=ALL_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for person in people:
+        writer.writerow(person_row(person, named.get(person.place_id or 0), places))
+    return out.getvalue()
