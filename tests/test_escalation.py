@@ -381,3 +381,15 @@ def test_reporter_numbers_only_with_the_setting(make_settings: Callable[..., Set
     runtime = setup(make_settings, forward_reporter_phone=True)
     sms(runtime, "+243810000001", "A1 Djugu", "p1")
     assert told(runtime, "alert_forward")[0][1].endswith(" +243810000001")
+
+
+def test_an_officer_who_texted_stop_is_passed_over_until_start(
+    make_settings: Callable[..., Settings],
+) -> None:
+    runtime = setup(make_settings)
+    sms(runtime, DUFOUR, "STOP", "q1")
+    sms(runtime, "+243810000001", "A1 Djugu", "q2")
+    assert [r for r, _ in told(runtime, "alert_forward")] == [MENON]  # the next level covering Djugu
+    sms(runtime, DUFOUR, "START", "q3")
+    sms(runtime, "+243810000001", "A3 Djugu", "q4")
+    assert [r for r, _ in told(runtime, "alert_forward")][1:] == [DUFOUR]

@@ -51,8 +51,11 @@ def area_of(session: Session, incident: Incident) -> set[str]:
 
 
 _PROVINCE_OF = select(Place.admin1).where(Place.admin2 == bindparam("area")).limit(1)
-_OFFICERS = select(Person).where(
-    Person.role == "officer", Person.active.is_(True), Person.status == "approved"
+_OFFICERS = select(Person).where(  # an officer who texted STOP is passed over until START
+    Person.role == "officer",
+    Person.active.is_(True),
+    Person.status == "approved",
+    Person.opted_out.is_(False),
 )
 _TOLD = select(Message.person_id).where(
     Message.incident_id == bindparam("incident"),
