@@ -165,23 +165,28 @@ def _optional_words(path: Path, details: dict[str, Any], key: str) -> list[str]:
     return _str_list(path, f"details.{key}", details[key])
 
 
-def _ussd(path: Path, table: Any) -> dict[str, str]:
-    """The [ussd] table: every screen text present, no placeholder the menu does not fill."""
+def _templates(
+    path: Path, name: str, table: Any, spec: dict[str, set[str]], *, closed: bool
+) -> dict[str, str]:
+    """A table of message templates: every key of `spec` present, no placeholder it does not fill.
+
+    `closed`: a key the spec does not know is an error too (a misspelt screen name).
+    """
     if not isinstance(table, dict):
-        raise GrammarError(path, "ussd", "missing table")
-    for key, allowed in USSD.items():
+        raise GrammarError(path, name, "missing table")
+    for key, allowed in spec.items():
         template = table.get(key)
         if not isinstance(template, str) or not template.strip():
-            raise GrammarError(path, f"ussd.{key}", "missing")
+            raise GrammarError(path, f"{name}.{key}", "missing")
         try:
-            used = {name for _, name, _, _ in Formatter().parse(template) if name is not None}
+            used = {field for _, field, _, _ in Formatter().parse(template) if field is not None}
         except ValueError as exc:
-            raise GrammarError(path, f"ussd.{key}", f"bad template: {exc}") from None
+            raise GrammarError(path, f"{name}.{key}", f"bad template: {exc}") from None
         if used - allowed:
-            raise GrammarError(path, f"ussd.{key}", f"unknown placeholder {sorted(used - allowed)[0]!r}")
-    unknown = sorted(set(table) - set(USSD))
-    if unknown:
-        raise GrammarError(path, f"ussd.{unknown[0]}", "is not a USSD text")
+            raise GrammarError(path, f"{name}.{key}", f"unknown placeholder {sorted(used - allowed)[0]!r}")
+    unknown = sorted(set(table) - set(spec))
+    if closed and unknown:
+        raise GrammarError(path, f"{name}.{unknown[0]}", f"is not a known {name} text")
     return {k: str(v) for k, v in table.items()}
 
 
@@ -217,19 +222,7 @@ def load_grammar(path: Path) -> Grammar:
         if name not in COMMANDS:
             raise GrammarError(path, f"commands.{name}", "is not a command")
     details = data.get("details", {})
-    replies = data.get("replies")
-    if not isinstance(replies, dict):
-        raise GrammarError(path, "replies", "missing table")
-    for key, allowed in REPLIES.items():
-        template = replies.get(key)
-        if not isinstance(template, str) or not template.strip():
-            raise GrammarError(path, f"replies.{key}", "missing")
-        try:
-            used = {name for _, name, _, _ in Formatter().parse(template) if name is not None}
-        except ValueError as exc:
-            raise GrammarError(path, f"replies.{key}", f"bad template: {exc}") from None
-        if used - allowed:
-            raise GrammarError(path, f"replies.{key}", f"unknown placeholder {sorted(used - allowed)[0]!r}")
+    replies = _templates(path, "replies", data.get("replies"), REPLIES, closed=False)
     names = data.get("category_names")
     if not isinstance(names, dict) or any(c not in names for c in (*CATEGORIES, "other")):
         raise GrammarError(path, "category_names", "must name every category and 'other'")
@@ -243,7 +236,7 @@ def load_grammar(path: Path) -> Grammar:
     if not isinstance(countries, list) or not all(isinstance(c, str) and len(c) == 2 for c in countries):
         raise GrammarError(path, "countries", "must be a list of ISO 3166 alpha-2 codes")
     name = data.get("name", language)
-    ussd = _ussd(path, data.get("ussd"))
+    ussd = _templates(path, "ussd", data.get("ussd"), USSD, closed=True)
     return Grammar(
         language=language,
         name=str(name),
@@ -258,7 +251,7 @@ def load_grammar(path: Path) -> Grammar:
         stopwords=frozenset(
             fold(w) for w in _str_list(path, "details.stopwords", details.get("stopwords", ["-"]))
         ),
-        replies={k: str(v) for k, v in replies.items()},
+        replies=replies,
         category_names={k: str(v) for k, v in names.items()},
         numbers={fold(k): v for k, v in numbers.items()},
         countries=frozenset(c.upper() for c in countries),

@@ -431,7 +431,7 @@ def test_the_card_sms_of_each_choice() -> None:
             "placeholder 'officer'",
         ),
         (lambda s: s.replace('people = "{count}', 'people = "{count'), "ussd.people", "bad template"),
-        (lambda s: s + 'goodbye = "Au revoir"\n', "ussd.goodbye", "not a USSD text"),
+        (lambda s: s + 'goodbye = "Au revoir"\n', "ussd.goodbye", "not a known ussd text"),
         (lambda s: s[: s.index("[ussd]")], "ussd", "missing table"),
     ],
 )

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import insert_ignoring_conflicts, transaction, utcnow
 from app.models import AuditLog, CheckIn, CheckInRound, Message, Person, Place
 from app.services.gazetteer import normalize_name
-from app.services.outbox import PRIORITY, enqueue
+from app.services.outbox import enqueue, outbound_row
 from keywords.parser import Lexicon
 from keywords.sms import fit_one, segments
 
@@ -201,24 +201,15 @@ class CheckIns:
             )
             added = (session.scalar(_ROUND_SIZE, {"key": key}) or 0) - before
             rows = [
-                {
-                    "direction": "outbound",
-                    "recipient": p.phone,
-                    "text": texts.get(p.language or default, texts[default]),
-                    "purpose": "checkin",
-                    "status": "queued",
-                    "idempotency_key": f"checkin:{key}:{p.id}",
-                    "person_id": p.id,
-                    "language": p.language if p.language in texts else default,
-                    "created_at": now,
-                    "next_attempt_at": now,
-                    "phone_valid": True,
-                    "kind": "sms",
-                    "attempts": 0,
-                    "gateway_index": 0,
-                    "gateway_attempts": 0,
-                    "priority": PRIORITY["checkin"],
-                }
+                outbound_row(
+                    recipient=p.phone,
+                    text=texts.get(p.language or default, texts[default]),
+                    purpose="checkin",
+                    key=f"checkin:{key}:{p.id}",
+                    now=now,
+                    person_id=p.id,
+                    language=p.language if p.language in texts else default,
+                )
                 for p in people
             ]
             # Plain executemany (pipelined by psycopg), no RETURNING: building one huge statement

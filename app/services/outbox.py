@@ -54,10 +54,37 @@ def enqueue(
     now: datetime | None = None,
 ) -> bool:
     """Queue one SMS in the caller's transaction; a second enqueue with the same key does nothing."""
+    values = outbound_row(
+        recipient=recipient,
+        text=text,
+        purpose=purpose,
+        key=key,
+        now=now or utcnow(),
+        incident_id=incident_id,
+        person_id=person_id,
+        in_reply_to=in_reply_to,
+        language=language,
+    )
+    connection = session.connection()
+    return connection.execute(_enqueue_statement(connection.dialect.name), values).scalar() is not None
+
+
+def outbound_row(
+    *,
+    recipient: str,
+    text: str,
+    purpose: str,
+    key: str,
+    now: datetime,
+    incident_id: int | None = None,
+    person_id: int | None = None,
+    in_reply_to: int | None = None,
+    language: str | None = None,
+) -> dict[str, Any]:
+    """The columns of one queued SMS (for inserts of many at once, e.g. a check-in round)."""
     if purpose not in PURPOSES:
         raise ValueError(f"unknown purpose {purpose!r}")
-    now = now or utcnow()
-    values = {
+    return {
         "direction": "outbound",
         "recipient": recipient,
         "text": text,
@@ -77,8 +104,6 @@ def enqueue(
         "gateway_attempts": 0,
         "priority": PRIORITY[purpose],
     }
-    connection = session.connection()
-    return connection.execute(_enqueue_statement(connection.dialect.name), values).scalar() is not None
 
 
 @lru_cache(maxsize=4)
