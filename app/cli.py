@@ -273,7 +273,7 @@ def _roster_rules(settings: Settings, session: Session) -> Rules:
 
 
 def cmd_roster_import(args: argparse.Namespace) -> int:
-    from app.db import make_engine, make_sessionmaker, transaction
+    from app.db import make_engine, make_sessionmaker
     from app.services import roster
 
     settings = _settings()
@@ -285,14 +285,13 @@ def cmd_roster_import(args: argparse.Namespace) -> int:
         _upgrade(settings)
     engine = make_engine(settings.database_url)
     try:
-        with transaction(make_sessionmaker(engine)) as session:
-            report = roster.import_csv(
-                session,
-                data,
-                rules=_roster_rules(settings, session),
-                actor=f"cli:{_user()}",
-                skip_bad=args.skip_bad,
-            )
+        report = roster.import_csv(
+            make_sessionmaker(engine),
+            data,
+            rules=lambda session: _roster_rules(settings, session),
+            actor=f"cli:{_user()}",
+            skip_bad=args.skip_bad,
+        )
     finally:
         engine.dispose()
     lines = [(r.row, f"row {r.row}: {r.outcome}") for r in report.results]

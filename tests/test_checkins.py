@@ -230,3 +230,28 @@ def test_two_servers_send_each_round_once_to_each_focal_point(
     # every SMS (check-ins, and the notices of silence after two rounds) sent exactly once
     assert received == Counter((m.recipient, m.text) for m in sent), "an SMS was sent twice (or lost)"
     setup_rt.stop()
+
+
+def test_cron_weekdays_count_from_sunday() -> None:
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo("Africa/Lubumbashi")
+    saturday = datetime(2026, 11, 21, 12, 0, tzinfo=tz)
+    weekdays = parse_schedule("0 8 * * 1-5", tz).get_next_fire_time(None, saturday)
+    assert weekdays is not None and weekdays.strftime("%a %H:%M") == "Mon 08:00"
+    for line in ("0 8 * * 0", "0 8 * * 7", "0 8 * * sun", "0 0 8 * * 0"):
+        fire = parse_schedule(line, tz).get_next_fire_time(None, saturday)
+        assert fire is not None and fire.strftime("%a") == "Sun", line
+    every_other = parse_schedule("0 8 * * */2", tz).get_next_fire_time(None, saturday)
+    assert every_other is not None  # a step is a step, not a weekday
+
+
+def test_any_message_answers_the_check_in(runtime: Runtime) -> None:
+    round_(runtime, 0)
+    sms(runtime, PIERRE, "oui tout va bien chez nous", "any")  # not a keyword: still alive
+    with runtime.factory() as session:
+        from app.models import CheckIn
+
+        answered = session.scalars(select(CheckIn.person_id).where(CheckIn.answered_at.is_not(None))).all()
+        pierre = session.scalars(select(Person.id).where(Person.phone == PIERRE)).one()
+    assert answered == [pierre]

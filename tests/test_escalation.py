@@ -393,3 +393,20 @@ def test_an_officer_who_texted_stop_is_passed_over_until_start(
     sms(runtime, DUFOUR, "START", "q3")
     sms(runtime, "+243810000001", "A3 Djugu", "q4")
     assert [r for r, _ in told(runtime, "alert_forward")][1:] == [DUFOUR]
+
+
+def test_a_failed_forward_does_not_climb_while_a_colleague_has_it(
+    providers: Callable[..., Settings], twilio_fake: FakeProvider
+) -> None:
+    runtime = setup(lambda **kw: providers("twilio", **kw))
+    with transaction(runtime.factory) as session:  # no level in the roster: level 1
+        session.add(Person(name="Lt. Kabila", phone=KABILA, role="officer", language="fr", area="Djugu"))
+    twilio_fake.then_for(DUFOUR, "400")
+    sms(runtime, "+243810000001", "A1 Djugu", "c1")
+    runtime.dispatcher.run_once()
+    runtime.escalator.run_once()
+    assert told(runtime, "escalation") == []  # Kabila's forward was sent: the timeout stands
+    with runtime.factory() as session:
+        step = session.scalars(select(AuditLog).where(AuditLog.action == "failover")).one()
+        assert step.details["officers"] == [] and "+243" not in step.details["error"]
+    runtime.stop()

@@ -287,6 +287,15 @@ def test_timeout_ends_the_session_and_stores_nothing(client: TestClient, runtime
         assert row is not None and row.screen == "expired" and row.ended_at is not None
 
 
+def test_a_session_id_from_another_phone_shows_nothing_of_the_first_caller(
+    client: TestClient, runtime: Runtime
+) -> None:
+    expect(dial(client, "ATUid_mine", JEANNE, "1*1"), "CON ")  # Jeanne's home is on this screen
+    answer = dial(client, "ATUid_mine", "+243820000077", "1*1")
+    expect(answer, "END Session expiree.")
+    assert "Djugu" not in answer
+
+
 def test_restart_mid_session_continues(settings: Settings) -> None:
     with TestClient(create_app(settings)) as first:
         rt: Runtime = first.app.state.runtime  # type: ignore[attr-defined]

@@ -213,9 +213,13 @@ async def import_people(request: Request, principal: Admin, skip_bad: bool = Fal
     data = _upload(request.headers.get("content-type", ""), body)
 
     def run() -> roster.Report:
-        with transaction(request.app.state.runtime.factory) as session:
-            rules = _rules(request, session)
-            return roster.import_csv(session, data, rules=rules, actor=_actor(principal), skip_bad=skip_bad)
+        return roster.import_csv(
+            request.app.state.runtime.factory,
+            data,
+            rules=lambda session: _rules(request, session),
+            actor=_actor(principal),
+            skip_bad=skip_bad,
+        )
 
     report = await run_in_threadpool(run)
     view = ImportReport.model_validate(report).model_dump(mode="json")

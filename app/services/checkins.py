@@ -12,6 +12,7 @@ The flag clears on their next message (app/services/pipeline.py).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -26,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import insert_ignoring_conflicts, transaction, utcnow
 from app.models import AuditLog, CheckIn, CheckInRound, Message, Person, Place
+from app.services.escalation import area_names
 from app.services.gazetteer import normalize_name
 from app.services.outbox import enqueue, outbound_row
 from keywords.parser import Lexicon
@@ -33,6 +35,7 @@ from keywords.sms import fit_one, segments
 
 log = logging.getLogger("kengele.checkins")
 
+WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 LEADER_LOCK = 0x4B454E47  # "KENG": the advisory lock whose holder schedules check-ins
 CHUNK = 2000  # focal points per transaction: SQLite's one writer is never held for long
 CATCH_UP = timedelta(hours=12)  # a round missed while no process was scheduling is sent late
@@ -42,6 +45,9 @@ def parse_schedule(line: str, tz: ZoneInfo | None = None) -> CronTrigger:
     """A cron line in `tz`: `min hour day month weekday` (5 fields), or with seconds first (6)."""
     fields = line.split()
     tz = tz or ZoneInfo("UTC")
+    if fields:  # the weekday field: cron counts 0 (and 7) as Sunday, APScheduler 3 as Monday
+        fields[-1] = re.sub(r"(?<![/\d])\d+", lambda m: WEEKDAYS[int(m.group()) % 7], fields[-1])
+        line = " ".join(fields)
     if len(fields) == 5:
         return CronTrigger.from_crontab(line, timezone=tz)
     if len(fields) == 6:
@@ -257,14 +263,12 @@ class CheckIns:
             return self._notify(session, area, key, [p.name for p in newly], now)
 
     def _notify(self, session: Session, area: str, key: str, names: list[str], now: datetime) -> int:
-        """One notice to each level-1 officer of the area and each admin."""
-
-        area_key = normalize_name(area)
+        """One notice to each level-1 officer covering the area (its province's too) and each admin."""
+        areas = area_names(session, area) if area else set()
         recipients = [
             p
             for p in session.scalars(_STAFF)
-            if p.role == "admin"
-            or ((p.level or 1) == 1 and (not p.area or normalize_name(p.area) == area_key))
+            if p.role == "admin" or ((p.level or 1) == 1 and (not p.area or normalize_name(p.area) in areas))
         ]
         for person in recipients:
             language = (
@@ -384,8 +388,13 @@ class Scheduler:
         if self.engine.dialect.name != "postgresql":
             return True  # SQLite deployments run one process
         conn = self.engine.connect()
-        got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LEADER_LOCK}).scalar()
-        conn.commit()
+        try:
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LEADER_LOCK}).scalar()
+            conn.commit()
+        except Exception:
+            conn.invalidate()
+            conn.close()
+            raise
         if got:
             self._lock_conn = conn
             return True

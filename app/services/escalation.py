@@ -15,11 +15,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import utcnow
 from app.models import AuditLog, Incident, Message, Person, Place
+from app.phones import scrub
 from app.services.gazetteer import normalize_name
 from app.services.geotag import Spot
 from app.services.outbox import enqueue
@@ -42,11 +43,12 @@ def area_of(session: Session, incident: Incident) -> set[str]:
     place = session.get(Place, incident.place_id) if incident.place_id is not None else None
     if place is not None:
         return {normalize_name(n) for n in (place.admin2, place.admin1) if n}
-    if not incident.area:
-        return set()
-    names = {incident.area}
-    # A district's province covers it too: an officer of "Ituri" sees what happens in "Djugu".
-    names.update(n for n in session.scalars(_PROVINCE_OF, {"area": incident.area}) if n)
+    return area_names(session, incident.area) if incident.area else set()
+
+
+def area_names(session: Session, area: str) -> set[str]:
+    """An area and the province it is in (normalised): an officer of "Ituri" covers "Djugu" too."""
+    names = {area, *(n for n in session.scalars(_PROVINCE_OF, {"area": area}) if n)}
     return {normalize_name(n) for n in names}
 
 
@@ -220,7 +222,11 @@ class Escalation:
         for incident in due:
             claimed = session.execute(
                 update(Incident)
-                .where(Incident.id == incident.id, Incident.next_escalation_at == incident.next_escalation_at)
+                .where(
+                    Incident.id == incident.id,
+                    Incident.status == "open",  # acknowledged meanwhile (another replica): no step
+                    Incident.next_escalation_at == incident.next_escalation_at,
+                )
                 .values(next_escalation_at=now + self.ack_timeout)
                 .execution_options(synchronize_session=False)
             )
@@ -268,7 +274,7 @@ class Escalation:
             (o for o in self.covering(session, incident) if (o.level or 1) == level and o.id not in told),
             key=lambda o: (not on_duty(o.shifts, local), o.id),
         )
-        details = {"message": failed.id, "officer": failed.person_id, "error": failed.error}
+        details = {"message": failed.id, "officer": failed.person_id, "error": scrub(failed.error or "")}
         if colleagues:
             self._tell(
                 session=session,
@@ -287,7 +293,7 @@ class Escalation:
                 Message.incident_id == incident.id,
                 Message.purpose.in_(FORWARDS),
                 Message.status != "failed",
-                Person.level == level,
+                func.coalesce(Person.level, 1) == level,
             )
             .limit(1)
         )
@@ -326,7 +332,7 @@ class Escalation:
         told = {pid for pid in session.scalars(_TOLD, {"incident": incident.id}) if pid and pid != who_id}
         if not told:
             return 0
-        people = session.scalars(select(Person).where(Person.id.in_(told)).order_by(Person.id)).all()
+        people = session.scalars(_OFFICERS.where(Person.id.in_(told)).order_by(Person.id)).all()
         for officer in people:
             language = self._language(officer)
             template = self.lexicon.grammars[language].replies[action]

@@ -29,6 +29,7 @@ def acknowledge(
     if incident.acknowledged_at is not None:
         return False
     incident.acknowledged_at, incident.acknowledged_by, incident.acknowledged_by_id = now, who, who_id
+    incident.next_escalation_at = None  # someone answers: no more escalation steps
     if incident.status == "open":
         incident.status = "acknowledged"
     _audit(session, actor, "ack", incident, now)
@@ -40,6 +41,7 @@ def close(*, session: Session, incident: Incident, who: str, actor: str, now: da
     if incident.status == "closed":
         return False
     incident.status, incident.closed_at, incident.closed_by = "closed", now, who
+    incident.next_escalation_at = None
     _audit(session, actor, "close", incident, now)
     return True
 

@@ -186,6 +186,7 @@ def _seen(item: Inbound) -> None:
     if person.silent_since is not None:
         person.silent_since = None
         _audit(item, "silent_cleared", "person", person.id)
+    _mark_checkin_answered(item)  # any message answers a check-in: "oui tout va bien" is alive too
 
 
 def _audit(item: Inbound, action: str, entity: str, entity_id: object, **details: object) -> None:

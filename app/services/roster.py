@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from app.db import transaction
 from app.models import AuditLog, Person, Place
 from app.phones import normalize
 from app.services.gazetteer import normalize_name
@@ -77,12 +78,16 @@ class Entry:
     area: str | None
     active: bool
     shifts: str | None
-    keep_shifts: bool = False  # the file has no `shifts` column: leave each person's as it is
+    # The file's columns: a column the file does not have leaves that field of a known person as
+    # it is (a file of name,phone,role does not wipe officers' levels, areas and languages).
+    columns: frozenset[str] = frozenset(ALL_COLUMNS)
 
     def values(self) -> dict[str, Any]:
-        names = ("name", "phone", "role", "language", "place_id", "home_lat", "home_lon", "level", "area")
-        out = {name: getattr(self, name) for name in names} | {"active": self.active}
-        return out if self.keep_shifts else out | {"shifts": self.shifts}
+        fields = {"name": ("name",), "phone": ("phone",), "role": ("role",), "language": ("language",)}
+        fields |= {"level": ("level",), "area": ("area",), "active": ("active",), "shifts": ("shifts",)}
+        fields |= dict.fromkeys(LOCATION, ("place_id", "home_lat", "home_lon"))
+        names = {name for column in self.columns & fields.keys() for name in fields[column]}
+        return {name: getattr(self, name) for name in sorted(names)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +298,7 @@ def check(sheet: Sheet, rules: Rules) -> tuple[list[Entry], list[RowError]]:
     entries: list[Entry] = []
     errors = list(sheet.errors)
     first_row: dict[str, int] = {}
-    keep_shifts = "shifts" not in sheet.columns
+    columns = frozenset(sheet.columns)
     stray: dict[int, list[RowError]] = {}
     for error in sheet.stray:
         stray.setdefault(error.row, []).append(error)
@@ -305,7 +310,7 @@ def check(sheet: Sheet, rules: Rules) -> tuple[list[Entry], list[RowError]]:
             errors.append(RowError(number, "phone", f"the same number as row {first_row[entry.phone]}"))
         else:
             first_row[entry.phone] = number
-            entries.append(replace(entry, keep_shifts=keep_shifts))
+            entries.append(replace(entry, columns=columns))
     return entries, errors
 
 
@@ -358,31 +363,62 @@ def save(
     return person, "updated"
 
 
-def import_csv(
-    session: Session, data: bytes | str, *, rules: Rules, actor: str, skip_bad: bool = False
-) -> Report:
-    """Check a roster file and, when every row is good (or bad rows are skipped), upsert it by phone.
+def plan(data: bytes | str, rules: Rules, *, skip_bad: bool = False) -> tuple[Report, list[Entry]]:
+    """Read and check a roster file, touching no database: the report so far and the rows to save.
 
-    An imported person is approved: an admin's list approves pending self-registrations too.
-    A file with an unreadable header imports nothing, whatever `skip_bad` says.
+    Nothing is to be saved when the header cannot be read, or a row is bad and `skip_bad` is off.
     """
     sheet = read_csv(data)
     entries, errors = check(sheet, rules)
     report = Report(rows=len(sheet.rows), errors=errors)
     if sheet.errors or (errors and not skip_bad):
         report.results = [RowResult(e.row, "valid", None) for e in entries]
-        return report
+        return report, []
+    return report, entries
+
+
+def apply(session: Session, report: Report, entries: list[Entry], *, actor: str) -> Report:
+    """Upsert checked rows by phone in the caller's transaction (short: the rows were checked before).
+
+    An imported person is approved: an admin's list approves pending self-registrations too.
+    """
     phones = [e.phone for e in entries]
     known: dict[str, Person] = {}
     for i in range(0, len(phones), 500):
         chunk = select(Person).where(Person.phone.in_(phones[i : i + 500]))
         known |= {p.phone: p for p in session.scalars(chunk)}
     for entry in entries:
+        person = known.get(entry.phone)
+        if person is not None and person.status == "pending":  # what a JOIN gave was provisional
+            entry = replace(entry, columns=frozenset(ALL_COLUMNS))
         values = entry.values() | {"status": "approved"}
-        person, outcome = save(session, known.get(entry.phone), values, actor=actor, source="import")
+        person, outcome = save(session, person, values, actor=actor, source="import")
         report.results.append(RowResult(entry.row, outcome, person.id))
     report.applied = True
     return report
+
+
+def import_csv(
+    factory: sessionmaker[Session],
+    data: bytes | str,
+    *,
+    rules: Callable[[Session], Rules],
+    actor: str,
+    skip_bad: bool = False,
+) -> Report:
+    """Check a roster file and, when every row is good (or bad rows are skipped), upsert it by phone.
+
+    Rows are checked outside the write transaction, so SQLite's one writer (which the webhooks
+    need) is held only while the checked rows are saved. A file with an unreadable header imports
+    nothing, whatever `skip_bad` says.
+    """
+    with factory() as session:
+        known_rules = rules(session)
+    report, entries = plan(data, known_rules, skip_bad=skip_bad)
+    if not entries and (report.errors or not report.rows):
+        return report
+    with transaction(factory) as session:
+        return apply(session, report, entries, actor=actor)
 
 
 # -- writing ---------------------------------------------------------------------------------------

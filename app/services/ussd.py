@@ -347,6 +347,8 @@ def _advance(runtime: Runtime, request: UssdRequest) -> str | Outcome:
             )
             session.add(row)
             session.flush()  # a concurrent first request for this session fails here, and is redone
+        elif row.phone != request.phone:  # a session id is one caller's: never show another's home
+            return end("expired", language=lex.default_language, lex=lex)
         elif row.ended_at is not None:
             outcome = row.data.get("outcome")
             row.updated_at = now
