@@ -81,6 +81,7 @@ def main(
     steady = ["--rate", str(rate), "--seconds", str(seconds)]
     k_closed, b_closed, k_open, b_open = [], [], [], []
     answered = 0
+    replied = float("nan")
     try:
         run_loadgen(url, "--requests", "500", "--concurrency", "8")  # warm-up
         run_loadgen(bare_url, "--requests", "500", "--concurrency", "8", "--bare")
@@ -100,7 +101,11 @@ def main(
             time.sleep(0.5)
         drained = time.monotonic() - load_end
         unprocessed = count(db, "direction = 'inbound' AND processed_at IS NULL")
-        unsent = count(db, "direction = 'outbound' AND status IN ('queued', 'sending')")
+        pending = "direction = 'outbound' AND status IN ('queued', 'sending')"
+        while count(db, pending) and time.monotonic() - load_end < 600:
+            time.sleep(0.5)
+        replied = time.monotonic() - load_end
+        unsent = count(db, pending)
     finally:
         server.stop()
         bare.terminate()
@@ -120,7 +125,8 @@ def main(
     print(f"  kengele / bare throughput: {ratio:.2f}")
     print(f"  answered 2xx: {answered}, rows committed: {committed} (must be equal)")
     print(
-        f"  processing finished {drained:.1f} s after the load; unprocessed: {unprocessed}, unsent: {unsent}"
+        f"  processing finished {drained:.1f} s after the load (unprocessed: {unprocessed}); "
+        f"replies sent {replied:.1f} s after it (unsent: {unsent})"
     )
     return {
         "kengele_closed": kc,
@@ -131,6 +137,7 @@ def main(
         "answered": answered,
         "committed": committed,
         "drained_s": drained,
+        "replied_s": replied,
     }
 
 

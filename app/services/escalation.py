@@ -86,8 +86,9 @@ class Escalation:
     # -- who -----------------------------------------------------------------------------------
     def covering(self, session: Session, incident: Incident) -> list[Person]:
         """Every active officer whose area covers the incident (an empty area covers everywhere)."""
-        areas = area_of(session, incident)
-        return [o for o in session.scalars(_OFFICERS) if not o.area or normalize_name(o.area) in areas]
+        with session.no_autoflush:  # reads of places and people: the incident's changes can wait
+            areas = area_of(session, incident)
+            return [o for o in session.scalars(_OFFICERS) if not o.area or normalize_name(o.area) in areas]
 
     def officers_for(
         self, session: Session, incident: Incident, level: int, now: datetime

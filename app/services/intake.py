@@ -91,6 +91,11 @@ def store_batch(engine: Engine, rows: list[dict[str, Any]]) -> list[int | None]:
     return out
 
 
+# Webhooks per commit (moving average) from which intake is a burst and comes first. A steady
+# stream waits for our own processing transactions and makes batches of a few: not a burst.
+BURST_BATCH = 8.0
+
+
 class IntakeWriter:
     """The one thread that commits inbound messages, in batches, for every webhook request."""
 
@@ -118,13 +123,13 @@ class IntakeWriter:
         self.claim = True
 
     def busy(self) -> bool:
-        """Webhooks queue up: batches of several were committed in the last 50 ms.
+        """Webhooks queue up: batches of many were committed in the last 50 ms.
 
         A steady trickle (one webhook per commit, however many a second) is not busy: processing
         and sending then run at full speed, so an alert reaches its officer in well under a second.
         Only a burst that makes webhooks wait for each other's commits sends them to the back.
         """
-        return time.monotonic() - self._last_commit < 0.05 and self._batch_average >= 2.0
+        return time.monotonic() - self._last_commit < 0.05 and self._batch_average >= BURST_BATCH
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="kengele-intake", daemon=True)
