@@ -129,57 +129,43 @@ def get_incident(request: Request, incident_id: RowId, principal: Viewer) -> Inc
         return _detail(session, _incident(session, incident_id), principal)
 
 
-def _tell_others(
-    request: Request, session: Session, incident: Incident, action: str, who: str, now: datetime
-) -> int:
-    """The officers told about the incident learn who acknowledged or closed it."""
-    escalation = request.app.state.runtime.pipeline.escalation
-    if escalation is None:
-        return 0
-    return escalation.tell_others(
-        session=session, incident=incident, action=action, who=who, who_id=None, now=now
-    )
+def _decide(request: Request, incident_id: int, principal: Principal, action: str) -> IncidentDetail:
+    """Acknowledge or close; when it changed the incident, the officers told about it learn who."""
+    runtime = request.app.state.runtime
+    with transaction(runtime.factory) as session:
+        incident = _incident(session, incident_id)
+        now, told, actor = utcnow(), 0, f"api:{principal.name}"
+        if action == "ack":
+            done = actions.acknowledge(
+                session=session, incident=incident, who=principal.name, who_id=None, actor=actor, now=now
+            )
+        else:
+            done = actions.close(session=session, incident=incident, who=principal.name, actor=actor, now=now)
+        if done and runtime.pipeline.escalation is not None:
+            told = runtime.pipeline.escalation.tell_others(
+                session=session,
+                incident=incident,
+                action="acked" if action == "ack" else "closed",
+                who=principal.name,
+                who_id=None,
+                now=now,
+            )
+        detail = _detail(session, incident, principal)
+    if told:
+        runtime.dispatcher.notify()
+    return detail
 
 
 @router.post("/incidents/{incident_id}/ack", response_model=IncidentDetail)
 def ack_incident(request: Request, incident_id: RowId, principal: Officer) -> IncidentDetail:
     """Acknowledge (the first acknowledgement wins; a later one changes nothing)."""
-    with transaction(request.app.state.runtime.factory) as session:
-        incident = _incident(session, incident_id)
-        now, told = utcnow(), 0
-        if actions.acknowledge(
-            session=session,
-            incident=incident,
-            who=principal.name,
-            who_id=None,
-            actor=f"api:{principal.name}",
-            now=now,
-        ):
-            told = _tell_others(request, session, incident, "acked", principal.name, now)
-        detail = _detail(session, incident, principal)
-    if told:
-        request.app.state.runtime.dispatcher.notify()
-    return detail
+    return _decide(request, incident_id, principal, "ack")
 
 
 @router.post("/incidents/{incident_id}/close", response_model=IncidentDetail)
 def close_incident(request: Request, incident_id: RowId, principal: Officer) -> IncidentDetail:
     """Close: the incident takes no more reports."""
-    with transaction(request.app.state.runtime.factory) as session:
-        incident = _incident(session, incident_id)
-        now, told = utcnow(), 0
-        if actions.close(
-            session=session,
-            incident=incident,
-            who=principal.name,
-            actor=f"api:{principal.name}",
-            now=now,
-        ):
-            told = _tell_others(request, session, incident, "closed", principal.name, now)
-        detail = _detail(session, incident, principal)
-    if told:
-        request.app.state.runtime.dispatcher.notify()
-    return detail
+    return _decide(request, incident_id, principal, "close")
 
 
 @router.post("/incidents/{incident_id}/merge", response_model=IncidentDetail)

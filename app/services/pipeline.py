@@ -300,7 +300,6 @@ def _alert(item: Inbound) -> str:
             category=names.get(category, category),
             place=place_name or "-",
         )
-    _mark_checkin_answered(item)
     return "alert"
 
 
@@ -329,8 +328,7 @@ def _mark_checkin_answered(item: Inbound) -> None:
         checkin.answer_message_id = item.message.id
 
 
-def _checkin(item: Inbound) -> str:
-    _mark_checkin_answered(item)
+def _checkin(item: Inbound) -> str:  # the check-in is marked answered with any message (_seen)
     item.reply("checkin")
     return "command"
 
