@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -12,8 +11,16 @@ import requests
 from africastalking.Service import AfricasTalkingException
 from africastalking.SMS import SMSService
 
-from app.phones import normalize
-from gateways.base import DeliveryReport, Form, Gateway, InboundSms, PayloadError, SendError, SendResult
+from gateways.base import (
+    DeliveryReport,
+    Form,
+    Gateway,
+    InboundSms,
+    PayloadError,
+    SendError,
+    SendResult,
+    UssdRequest,
+)
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -85,24 +92,14 @@ def parse_voice(form: Form) -> InboundSms:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class UssdRequest:
-    """One step of a USSD session: `text` is every input so far joined by `*` ("" on the first screen)."""
-
-    session_id: str
-    service_code: str | None
-    phone: str  # E.164 when valid, else as given
-    text: str
-    network_code: str | None
-
-
-def parse_ussd(form: Form, *, region: str) -> UssdRequest:
+def parse_ussd(form: Form) -> UssdRequest:
     """Read a USSD callback; raise PayloadError naming the first missing or bad field."""
     # Stored reports are `ussd-<sessionId>`, within the 100 characters of a provider message id.
     session_id = form.require("sessionId", max_len=90).strip()
-    phone = normalize(form.require("phoneNumber", max_len=40), region).value
+    phone = form.require("phoneNumber", max_len=40).strip()
     text = form.require("text", allow_empty=True, max_len=1000).replace("\x00", "")
     return UssdRequest(
+        provider=NAME,
         session_id=session_id,
         service_code=(form.get("serviceCode") or "").strip()[:40] or None,
         phone=phone,

@@ -88,6 +88,18 @@ class DeliveryReport:
 
 
 @dataclass(frozen=True, slots=True)
+class UssdRequest:
+    """One step of a USSD session: `text` is every input so far joined by `*` ("" on the first screen)."""
+
+    provider: str
+    session_id: str
+    service_code: str | None
+    phone: str  # as the provider sent it; the service normalises it
+    text: str
+    network_code: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class SendResult:
     provider_message_id: str | None
     status: str = "sent"

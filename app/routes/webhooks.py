@@ -233,7 +233,7 @@ class Webhooks:
 
     async def at_ussd(self, scope: Scope, form: Form) -> tuple[int, bytes, bytes]:
         """One step of an Africa's Talking USSD session: the next screen, `CON ...` or `END ...`."""
-        request = africastalking.parse_ussd(form, region=self.runtime.settings.default_region)
+        request = africastalking.parse_ussd(form)
         text = await ussd.answer(runtime=self.runtime, request=request)
         return 200, text.encode(), b"text/plain; charset=utf-8"
 

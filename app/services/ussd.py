@@ -17,7 +17,7 @@ import math
 import time
 import unicodedata
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +27,8 @@ from sqlalchemy.orm import Session
 
 from app.db import transaction, utcnow
 from app.models import Alert, AuditLog, Incident, Message, Person, Place, UssdSession
-from app.phones import country
-from gateways.africastalking import NAME as PROVIDER
-from gateways.africastalking import UssdRequest
-from gateways.base import InboundSms
+from app.phones import country, normalize
+from gateways.base import InboundSms, UssdRequest
 from keywords.parser import Lexicon
 from keywords.sms import gsm7_septets
 
@@ -407,12 +405,12 @@ def _set_language(session: Session, person_id: int, language: str, now: datetime
     )
 
 
-def _stored_id(runtime: Runtime, provider_id: str) -> int | None:
+def _stored_id(runtime: Runtime, provider: str, provider_id: str) -> int | None:
     with runtime.factory() as session:
         return session.scalar(
             select(Message.id).where(
                 Message.direction == "inbound",
-                Message.provider == PROVIDER,
+                Message.provider == provider,
                 Message.provider_message_id == provider_id,
             )
         )
@@ -443,6 +441,8 @@ def _processed(runtime: Runtime, message_id: int) -> tuple[bool, str | None, str
 
 async def answer(*, runtime: Runtime, request: UssdRequest) -> str:
     """The screen for this step of a USSD session (`CON ...` or `END ...`, at most 182 characters)."""
+    phone = normalize(request.phone, runtime.settings.default_region).value  # E.164 when valid
+    request = replace(request, phone=phone)
     try:
         step = await asyncio.to_thread(_advance, runtime, request)
     except IntegrityError:  # two first requests of one session at once: the other row is there now
@@ -460,7 +460,7 @@ async def answer(*, runtime: Runtime, request: UssdRequest) -> str:
     }
     stored = await runtime.writer.store(
         InboundSms(
-            provider=PROVIDER,
+            provider=request.provider,
             provider_message_id=provider_id,
             sender=request.phone,
             recipient=request.service_code,
@@ -469,7 +469,9 @@ async def answer(*, runtime: Runtime, request: UssdRequest) -> str:
             raw=raw,
         )
     )
-    message_id = stored.message_id or await asyncio.to_thread(_stored_id, runtime, provider_id)
+    message_id = stored.message_id or await asyncio.to_thread(
+        _stored_id, runtime, request.provider, provider_id
+    )
     if step.kind == "checkin":
         await asyncio.to_thread(_ended, runtime, request.session_id, message_id, None)
         return end("checked_in", language=step.language, lex=lex)
