@@ -9,7 +9,8 @@ import phonenumbers
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-KNOWN_GATEWAYS = ("twilio", "africastalking", "console")
+from gateways import PROVIDERS
+
 # Values people paste from examples; refused outside development so no deployment runs with them.
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "xxx", "test", "token", "example"}
 
@@ -112,9 +113,9 @@ class Settings(BaseSettings):
     @field_validator("gateway")
     @classmethod
     def _known_gateways(cls, value: list[str]) -> list[str]:
-        unknown = [name for name in value if name not in KNOWN_GATEWAYS]
+        unknown = [name for name in value if name not in PROVIDERS]
         if unknown:
-            raise ValueError(f"unknown gateway {unknown[0]!r}; known: {', '.join(KNOWN_GATEWAYS)}")
+            raise ValueError(f"unknown gateway {unknown[0]!r}; known: {', '.join(PROVIDERS)}")
         if not value:
             raise ValueError("at least one gateway is needed")
         return value

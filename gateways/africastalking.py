@@ -4,29 +4,35 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar, Protocol
 
 import requests
 from africastalking.Service import AfricasTalkingException
 from africastalking.SMS import SMSService
 
 from gateways.base import (
+    Answer,
     DeliveryReport,
+    Forbidden,
     Form,
     Gateway,
     InboundSms,
+    MessageKind,
     PayloadError,
+    Secret,
     SendError,
     SendResult,
     UssdRequest,
+    Verifier,
+    Webhook,
+    WebhookKind,
+    WebhookRequest,
+    secrets_equal,
 )
 
-if TYPE_CHECKING:
-    from app.config import Settings
-
 NAME = "africastalking"
-NO_SECRET = "-"  # noqa: S105  (the path segment when no secret is configured)
 
 # Delivery report statuses -> ours.
 STATUSES = {
@@ -88,7 +94,7 @@ def parse_voice(form: Form) -> InboundSms:
         text="",
         reported_at=None,
         raw=form.multi(),
-        kind="beep",
+        kind=MessageKind.BEEP,
     )
 
 
@@ -118,10 +124,48 @@ def parse_delivery(form: Form) -> DeliveryReport:
     return DeliveryReport(NAME, message_id, status, provider_status, error, form.multi())
 
 
+class AfricasTalkingSettings(Protocol):
+    """What the Africa's Talking provider reads from the service's settings."""
+
+    @property
+    def at_username(self) -> str | None: ...
+    @property
+    def at_api_key(self) -> Secret | None: ...
+    @property
+    def at_sender(self) -> str | None: ...
+    @property
+    def at_webhook_secret(self) -> Secret | None: ...
+    @property
+    def at_api_base(self) -> str | None: ...
+    @property
+    def send_timeout(self) -> float: ...
+
+
+class PathSecret(Verifier):
+    """Africa's Talking does not sign its callbacks: a secret path segment proves the caller."""
+
+    def __init__(self, secret: str) -> None:
+        self._secret = secret
+
+    def verify(self, request: WebhookRequest) -> None:
+        if not secrets_equal(request.path_secret or "", self._secret):
+            raise Forbidden("secret", "unknown webhook path secret")
+
+
 class AfricasTalkingGateway(Gateway):
-    """Sends through the official `africastalking` SDK."""
+    """Africa's Talking: webhooks under a secret path segment; sends through the official SDK."""
 
     name = NAME
+    path_secret = True
+    webhooks: ClassVar[Mapping[str, Webhook]] = {
+        "sms": Webhook(WebhookKind.MESSAGE, parse_inbound, Answer(200, b"", b"text/plain")),
+        "delivery": Webhook(WebhookKind.RECEIPT, parse_delivery, Answer(200, b"", b"text/plain")),
+        # A call is stored as a beep (once per call session), then rejected: free for the caller.
+        "voice": Webhook(
+            WebhookKind.MESSAGE, parse_voice, Answer(200, REJECT_XML.encode(), b"application/xml")
+        ),
+        "ussd": Webhook(WebhookKind.USSD, parse_ussd, Answer(200, b"", b"text/plain; charset=utf-8")),
+    }
 
     def __init__(
         self, *, username: str, api_key: str, sender: str | None, timeout: float, api_base: str | None = None
@@ -132,7 +176,12 @@ class AfricasTalkingGateway(Gateway):
         self._local = threading.local()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AfricasTalkingGateway:
+    def verifier(cls, settings: AfricasTalkingSettings) -> Verifier | None:
+        secret = settings.at_webhook_secret
+        return PathSecret(secret.get_secret_value()) if secret is not None else None
+
+    @classmethod
+    def from_settings(cls, settings: AfricasTalkingSettings) -> AfricasTalkingGateway:
         if not (settings.at_username and settings.at_api_key):
             raise ValueError("africastalking gateway needs AT_USERNAME and AT_API_KEY")
         return cls(

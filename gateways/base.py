@@ -1,22 +1,42 @@
-"""The one small interface every provider implements, the values it hands the core, and typed errors."""
+"""The one small interface every provider implements, the values it hands the core, and typed errors.
+
+A provider module declares, side by side: its webhooks (path -> parser and fixed answer), how a
+webhook is verified as coming from it, how it is built from settings, and how it sends. The core
+asks the registry (`gateways.PROVIDERS`) and never names a vendor.
+"""
 
 from __future__ import annotations
 
 import hmac
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar
+from enum import StrEnum
+from typing import Any, ClassVar, Protocol
+
+# The path segment of a path-secret provider's webhooks when no secret is configured
+# (development only: everywhere else such webhooks are not served at all).
+NO_SECRET = "-"  # noqa: S105
 
 
 class PayloadError(ValueError):
-    """A webhook body the provider would never send: a field is missing or malformed."""
+    """A webhook body the provider would never send: a field is missing, malformed or repeated."""
 
-    def __init__(self, field_name: str, reason: str) -> None:
+    def __init__(self, field_name: str, reason: str, *, status: int = 422) -> None:
         super().__init__(f"{field_name}: {reason}")
         self.field = field_name
         self.reason = reason
+        self.status = status  # 422 for a missing or bad field, 400 for a malformed form
+
+
+class Forbidden(Exception):
+    """A webhook that is not provably the provider's (bad signature, unknown path secret)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason  # a short label for metrics: "signature", "secret"
+        self.detail = detail
 
 
 class SendError(Exception):
@@ -31,18 +51,28 @@ class SendError(Exception):
 
 
 class Form:
-    """A form-encoded body as the provider sent it: every name, every value, in order."""
+    """A form-encoded body as the provider sent it: every name, every value, in order.
 
-    __slots__ = ("pairs",)
+    A field that a parser reads must appear once: a signature covers a field's values sorted, so
+    `Body=HELLO&Body=A1 Djugu 99` re-sent with its values swapped would still verify, and which
+    value is "the" body would be ours to guess. Reading a repeated field is refused (400).
+    """
+
+    __slots__ = ("_values", "pairs")
 
     def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
         self.pairs = list(pairs)
+        self._values: dict[str, list[str]] = {}
+        for key, value in self.pairs:
+            self._values.setdefault(key, []).append(value)
 
     def get(self, name: str) -> str | None:
-        for key, value in self.pairs:
-            if key == name:
-                return value
-        return None
+        values = self._values.get(name)
+        if values is None:
+            return None
+        if len(values) > 1:
+            raise PayloadError(name, f"given {len(values)} times; expected once", status=400)
+        return values[0]
 
     def require(self, name: str, *, allow_empty: bool = False, max_len: int | None = None) -> str:
         value = self.get(name)
@@ -55,10 +85,12 @@ class Form:
         return value
 
     def multi(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for key, value in self.pairs:
-            out.setdefault(key, []).append(value)
-        return out
+        return {key: list(values) for key, values in self._values.items()}
+
+
+class MessageKind(StrEnum):
+    SMS = "sms"
+    BEEP = "beep"  # a call hung up on purpose, asking to be called back
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +104,7 @@ class InboundSms:
     text: str
     reported_at: datetime | None
     raw: dict[str, list[str]] = field(default_factory=dict)
-    kind: str = "sms"  # or "beep": a call hung up on purpose, asking to be called back
+    kind: MessageKind = MessageKind.SMS
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +137,75 @@ class SendResult:
     status: str = "sent"
 
 
+class Secret(Protocol):
+    """A secret value as settings hold it (pydantic's SecretStr): never printed by accident."""
+
+    def get_secret_value(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRequest:
+    """What a provider's verification sees of one webhook request."""
+
+    url: str  # as the provider called it: the public URL, the path and the query string
+    headers: Mapping[str, str]  # names in lower case
+    form: Form
+    path_secret: str | None  # the secret path segment, for providers that use one
+
+
+class Verifier(ABC):
+    """Proves a webhook request came from the provider."""
+
+    @abstractmethod
+    def verify(self, request: WebhookRequest) -> None:
+        """Return when the request is the provider's; raise Forbidden when it is not."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The HTTP answer a provider expects from a webhook once its content is handled."""
+
+    status: int
+    body: bytes
+    content_type: bytes
+
+
+class WebhookKind(StrEnum):
+    MESSAGE = "message"  # an inbound SMS or a beep: parsed to InboundSms, stored by intake
+    RECEIPT = "receipt"  # a delivery report: parsed to DeliveryReport
+    USSD = "ussd"  # one step of a USSD session: parsed to UssdRequest, answered with a screen
+
+
+Parsed = InboundSms | DeliveryReport | UssdRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """One webhook of a provider: how to read its form and what to answer when it is handled."""
+
+    kind: WebhookKind
+    parse: Callable[[Form], Parsed]
+    answer: Answer  # for USSD: the status and content type; the body is the next screen
+
+
 class Gateway(ABC):
-    """Sends SMS through one provider."""
+    """One provider: its webhooks, how they are verified, and sending SMS through it."""
 
     name: ClassVar[str]
+    # Webhook path (after /webhooks/<name>/) -> what it is; a provider with none has no routes.
+    webhooks: ClassVar[Mapping[str, Webhook]] = {}
+    # True: the routes are /webhooks/<name>/<secret>/<path>, the secret proving the caller.
+    path_secret: ClassVar[bool] = False
+
+    @classmethod
+    @abstractmethod
+    def verifier(cls, settings: Any) -> Verifier | None:
+        """The check of this provider's webhooks from settings; None when it is not configured."""
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: Any) -> Gateway:
+        """Build the sender from settings; raise ValueError naming what is missing."""
 
     @abstractmethod
     def send(self, *, to: str, text: str, idempotency_key: str) -> SendResult:

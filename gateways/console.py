@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Any
 
-from gateways.base import Gateway, SendResult
-
-if TYPE_CHECKING:
-    from app.config import Settings
+from gateways.base import Gateway, SendResult, Verifier
 
 NAME = "console"
 log = logging.getLogger("kengele.console")
@@ -20,7 +17,11 @@ class ConsoleGateway(Gateway):
     name = NAME
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ConsoleGateway:
+    def verifier(cls, settings: Any) -> Verifier | None:
+        return None  # it receives nothing: `kengele simulate` stands in for its webhooks
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ConsoleGateway:
         return cls()
 
     def send(self, *, to: str, text: str, idempotency_key: str) -> SendResult:

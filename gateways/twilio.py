@@ -6,18 +6,33 @@ import base64
 import hashlib
 import hmac
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import ClassVar, Protocol
 from urllib.parse import urlsplit, urlunsplit
+from xml.sax.saxutils import escape
 
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from gateways.base import DeliveryReport, Form, Gateway, InboundSms, PayloadError, SendError, SendResult
-
-if TYPE_CHECKING:
-    from app.config import Settings
+from gateways.base import (
+    Answer,
+    DeliveryReport,
+    Forbidden,
+    Form,
+    Gateway,
+    InboundSms,
+    MessageKind,
+    PayloadError,
+    Secret,
+    SendError,
+    SendResult,
+    Verifier,
+    Webhook,
+    WebhookKind,
+    WebhookRequest,
+)
 
 NAME = "twilio"
 SIGNATURE_HEADER = "x-twilio-signature"
@@ -74,7 +89,7 @@ def parse_voice(form: Form) -> InboundSms:
         text="",
         reported_at=None,
         raw=form.multi(),
-        kind="beep",
+        kind=MessageKind.BEEP,
     )
 
 
@@ -138,15 +153,59 @@ def signature_valid(
 
 def twiml_message(text: str) -> str:
     """A TwiML answer carrying one reply."""
-    from xml.sax.saxutils import escape
-
     return f'<?xml version="1.0" encoding="UTF-8"?><Response><Message>{escape(text)}</Message></Response>'
 
 
+class TwilioSettings(Protocol):
+    """What the Twilio provider reads from the service's settings."""
+
+    @property
+    def twilio_account_sid(self) -> str | None: ...
+    @property
+    def twilio_auth_token(self) -> Secret | None: ...
+    @property
+    def twilio_from(self) -> str | None: ...
+    @property
+    def twilio_webhook_key(self) -> Secret | None: ...
+    @property
+    def twilio_api_base(self) -> str | None: ...
+    @property
+    def send_timeout(self) -> float: ...
+    @property
+    def public_url(self) -> str: ...
+
+
+class SignatureCheck(Verifier):
+    """X-Twilio-Signature with the auth token, or with the SharedKey secret when Twilio says so."""
+
+    def __init__(self, *, auth_token: str, shared_key: str | None = None) -> None:
+        self._token = auth_token
+        self._shared_key = shared_key
+
+    def verify(self, request: WebhookRequest) -> None:
+        signature_settings = request.headers.get(SIGNATURE_SETTINGS_HEADER)
+        key = self._shared_key if signature_settings and self._shared_key else self._token
+        valid = signature_valid(
+            token=key,
+            url=request.url,
+            params=request.form.multi(),
+            signature=request.headers.get(SIGNATURE_HEADER, ""),
+            settings_header=signature_settings,
+        )
+        if not valid:
+            raise Forbidden("signature", "X-Twilio-Signature does not match")
+
+
 class TwilioGateway(Gateway):
-    """Sends through the official `twilio` SDK (one client per sending thread)."""
+    """Twilio: webhooks signed with the auth token; sends through the official `twilio` SDK."""
 
     name = NAME
+    webhooks: ClassVar[Mapping[str, Webhook]] = {
+        "sms": Webhook(WebhookKind.MESSAGE, parse_inbound, Answer(200, EMPTY_TWIML.encode(), b"text/xml")),
+        # A call to the alert number is stored as a beep, then rejected so it costs the caller nothing.
+        "voice": Webhook(WebhookKind.MESSAGE, parse_voice, Answer(200, REJECT_TWIML.encode(), b"text/xml")),
+        "status": Webhook(WebhookKind.RECEIPT, parse_status, Answer(204, b"", b"text/plain")),
+    }
 
     def __init__(
         self,
@@ -165,7 +224,17 @@ class TwilioGateway(Gateway):
         self._local = threading.local()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TwilioGateway:
+    def verifier(cls, settings: TwilioSettings) -> Verifier | None:
+        if settings.twilio_auth_token is None:
+            return None
+        shared = settings.twilio_webhook_key
+        return SignatureCheck(
+            auth_token=settings.twilio_auth_token.get_secret_value(),
+            shared_key=shared.get_secret_value() if shared is not None else None,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: TwilioSettings) -> TwilioGateway:
         if not (settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_from):
             raise ValueError("twilio gateway needs TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_FROM")
         return cls(

@@ -20,7 +20,7 @@ from app.db import upgrade
 from app.main import create_app
 from app.models import Base
 from tests.fakes import FakeProvider, start_fake
-from tests.helpers import TWILIO_TOKEN
+from tests.helpers import AT_SECRET, TWILIO_TOKEN
 
 PG_ADMIN_URL = os.environ.get("KENGELE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("KENGELE_TEST_REQUIRE_PG") == "1" or os.environ.get("CI") == "true"
@@ -104,6 +104,8 @@ def make_settings(db_url: str) -> Callable[..., Settings]:
             "database_url": db_url,
             "admin_token": ADMIN_TOKEN,
             "gateway": "console",
+            # Outside development a provider's webhooks exist only with their check configured.
+            "at_webhook_secret": AT_SECRET,
             "public_url": "http://testserver",
             "log_format": "text",
             "dispatch_poll": 0.05,

@@ -14,6 +14,7 @@ from twilio.request_validator import RequestValidator
 from app.models import Message
 
 TWILIO_TOKEN = "twilio-test-token-abcdef0123456789"
+AT_SECRET = "s3cr3t-path"  # the Africa's Talking webhook path secret of the test settings
 
 
 def twilio_form(

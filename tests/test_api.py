@@ -12,7 +12,7 @@ from app.config import Settings
 from app.db import make_sessionmaker, transaction
 from app.main import create_app
 from app.models import ApiToken
-from tests.helpers import at_form, count, wait_for
+from tests.helpers import AT_SECRET, at_form, count, wait_for
 
 
 def add_token(db_url: str, role: str, token: str) -> None:
@@ -36,7 +36,7 @@ def test_metrics_count_inbound(client: TestClient) -> None:
         return 0.0
 
     before = stored()
-    assert client.post("/webhooks/africastalking/-/sms", data=at_form()).status_code == 200
+    assert client.post(f"/webhooks/africastalking/{AT_SECRET}/sms", data=at_form()).status_code == 200
     assert stored() == before + 1
 
 
@@ -54,7 +54,9 @@ def test_messages_need_a_token(client: TestClient, db_url: str) -> None:
 
 def test_messages_filters_and_paging(client: TestClient, auth: dict[str, str], db_url: str) -> None:
     for i in range(5):
-        client.post("/webhooks/africastalking/-/sms", data=at_form(text=f"A1 Djugu {i}", pid=f"AT{i}"))
+        client.post(
+            f"/webhooks/africastalking/{AT_SECRET}/sms", data=at_form(text=f"A1 Djugu {i}", pid=f"AT{i}")
+        )
     wait_for(lambda: count(db_url, direction="outbound", status="sent") == 5)
     inbound = client.get("/api/v1/messages", params={"direction": "inbound", "limit": 2}, headers=auth).json()
     assert inbound["total"] == 5 and len(inbound["items"]) == 2
@@ -83,8 +85,10 @@ def test_bad_query_names_the_field(client: TestClient, auth: dict[str, str]) -> 
 
 
 def test_triage_lists_what_nobody_understood(client: TestClient, auth: dict[str, str], db_url: str) -> None:
-    client.post("/webhooks/africastalking/-/sms", data=at_form(text="bonjour je veux savoir", pid="T1"))
-    client.post("/webhooks/africastalking/-/sms", data=at_form(text="A1 Djugu", pid="T2"))
+    client.post(
+        f"/webhooks/africastalking/{AT_SECRET}/sms", data=at_form(text="bonjour je veux savoir", pid="T1")
+    )
+    client.post(f"/webhooks/africastalking/{AT_SECRET}/sms", data=at_form(text="A1 Djugu", pid="T2"))
     wait_for(lambda: count(db_url, direction="outbound") == 2)
     wait_for(lambda: client.get("/api/v1/triage", headers=auth).json()["total"] == 1)
     (item,) = client.get("/api/v1/triage", headers=auth).json()["items"]

@@ -21,7 +21,7 @@ from app.services.shifts import normalize_shifts, on_duty, parse_shifts
 from gateways.base import InboundSms
 from tests.conftest import ADMIN_TOKEN
 from tests.fakes import FakeProvider
-from tests.helpers import signed_headers
+from tests.helpers import AT_SECRET, signed_headers
 from tests.test_corpus import CORPUS, load_roster
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -118,7 +118,7 @@ def test_beeps_from_a_focal_point_become_alerts_to_call_back(make_settings: Call
         )
         for _ in range(2):  # Africa's Talking calls back twice per session: one beep
             r = client.post(
-                "/webhooks/africastalking/-/voice",
+                f"/webhooks/africastalking/{AT_SECRET}/voice",
                 data={"sessionId": "S1", "callerNumber": "+243810000002", "isActive": "1"},
             )
             assert r.status_code == 200 and "<Reject/>" in r.text

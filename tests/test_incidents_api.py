@@ -9,7 +9,7 @@ from app.db import transaction
 from app.models import AuditLog, Person
 from app.services import gazetteer
 from app.services.runtime import Runtime
-from tests.helpers import at_form, count, wait_for
+from tests.helpers import AT_SECRET, at_form, count, wait_for
 from tests.test_api import add_token
 
 PLACES = [
@@ -32,7 +32,9 @@ def setup(client: TestClient, db_url: str) -> Runtime:
         ("AT4", "+243810000004", "A6 Bunia"),
     ]
     for pid, sender, text in texts:
-        client.post("/webhooks/africastalking/-/sms", data=at_form(sender=sender, text=text, pid=pid))
+        client.post(
+            f"/webhooks/africastalking/{AT_SECRET}/sms", data=at_form(sender=sender, text=text, pid=pid)
+        )
     wait_for(lambda: count(db_url, direction="outbound", purpose="reply") == 4)
     return runtime
 

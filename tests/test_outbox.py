@@ -185,6 +185,14 @@ def test_idempotency_key_queues_once(settings: Settings) -> None:
 class CountingGateway(Gateway):
     name = "console"
 
+    @classmethod
+    def verifier(cls, settings: object) -> None:
+        return None
+
+    @classmethod
+    def from_settings(cls, settings: object) -> CountingGateway:
+        return cls()
+
     def __init__(self) -> None:
         self.sent: list[str] = []
         self.lock = threading.Lock()

@@ -1,4 +1,9 @@
-"""Provider webhooks: read the form, check who sent it, hand it to intake, answer fast.
+"""Provider webhooks: a loop over the registry. Read the form, verify it, hand it on, answer fast.
+
+Each provider in `gateways/` declares its webhooks and how they are verified; this module never
+names a vendor. A provider's webhooks are served only when its verification is configured; in
+`development` only, an unconfigured provider's webhooks are served unchecked (for `make run`),
+and named in one warning at start-up. Anywhere else they answer 404, as if they did not exist.
 
 This is the hottest path of the service, so it is a plain ASGI middleware that answers
 `/webhooks/...` itself instead of going through the framework's routing, dependency injection
@@ -12,16 +17,30 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
-from app.db import transaction
+import gateways
+from app.config import Settings
 from app.metrics import WEBHOOK_REJECTED
 from app.services import ussd
-from app.services.outbox import record_delivery
+from app.services.outbox import receive_receipt
 from app.services.runtime import Runtime
-from gateways import africastalking, twilio
-from gateways.base import DeliveryReport, Form, PayloadError, secrets_equal
+from gateways.base import (
+    NO_SECRET,
+    Answer,
+    DeliveryReport,
+    Forbidden,
+    Form,
+    InboundSms,
+    PayloadError,
+    UssdRequest,
+    Verifier,
+    Webhook,
+    WebhookRequest,
+    secrets_equal,
+)
 
 log = logging.getLogger("kengele.webhooks")
 
@@ -36,7 +55,6 @@ MAX_BODY = 64 * 1024
 MAX_FIELDS = 200
 FORM_TYPE = "application/x-www-form-urlencoded"
 TEXT_FIELDS = {"Body", "text"}
-AT_ROUTES = ("sms", "delivery", "voice", "ussd")
 
 
 class Refused(Exception):
@@ -120,28 +138,69 @@ async def respond_json(send: Send, status: int, detail: str) -> None:
     await respond(send, status, json.dumps({"detail": detail}).encode(), b"application/json")
 
 
+class Unchecked(Verifier):
+    """Development only: a provider without its verification configured is served unchecked.
+
+    A path-secret provider's path then carries `-` in place of the secret, so a configured
+    secret is never mistaken for an unconfigured one.
+    """
+
+    def __init__(self, *, path_secret: bool) -> None:
+        self.path_secret = path_secret
+
+    def verify(self, request: WebhookRequest) -> None:
+        if self.path_secret and not secrets_equal(request.path_secret or "", NO_SECRET):
+            raise Forbidden("secret", "unknown webhook path secret")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One served webhook: whose it is, what it is, and the check every request passes first."""
+
+    provider: str
+    path_secret: bool
+    webhook: Webhook
+    verifier: Verifier
+
+
+def build_routes(settings: Settings) -> dict[tuple[str, str], Route]:
+    """The webhooks this process serves, by (provider, path): only those it can verify."""
+    routes: dict[tuple[str, str], Route] = {}
+    unchecked: list[str] = []
+    for name, provider in gateways.PROVIDERS.items():
+        if not provider.webhooks:
+            continue
+        verifier = provider.verifier(settings)
+        if verifier is None:
+            if settings.env != "development":
+                continue  # no route without its check: 404, nothing stored
+            verifier = Unchecked(path_secret=provider.path_secret)
+            segment = f"{NO_SECRET}/" if provider.path_secret else ""
+            unchecked += [f"{PREFIX}{name}/{segment}{path}" for path in provider.webhooks]
+        for path, webhook in provider.webhooks.items():
+            routes[(name, path)] = Route(name, provider.path_secret, webhook, verifier)
+    if unchecked:
+        log.warning(
+            "development: webhooks served WITHOUT verification (anyone can post to them)",
+            extra={"routes": unchecked},
+        )
+    return routes
+
+
 class Webhooks:
     """ASGI middleware answering the provider webhooks; everything else goes to `app`."""
 
     def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         self.app = app
         self.runtime = runtime
-        self.routes: dict[str, Callable[[Scope, Form], Awaitable[tuple[int, bytes, bytes]]]] = {
-            "twilio/sms": self.twilio_sms,
-            "twilio/status": self.twilio_status,
-            "africastalking/sms": self.at_sms,
-            "africastalking/delivery": self.at_delivery,
-            "twilio/voice": self.twilio_voice,
-            "africastalking/voice": self.at_voice,
-            "africastalking/ussd": self.at_ussd,
-        }
+        self.routes = build_routes(runtime.settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
         if scope["type"] != "http" or not path.startswith(PREFIX):
             await self.app(scope, receive, send)
             return
-        route, secret = self.route(path[len(PREFIX) :])
+        route, secret = self.match(path[len(PREFIX) :])
         if route is None:
             await respond_json(send, 404, "no such webhook")
             return
@@ -149,102 +208,56 @@ class Webhooks:
             await respond_json(send, 405, "webhooks take POST")
             return
         try:
-            if secret is not None:
-                self.check_at_secret(secret)
+            if route.path_secret:  # refused before the body is even read
+                route.verifier.verify(WebhookRequest("", {}, Form(()), secret))
             body = await read_body(scope, receive)
             form = parse_form(body, header(scope, b"content-type") or "")
-            status, payload, ctype = await self.routes[route](scope, form)
+            if not route.path_secret:
+                route.verifier.verify(self.request(scope, form))
+            answer = await self.handle(route, form)
+        except Forbidden as exc:
+            WEBHOOK_REJECTED.labels(route.provider, exc.reason).inc()
+            await respond_json(send, 403, exc.detail)
+            return
         except Refused as exc:
             await respond_json(send, exc.status, exc.detail)
             return
         except PayloadError as exc:
-            WEBHOOK_REJECTED.labels(route.split("/")[0], "payload").inc()
-            await respond_json(send, 422, str(exc))
+            WEBHOOK_REJECTED.labels(route.provider, "payload").inc()
+            await respond_json(send, exc.status, str(exc))
             return
-        await respond(send, status, payload, ctype)
+        await respond(send, answer.status, answer.body, answer.content_type)
 
-    @staticmethod
-    def route(rest: str) -> tuple[str | None, str | None]:
-        """`twilio/sms` -> ("twilio/sms", None); `africastalking/<secret>/sms` -> (..., secret)."""
+    def match(self, rest: str) -> tuple[Route | None, str | None]:
+        """`twilio/sms` -> (route, None); `africastalking/<secret>/sms` -> (route, secret)."""
         parts = rest.split("/")
-        if len(parts) == 2 and parts[0] == "twilio" and parts[1] in ("sms", "status", "voice"):
-            return rest, None
-        if len(parts) == 3 and parts[0] == "africastalking" and parts[2] in AT_ROUTES:
-            return f"africastalking/{parts[2]}", parts[1]
-        return None, None
+        provider = gateways.PROVIDERS.get(parts[0])
+        if provider is None or len(parts) != (3 if provider.path_secret else 2):
+            return None, None
+        route = self.routes.get((parts[0], parts[-1]))
+        return route, parts[1] if provider.path_secret else None
 
-    # -- authentication ------------------------------------------------------------------------
-    def check_twilio(self, scope: Scope, form: Form) -> None:
-        settings = self.runtime.settings
-        signature_settings = header(scope, twilio.SIGNATURE_SETTINGS_HEADER.encode())
-        key = settings.twilio_auth_token
-        if signature_settings and settings.twilio_webhook_key is not None:
-            key = settings.twilio_webhook_key  # signed with the account's SharedKey secret
-        if key is None:
-            return
+    def request(self, scope: Scope, form: Form) -> WebhookRequest:
+        """The request as the provider signed it: our public URL, the path and the query."""
         query = scope.get("query_string", b"").decode("latin-1")
-        url = settings.public_url + scope["path"] + (f"?{query}" if query else "")
-        valid = twilio.signature_valid(
-            token=key.get_secret_value(),
-            url=url,
-            params=form.multi(),
-            signature=header(scope, twilio.SIGNATURE_HEADER.encode()) or "",
-            settings_header=signature_settings,
-        )
-        if not valid:
-            WEBHOOK_REJECTED.labels("twilio", "signature").inc()
-            raise Refused(403, "X-Twilio-Signature does not match")
+        url = self.runtime.settings.public_url + scope["path"] + (f"?{query}" if query else "")
+        headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
+        return WebhookRequest(url, headers, form, None)
 
-    def check_at_secret(self, secret: str) -> None:
-        configured = self.runtime.settings.at_webhook_secret
-        expected = configured.get_secret_value() if configured is not None else africastalking.NO_SECRET
-        if not secrets_equal(secret, expected):
-            WEBHOOK_REJECTED.labels("africastalking", "secret").inc()
-            raise Refused(403, "unknown webhook path secret")
+    async def handle(self, route: Route, form: Form) -> Answer:
+        """Hand the parsed webhook to the service that owns it; the answer the provider expects."""
+        parsed = route.webhook.parse(form)
+        answer = route.webhook.answer
+        if isinstance(parsed, InboundSms):  # stored and committed before the 2xx
+            await self.runtime.writer.store(parsed)
+        elif isinstance(parsed, DeliveryReport):
+            await asyncio.to_thread(self.receipt, parsed)
+        elif isinstance(parsed, UssdRequest):
+            screen = await ussd.answer(runtime=self.runtime, request=parsed)
+            answer = Answer(answer.status, screen.encode(), answer.content_type)
+        return answer
 
-    # -- handlers --------------------------------------------------------------------------------
-    async def twilio_sms(self, scope: Scope, form: Form) -> tuple[int, bytes, bytes]:
-        """Inbound SMS from Twilio; empty TwiML once the message is committed."""
-        self.check_twilio(scope, form)
-        await self.runtime.writer.store(twilio.parse_inbound(form))
-        return 200, twilio.EMPTY_TWIML.encode(), b"text/xml"
-
-    async def twilio_voice(self, scope: Scope, form: Form) -> tuple[int, bytes, bytes]:
-        """A call to the alert number: stored as a beep, then rejected so it costs the caller nothing."""
-        self.check_twilio(scope, form)
-        await self.runtime.writer.store(twilio.parse_voice(form))
-        return 200, twilio.REJECT_TWIML.encode(), b"text/xml"
-
-    async def at_voice(self, scope: Scope, form: Form) -> tuple[int, bytes, bytes]:
-        """Africa's Talking voice callback: the same, once per call session."""
-        await self.runtime.writer.store(africastalking.parse_voice(form))
-        return 200, africastalking.REJECT_XML.encode(), b"application/xml"
-
-    async def twilio_status(self, scope: Scope, form: Form) -> tuple[int, bytes, bytes]:
-        """Twilio's delivery status callback."""
-        self.check_twilio(scope, form)
-        await asyncio.to_thread(self.record, twilio.parse_status(form))
-        return 204, b"", b"text/plain"
-
-    async def at_sms(self, scope: Scope, form: Form) -> tuple[int, bytes, bytes]:
-        """Inbound SMS from Africa's Talking."""
-        await self.runtime.writer.store(africastalking.parse_inbound(form))
-        return 200, b"", b"text/plain"
-
-    async def at_ussd(self, scope: Scope, form: Form) -> tuple[int, bytes, bytes]:
-        """One step of an Africa's Talking USSD session: the next screen, `CON ...` or `END ...`."""
-        request = africastalking.parse_ussd(form)
-        text = await ussd.answer(runtime=self.runtime, request=request)
-        return 200, text.encode(), b"text/plain; charset=utf-8"
-
-    async def at_delivery(self, scope: Scope, form: Form) -> tuple[int, bytes, bytes]:
-        """Africa's Talking delivery report."""
-        await asyncio.to_thread(self.record, africastalking.parse_delivery(form))
-        return 200, b"", b"text/plain"
-
-    def record(self, report: DeliveryReport) -> None:
-        with transaction(self.runtime.factory) as session:
-            message = record_delivery(session=session, report=report, gateways=len(self.runtime.gateways))
-            retry = message is not None and message.status == "queued"
-        if retry:  # a failed receipt: the next gateway tries it now
-            self.runtime.dispatcher.notify()
+    def receipt(self, report: DeliveryReport) -> None:
+        runtime = self.runtime
+        if receive_receipt(factory=runtime.factory, report=report, gateways=len(runtime.gateways)):
+            runtime.dispatcher.notify()  # a failed receipt: the next gateway tries it now

@@ -25,7 +25,7 @@ from sqlalchemy import Insert, and_, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import insert_ignoring_conflicts, utcnow
+from app.db import insert_ignoring_conflicts, transaction, utcnow
 from app.metrics import DELIVERY, OUTBOUND, OUTBOX_DEPTH
 from app.models import DeliveryEvent, Message
 from gateways.base import DeliveryReport, Gateway, SendError
@@ -459,6 +459,13 @@ def record_delivery(*, session: Session, report: DeliveryReport, gateways: int =
             return message
         _apply(message, report.status, report.error)
     return message
+
+
+def receive_receipt(*, factory: sessionmaker[Session], report: DeliveryReport, gateways: int) -> bool:
+    """Record a delivery receipt in its own transaction; True when its SMS is queued again to send now."""
+    with transaction(factory) as session:
+        message = record_delivery(session=session, report=report, gateways=gateways)
+        return message is not None and message.status == "queued"
 
 
 def adopt_early_receipts(*, session: Session, sent: list[tuple[str | None, str | None]]) -> None:
