@@ -22,7 +22,7 @@ from app.config import Settings
 from app.db import transaction, utcnow
 from app.main import create_app
 from app.models import Alert, AuditLog, CheckIn, Incident, Message, Person, Place, UssdSession
-from app.services import gazetteer, ussd
+from app.services import gazetteer, ussd, ussd_menu
 from app.services.geotag import distance_km
 from app.services.runtime import Runtime
 from keywords.grammar import GRAMMAR_DIR, USSD, GrammarError, load_grammar
@@ -46,7 +46,7 @@ def dial(client: TestClient, session_id: str, phone: str, text: str, **extra: st
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "text/plain; charset=utf-8"
     assert r.text.startswith(("CON ", "END ")), r.text
-    assert len(r.text) <= ussd.MAX_SCREEN, (len(r.text), r.text)
+    assert len(r.text) <= ussd_menu.MAX_SCREEN, (len(r.text), r.text)
     return r.text
 
 
@@ -376,7 +376,9 @@ LONG = "Kanyabayonga Iga Barriere Nord"
 @pytest.mark.parametrize("language", sorted(lexicon().grammars))
 def test_every_screen_fits_in_every_language(language: str) -> None:
     lex = lexicon("fr")
-    caller = ussd.Caller(person_id=1, language=language, home=(0.0, 0.0), home_name=LONG, nearby=(LONG,) * 5)
+    caller = ussd_menu.Caller(
+        person_id=1, language=language, home=(0.0, 0.0), home_name=LONG, nearby=(LONG,) * 5
+    )
     walks = [
         [],
         ["3"],
@@ -385,49 +387,49 @@ def test_every_screen_fits_in_every_language(language: str) -> None:
         ["1", "2"],
         ["1", "2", "2"],
         ["1", "2", "3"],
-        ["1", "2", "3", "X" * ussd.MAX_PLACE],
+        ["1", "2", "3", "X" * ussd_menu.MAX_PLACE],
         ["1", "2", "1"],
         ["1", "2", "1", "100000"],
     ]
     for walk in walks:
         for invalid in ([], ["99"]):
-            state = ussd.replay(walk + invalid, caller=caller, lex=lex, resolve=lambda _: None)
-            text = ussd.render(state, caller=caller, lex=lex)
-            assert text.startswith("CON ") and len(text) <= ussd.MAX_SCREEN, (len(text), text)
+            state = ussd_menu.replay(walk + invalid, caller=caller, lex=lex, resolve=lambda _: None)
+            text = ussd_menu.render(state, caller=caller, lex=lex)
+            assert text.startswith("CON ") and len(text) <= ussd_menu.MAX_SCREEN, (len(text), text)
             if state.stack[-1] == "category":  # the card's list is whole, never cut
                 assert "\n10 " in text
-    first = ussd.replay([], caller=replace(caller, language=None), lex=lex, resolve=lambda _: None)
+    first = ussd_menu.replay([], caller=replace(caller, language=None), lex=lex, resolve=lambda _: None)
     assert (
-        ussd.render(first, caller=caller, lex=lex)
+        ussd_menu.render(first, caller=caller, lex=lex)
         == "CON Langue / Language / Lugha\n1 Francais\n2 English\n3 Kiswahili"
     )
     for key in ("sent", "sent_later", "checked_in", "expired"):
         values = {"code": "K1234567", "category": "WATU WENYE SILAHA", "place": LONG} if key == "sent" else {}
-        assert len(ussd.end(key, language=language, lex=lex, **values)) <= ussd.MAX_SCREEN
+        assert len(ussd_menu.end(key, language=language, lex=lex, **values)) <= ussd_menu.MAX_SCREEN
 
 
 def test_a_long_list_is_cut_rather_than_exceed_the_screen() -> None:
     lex = lexicon("fr")
-    caller = ussd.Caller(person_id=1, language="fr", home=(0.0, 0.0), nearby=("P" * 60,) * 5)
-    state = ussd.replay(["1", "1", "2"], caller=caller, lex=lex, resolve=lambda _: None)
-    text = ussd.render(state, caller=caller, lex=lex)
-    assert len(text) <= ussd.MAX_SCREEN and "1 " + "P" * 60 in text and "5 P" not in text
+    caller = ussd_menu.Caller(person_id=1, language="fr", home=(0.0, 0.0), nearby=("P" * 60,) * 5)
+    state = ussd_menu.replay(["1", "1", "2"], caller=caller, lex=lex, resolve=lambda _: None)
+    text = ussd_menu.render(state, caller=caller, lex=lex)
+    assert len(text) <= ussd_menu.MAX_SCREEN and "1 " + "P" * 60 in text and "5 P" not in text
     assert text.endswith("\n0 Retour")
 
 
 def test_the_card_sms_of_each_choice() -> None:
     lex = lexicon("fr")
-    home = ussd.Caller(person_id=1, language="sw", home=(0.0, 0.0), nearby=("Oicha",))
+    home = ussd_menu.Caller(person_id=1, language="sw", home=(0.0, 0.0), nearby=("Oicha",))
 
     def sms(walk: list[str]) -> str:
-        state = ussd.replay(walk, caller=home, lex=lex, resolve=lambda name: name.title())
+        state = ussd_menu.replay(walk, caller=home, lex=lex, resolve=lambda name: name.title())
         assert state.done == "report"
-        return ussd.report_sms(state, lex)
+        return ussd_menu.report_sms(state, lex)
 
     assert sms(["1", "10", "1", "00", "1"]) == "T10"
     assert sms(["1", "1", "2", "1", "7", "1"]) == "T1 Oicha 7"
     assert sms(["1", "3", "3", "beni", "2", "1"]) == "T3 Beni 2"
-    assert ussd.checkin_sms("en", lex) == "OK" and ussd.checkin_sms("sw", lex) == "SALAMA"
+    assert ussd_menu.checkin_sms("en", lex) == "OK" and ussd_menu.checkin_sms("sw", lex) == "SALAMA"
 
 
 # -- the [ussd] table of each grammar is checked when the grammar is loaded -------------------------
