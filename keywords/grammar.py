@@ -48,7 +48,7 @@ REPLIES: dict[str, set[str]] = {
     "acked": {"code", "who"},  # to the other officers told about it
     "closed": {"code", "who"},
 }
-# USSD screen texts every language must have, with the placeholders each may use (app/services/ussd.py).
+# USSD screen texts every language must have, with the placeholders each may use (app/services/ussd_menu.py).
 USSD: dict[str, set[str]] = {
     "language": set(),  # the word "language", joined across languages on a new caller's first screen
     "invalid": set(),
