@@ -213,3 +213,28 @@ class ImportReport(BaseModel):
     invalid: int
     errors: list[RowErrorOut]
     results: list[RowResultOut]
+
+
+class SilentFocalPoint(BaseModel):
+    id: int
+    name: str
+    phone: str | None  # masked for viewers
+    silent_since: datetime | None
+    last_message_at: datetime | None
+
+
+class AreaHealth(BaseModel):
+    area: str  # "" = focal points with no area
+    focal_points: int  # active, approved
+    opted_out: int
+    last_round_at: datetime | None
+    asked_last_round: int
+    answered_last_round: int
+    silent: int
+    silent_focal_points: list[SilentFocalPoint]
+
+
+class NetworkHealth(BaseModel):
+    areas: list[AreaHealth]
+    focal_points: int
+    silent: int

@@ -1,4 +1,7 @@
-"""Incidents and their reports: lists, details, GeoJSON, and what officers do to them."""
+"""Incidents and their reports over the API: lists, details, GeoJSON, and officers' decisions.
+
+Each decision is a call to services/incidents, the same one the SMS commands make.
+"""
 
 from __future__ import annotations
 
@@ -11,34 +14,15 @@ from sqlalchemy.orm import Session
 
 from app.auth import Principal, require
 from app.db import transaction, utcnow
-from app.models import Alert, AuditLog, Incident, Message
-from app.phones import mask, scrub
+from app.models import Alert, Incident
 from app.routes.api import MAX_ID, Limit, Offset, RowId, as_utc, paged
-from app.schemas import (
-    AlertPublic,
-    HistoryEntry,
-    IncidentDetail,
-    IncidentPublic,
-    MergeRequest,
-    MoveRequest,
-    Notification,
-    Page,
-)
+from app.schemas import AlertPublic, IncidentDetail, IncidentPublic, MergeRequest, MoveRequest, Page
 from app.services import incidents as actions
 
 router = APIRouter(prefix="/api/v1", tags=["incidents"])
 Viewer = Annotated[Principal, Depends(require("viewer"))]
 Officer = Annotated[Principal, Depends(require("officer"))]
 Status = Literal["open", "acknowledged", "closed"]
-
-
-def _alert_view(alert: Alert, principal: Principal) -> AlertPublic:
-    view = AlertPublic.model_validate(alert)
-    if not principal.at_least("officer"):  # a reporter's number can get them killed
-        view.sender = mask(view.sender) or ""
-        view.text = scrub(view.text)
-        view.place_name = scrub(view.place_name) if view.place_name else None
-    return view
 
 
 def _incident(session: Session, incident_id: int) -> Incident:
@@ -49,35 +33,7 @@ def _incident(session: Session, incident_id: int) -> Incident:
 
 
 def _detail(session: Session, incident: Incident, principal: Principal) -> IncidentDetail:
-    reports = session.scalars(
-        select(Alert).where(Alert.incident_id == incident.id).order_by(Alert.reported_at)
-    )
-    sent = session.scalars(
-        select(Message)
-        .where(
-            Message.incident_id == incident.id, Message.direction == "outbound", Message.purpose != "reply"
-        )
-        .order_by(Message.id)
-    )
-    notifications = [Notification.model_validate(m) for m in sent]
-    steps = session.scalars(
-        select(AuditLog)
-        .where(AuditLog.entity == "incident", AuditLog.entity_id == str(incident.id))
-        .order_by(AuditLog.id)
-    )
-    history = [HistoryEntry.model_validate(step) for step in steps]
-    if not principal.at_least("officer"):
-        for note in notifications:
-            note.recipient = mask(note.recipient)
-            note.error = scrub(note.error) if note.error else None
-        for entry in history:
-            entry.details = {k: scrub(v) if isinstance(v, str) else v for k, v in entry.details.items()}
-    return IncidentDetail(
-        **IncidentPublic.model_validate(incident).model_dump(),
-        reports=[_alert_view(a, principal) for a in reports],
-        notifications=notifications,
-        history=history,
-    )
+    return actions.detail(session=session, incident=incident, full=principal.at_least("officer"))
 
 
 @router.get("/incidents", response_model=Page[IncidentPublic])
@@ -130,28 +86,19 @@ def get_incident(request: Request, incident_id: RowId, principal: Viewer) -> Inc
 
 
 def _decide(request: Request, incident_id: int, principal: Principal, action: str) -> IncidentDetail:
-    """Acknowledge or close; when it changed the incident, the officers told about it learn who."""
+    """Acknowledge or close (the officers told about the incident learn who), then show it."""
     runtime = request.app.state.runtime
+    decide = actions.acknowledge if action == "ack" else actions.close
     with transaction(runtime.factory) as session:
-        incident = _incident(session, incident_id)
-        now, told, actor = utcnow(), 0, f"api:{principal.name}"
-        if action == "ack":
-            done = actions.acknowledge(
-                session=session, incident=incident, who=principal.name, who_id=None, actor=actor, now=now
-            )
-        else:
-            done = actions.close(session=session, incident=incident, who=principal.name, actor=actor, now=now)
-        if done and runtime.pipeline.escalation is not None:
-            told = runtime.pipeline.escalation.tell_others(
-                session=session,
-                incident=incident,
-                action="acked" if action == "ack" else "closed",
-                who=principal.name,
-                who_id=None,
-                now=now,
-            )
-        detail = _detail(session, incident, principal)
-    if told:
+        decision = decide(
+            session=session,
+            incident=_incident(session, incident_id),
+            officer=actions.Actor.api(principal.name),
+            escalation=runtime.pipeline.escalation,
+            now=utcnow(),
+        )
+        detail = _detail(session, decision.incident, principal)
+    if decision.told:
         runtime.dispatcher.notify()
     return detail
 
@@ -176,12 +123,16 @@ def merge_incident(
     with transaction(request.app.state.runtime.factory) as session:
         source, target = _incident(session, incident_id), _incident(session, body.into)
         try:
-            merged = actions.merge(
-                session=session, source=source, target=target, actor=f"api:{principal.name}", now=utcnow()
+            decision = actions.merge(
+                session=session,
+                source=source,
+                target=target,
+                officer=actions.Actor.api(principal.name),
+                now=utcnow(),
             )
-        except ValueError as exc:
+        except actions.Refused as exc:
             raise HTTPException(422, str(exc)) from None
-        return _detail(session, merged, principal)
+        return _detail(session, decision.incident, principal)
 
 
 @router.get("/alerts", response_model=Page[AlertPublic])
@@ -199,8 +150,9 @@ def list_alerts(
         query = query.where(Alert.incident_id == incident_id)
     if since:
         query = query.where(Alert.reported_at >= as_utc(since))
+    full = principal.at_least("officer")
     items, total = paged(
-        request, query, (Alert.id.desc(),), lambda a: _alert_view(a, principal), limit, offset
+        request, query, (Alert.id.desc(),), lambda a: actions.report_view(alert=a, full=full), limit, offset
     )
     return Page[AlertPublic](items=items, total=total)
 
@@ -214,9 +166,13 @@ def move_alert(request: Request, alert_id: RowId, body: MoveRequest, principal: 
             raise HTTPException(404, f"no alert {alert_id}")
         target = _incident(session, body.incident_id) if body.incident_id is not None else None
         try:
-            incident = actions.move(
-                session=session, alert=alert, target=target, actor=f"api:{principal.name}", now=utcnow()
+            decision = actions.move(
+                session=session,
+                alert=alert,
+                target=target,
+                officer=actions.Actor.api(principal.name),
+                now=utcnow(),
             )
-        except ValueError as exc:
+        except actions.Refused as exc:
             raise HTTPException(422, str(exc)) from None
-        return _detail(session, incident, principal)
+        return _detail(session, decision.incident, principal)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from email import policy
 from email.parser import BytesParser
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -14,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.auth import Principal, require
 from app.db import transaction
-from app.models import Person, Place
+from app.models import Person
 from app.routes.api import Limit, Offset, RowId, paged
 from app.schemas import ImportReport, Page, PersonIn, PersonOut, PersonPatch
 from app.services import roster
@@ -26,44 +28,16 @@ MAX_UPLOAD = 10_000_000  # bytes: a roster of 100,000 people fits
 
 def _rules(request: Request, session: Session) -> roster.Rules:
     runtime = request.app.state.runtime
-    return roster.Rules(
+    return roster.rules_for(
+        session=session,
         region=runtime.settings.default_region,
-        languages=frozenset(runtime.pipeline.lexicon.grammars),
-        places=runtime.pipeline.places.get(session),
+        languages=runtime.pipeline.lexicon.grammars,
+        places=runtime.pipeline.places,
     )
 
 
 def _actor(principal: Principal) -> str:
     return f"api:{principal.name}"
-
-
-def _views(session: Session, people: list[Person]) -> list[PersonOut]:
-    ids = {p.place_id for p in people if p.place_id is not None}
-    query = select(Place.id, Place.name).where(Place.id.in_(ids))
-    names = {place_id: name for place_id, name in session.execute(query)} if ids else {}
-    return [
-        PersonOut(
-            id=p.id,
-            name=p.name,
-            phone=p.phone,
-            role=p.role,
-            status=p.status,
-            language=p.language,
-            place=names.get(p.place_id) if p.place_id is not None else None,
-            lat=p.home_lat,
-            lon=p.home_lon,
-            level=p.level,
-            area=p.area,
-            active=p.active,
-            opted_out=p.opted_out,
-            shifts=p.shifts,
-            last_seen_at=p.last_seen_at,
-            silent_since=p.silent_since,
-            created_at=p.created_at,
-            updated_at=p.updated_at,
-        )
-        for p in people
-    ]
 
 
 def _person(session: Session, person_id: int) -> Person:
@@ -73,28 +47,15 @@ def _person(session: Session, person_id: int) -> Person:
     return person
 
 
-def _as_row(values: dict[str, Any]) -> dict[str, str]:
-    """JSON values as the text of a CSV row, so that one set of rules checks both."""
-
-    def text(value: Any) -> str:
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        return "" if value is None else str(value)
-
-    return {k: text(v) for k, v in values.items()}
-
-
-def _checked(row: dict[str, str], rules: roster.Rules, *, need_home: bool = True) -> roster.Entry:
-    entry = roster.check_row(row, row=1, rules=rules, need_home=need_home)
-    if isinstance(entry, list):
-        raise HTTPException(422, "; ".join(f"{e.column}: {e.reason}" for e in entry))
-    return entry
-
-
-def _phone_taken(session: Session, phone: str, but: int | None = None) -> None:
-    other = session.scalar(select(Person.id).where(Person.phone == phone, Person.id != (but or 0)))
-    if other is not None:
-        raise HTTPException(409, f"phone: already on the roster (person {other})")
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """Answer what the roster refuses: 422 for a bad value, 409 for a clash with the roster."""
+    try:
+        yield
+    except roster.Invalid as exc:
+        raise HTTPException(422, str(exc)) from None
+    except roster.Conflict as exc:
+        raise HTTPException(409, str(exc)) from None
 
 
 @router.get("/people", response_model=Page[PersonOut])
@@ -120,72 +81,61 @@ def list_people(
         query = query.where(Person.status == status)
     people, total = paged(request, query, (Person.id,), lambda p: p, limit, offset)
     with transaction(request.app.state.runtime.factory) as session:
-        return Page[PersonOut](items=_views(session, people), total=total)
+        return Page[PersonOut](items=roster.views(session=session, people=people), total=total)
 
 
 @router.post("/people", response_model=PersonOut, status_code=201)
 def create_person(request: Request, body: PersonIn, principal: Admin) -> PersonOut:
     """Add one person, checked as one row of a roster file."""
-    with transaction(request.app.state.runtime.factory) as session:
-        entry = _checked(_as_row(body.model_dump()), _rules(request, session))
-        _phone_taken(session, entry.phone)
-        person, _ = roster.save(session, None, entry.values(), actor=_actor(principal), source="api")
-        return _views(session, [person])[0]
+    with transaction(request.app.state.runtime.factory) as session, _refusals():
+        person = roster.add(
+            session=session, values=body.model_dump(), rules=_rules(request, session), actor=_actor(principal)
+        )
+        return roster.views(session=session, people=[person])[0]
 
 
 @router.get("/people/{person_id}", response_model=PersonOut)
 def get_person(request: Request, person_id: RowId, _: Admin) -> PersonOut:
     with transaction(request.app.state.runtime.factory) as session:
-        return _views(session, [_person(session, person_id)])[0]
+        return roster.views(session=session, people=[_person(session, person_id)])[0]
 
 
 @router.patch("/people/{person_id}", response_model=PersonOut)
 def update_person(request: Request, person_id: RowId, body: PersonPatch, principal: Admin) -> PersonOut:
     """Change the fields given; the person is checked again as a whole row."""
-    given = _as_row(body.model_dump(exclude_unset=True))
-    with transaction(request.app.state.runtime.factory) as session:
-        person = _person(session, person_id)
-        place = session.get(Place, person.place_id) if person.place_id is not None else None
-        rules = _rules(request, session)
-        row = roster.person_row(person, place, rules.places)
-        if given.keys() & set(roster.LOCATION):  # a new place must not keep the old coordinates
-            row |= dict.fromkeys(roster.LOCATION, "")
-        # A pending self-registration has no home yet: an edit of its name does not need one.
-        need_home = bool(given.keys() & {"role", *roster.LOCATION})
-        entry = _checked(row | given, rules, need_home=need_home)
-        _phone_taken(session, entry.phone, but=person.id)
-        roster.save(session, person, entry.values(), actor=_actor(principal), source="api")
-        return _views(session, [person])[0]
+    with transaction(request.app.state.runtime.factory) as session, _refusals():
+        person = roster.change(
+            session=session,
+            person=_person(session, person_id),
+            values=body.model_dump(exclude_unset=True),
+            rules=_rules(request, session),
+            actor=_actor(principal),
+        )
+        return roster.views(session=session, people=[person])[0]
 
 
-def _set(
-    request: Request, person_id: int, principal: Principal, action: str, *, pending: bool, **values: Any
-) -> PersonOut:
-    """Set a few fields under one audit action; `pending`: only a pending self-registration (else 409)."""
-    with transaction(request.app.state.runtime.factory) as session:
-        person = _person(session, person_id)
-        if pending and person.status != "pending":
-            raise HTTPException(409, f"status: person {person_id} is {person.status}, not pending")
-        roster.save(session, person, values, actor=_actor(principal), source="api", action=action)
-        return _views(session, [person])[0]
+def _set(request: Request, person_id: int, principal: Principal, decide: Callable[..., Person]) -> PersonOut:
+    with transaction(request.app.state.runtime.factory) as session, _refusals():
+        person = decide(session=session, person=_person(session, person_id), actor=_actor(principal))
+        return roster.views(session=session, people=[person])[0]
 
 
 @router.delete("/people/{person_id}", response_model=PersonOut)
 def deactivate_person(request: Request, person_id: RowId, principal: Admin) -> PersonOut:
     """Deactivate: no more check-ins or forwards. The person stays, so their reports keep their history."""
-    return _set(request, person_id, principal, "person_deactivate", pending=False, active=False)
+    return _set(request, person_id, principal, roster.deactivate)
 
 
 @router.post("/people/{person_id}/approve", response_model=PersonOut)
 def approve_person(request: Request, person_id: RowId, principal: Admin) -> PersonOut:
     """Approve a pending self-registration (JOIN): the person becomes an active focal point."""
-    return _set(request, person_id, principal, "person_approve", pending=True, status="approved", active=True)
+    return _set(request, person_id, principal, roster.approve)
 
 
 @router.post("/people/{person_id}/reject", response_model=PersonOut)
 def reject_person(request: Request, person_id: RowId, principal: Admin) -> PersonOut:
     """Reject a pending self-registration: they stay known (a new JOIN does not re-open it), inactive."""
-    return _set(request, person_id, principal, "person_reject", pending=True, status="rejected", active=False)
+    return _set(request, person_id, principal, roster.reject)
 
 
 def _upload(content_type: str, body: bytes) -> bytes:

@@ -29,6 +29,7 @@ from app.db import insert_ignoring_conflicts, transaction, utcnow
 from app.models import AuditLog, CheckIn, CheckInRound, Message, Person, Place
 from app.services.escalation import area_names
 from app.services.gazetteer import normalize_name
+from app.services.language import language_for
 from app.services.outbox import enqueue, outbound_row
 from keywords.parser import Lexicon
 from keywords.sms import fit_one, segments
@@ -196,7 +197,10 @@ class CheckIns:
             language: fit_one(grammar.replies["checkin_request"])
             for language, grammar in self.lexicon.grammars.items()
         }
-        default = self.lexicon.default_language
+        # Chosen once per roster language, not once per person: a round may ask 100,000 people.
+        chosen = {
+            given: language_for(lexicon=self.lexicon, roster=given) for given in {p.language for p in people}
+        }
         with transaction(self.factory) as session:
             conn = session.connection()
             dialect = conn.dialect.name
@@ -209,12 +213,12 @@ class CheckIns:
             rows = [
                 outbound_row(
                     recipient=p.phone,
-                    text=texts.get(p.language or default, texts[default]),
+                    text=texts[chosen[p.language]],
                     purpose="checkin",
                     key=f"checkin:{key}:{p.id}",
                     now=now,
                     person_id=p.id,
-                    language=p.language if p.language in texts else default,
+                    language=chosen[p.language],
                 )
                 for p in people
             ]
@@ -271,9 +275,7 @@ class CheckIns:
             if p.role == "admin" or ((p.level or 1) == 1 and (not p.area or normalize_name(p.area) in areas))
         ]
         for person in recipients:
-            language = (
-                person.language if person.language in self.lexicon.grammars else self.lexicon.default_language
-            )
+            language = language_for(lexicon=self.lexicon, roster=person.language)
             template = self.lexicon.grammars[language].replies["silent"]
             enqueue(
                 session=session,

@@ -13,16 +13,17 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import CursorResult, bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import utcnow
 from app.models import AuditLog, Incident, Message, Person, Place
 from app.phones import scrub
 from app.services.gazetteer import normalize_name
-from app.services.geotag import Spot
+from app.services.language import language_for
 from app.services.outbox import enqueue
 from app.services.shifts import on_duty
 from keywords.parser import Lexicon
@@ -31,11 +32,6 @@ from keywords.sms import fit_one
 log = logging.getLogger("kengele.escalation")
 UPDATE_EVERY = timedelta(minutes=15)
 FORWARDS = ("alert_forward", "escalation")
-
-
-def area_name(place: Place | Spot | None) -> str | None:
-    """An incident's area: its place's admin2, else admin1."""
-    return (place.admin2 or place.admin1) if place is not None else None
 
 
 def area_of(session: Session, incident: Incident) -> set[str]:
@@ -109,7 +105,7 @@ class Escalation:
 
     # -- what ----------------------------------------------------------------------------------
     def _language(self, person: Person) -> str:
-        return person.language if person.language in self.lexicon.grammars else self.lexicon.default_language
+        return language_for(lexicon=self.lexicon, roster=person.language)
 
     def _text(
         self, template: str, person: Person, incident: Incident, people: int | None, beep: bool = False
@@ -231,7 +227,7 @@ class Escalation:
                 .values(next_escalation_at=now + self.ack_timeout)
                 .execution_options(synchronize_session=False)
             )
-            if claimed.rowcount != 1:
+            if cast(CursorResult[Any], claimed).rowcount != 1:
                 continue  # another replica took this step
             sent += self._step(
                 session=session,
@@ -258,7 +254,7 @@ class Escalation:
                 .values(followed_up_at=now)
                 .execution_options(synchronize_session=False)
             )
-            if claimed.rowcount != 1 or message.incident_id is None:
+            if cast(CursorResult[Any], claimed).rowcount != 1 or message.incident_id is None:
                 continue
             incident = session.get(Incident, message.incident_id)
             if incident is None or incident.status != "open":

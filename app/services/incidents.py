@@ -1,14 +1,310 @@
-"""What officers do to incidents: acknowledge, close, merge two, move a report out. Audit-logged."""
+"""Incidents: a report is recorded into one, and officers decide on them.
+
+Each decision (acknowledge, close, merge two, move a report out) is one function here, together
+with the notices it sends, so the SMS command, the API route and the dashboard do the same thing.
+Everything runs in the caller's transaction and is audit-logged.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.models import Alert, AuditLog, Incident, Message
-from app.services.dedup import refresh
+from app.models import Alert, AuditLog, Incident, Message, Person, Place
+from app.phones import mask, scrub
+from app.schemas import AlertPublic, HistoryEntry, IncidentDetail, IncidentPublic, Notification
+from app.services.dedup import count_report, find_incident, refresh, severity
+from app.services.escalation import Escalation
+from app.services.gazetteer import normalize_name
+from app.services.geotag import Located, Spot
+from keywords.parser import ParseResult
+
+PRECISION_RANK = {"unknown": 0, "country": 1, "home": 2, "place": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who decides: the name the incident shows, their roster entry if any, the audit log's actor."""
+
+    name: str
+    person_id: int | None
+    audit: str
+
+    @classmethod
+    def officer(cls, person: Person) -> Actor:
+        """Name an officer of the roster acting by SMS."""
+        return cls(person.name, person.id, f"sms:{person.id}")
+
+    @classmethod
+    def api(cls, name: str) -> Actor:
+        """Name the holder of an API token; not a roster entry, so every officer told learns who."""
+        return cls(name, None, f"api:{name}")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a decision left: the incident, whether it changed, how many other officers were told."""
+
+    incident: Incident
+    changed: bool
+    told: int = 0
+
+
+class Refused(ValueError):
+    """A decision the incidents' state does not allow; the message starts with the field at fault."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A recorded report: its row, its incident, and whether that incident is new."""
+
+    alert: Alert
+    incident: Incident
+    new: bool
+
+
+# -- the area of a report ------------------------------------------------------------------------
+def report_area(
+    *, place: Place | Spot | None, precision: str, home: Place | None, person: Person | None
+) -> str | None:
+    """Name a report's area: its place's admin2, else admin1; at home, the home place's, else the person's."""
+    if place is not None:
+        return place.admin2 or place.admin1
+    if precision != "home" or person is None:
+        return None
+    return (home.admin2 or home.admin1 if home is not None else None) or person.area
+
+
+def _home_place(session: Session, person: Person | None) -> Place | None:
+    return session.get(Place, person.place_id) if person and person.place_id is not None else None
+
+
+# -- recording a report --------------------------------------------------------------------------
+def record_report(
+    *,
+    session: Session,
+    message: Message,
+    person: Person | None,
+    result: ParseResult,
+    where: Located,
+    language: str,
+    radius_km: float,
+    window: timedelta,
+    escalation: Escalation | None,
+    now: datetime,
+) -> Recorded:
+    """Turn a parsed, located message into a report of an incident."""
+    category = result.category or "other"
+    reported_at = message.reported_at or now
+    details: dict[str, object] = {"count": result.count, "words": result.details, "time": result.time}
+    if result.via == "beep":
+        details["beep"] = True
+    if result.corrections:
+        details["corrections"] = result.corrections
+    if where.written and where.matched and normalize_name(where.matched) != where.written:
+        details["place"] = f"{where.written} -> {where.matched}"
+    home = _home_place(session, person) if where.precision == "home" else None
+    place_name = where.name or (" ".join(result.place_words) or None) or (home.name if home else None)
+    located = where.precision in ("place", "home")  # a country's centre locates nothing
+    incident = find_incident(
+        session,
+        category=category,
+        lat=where.lat if located else None,
+        lon=where.lon if located else None,
+        sender=message.sender or "",
+        at=reported_at,
+        radius_km=radius_km,
+        window=window,
+    )
+    area = report_area(place=where.place, precision=where.precision, home=home, person=person)
+    new = incident is None
+    if incident is None:
+        incident = Incident(
+            category=category,
+            severity=severity(category, result.count, 1),
+            status="open",
+            place_id=where.place.id if where.place else None,
+            place_name=place_name,
+            lat=where.lat,
+            lon=where.lon,
+            precision=where.precision,
+            area=area,
+            first_reported_at=reported_at,
+            last_reported_at=reported_at,
+            report_count=0,
+            reporter_count=0,
+            escalation_level=0,
+            created_at=now,
+        )
+        session.add(incident)
+        session.flush()
+        incident.code = f"K{incident.id}"
+    elif PRECISION_RANK[where.precision] > PRECISION_RANK[incident.precision]:
+        incident.place_id = where.place.id if where.place else None  # a report that says where it is
+        incident.place_name, incident.lat, incident.lon = place_name, where.lat, where.lon
+        incident.precision = where.precision
+        incident.area = area
+    alert = Alert(
+        message_id=message.id,
+        incident_id=incident.id,
+        person_id=person.id if person else None,
+        category=category,
+        severity=incident.severity,
+        place_id=where.place.id if where.place else None,
+        place_name=place_name,
+        place_query=where.written,
+        lat=where.lat,
+        lon=where.lon,
+        precision=where.precision,
+        language=language,
+        sender=message.sender or "",
+        reported_at=reported_at,
+        text=message.text,
+        details=details,
+        confidence=result.confidence,
+        created_at=now,
+    )
+    session.add(alert)
+    count_report(session, incident, sender=message.sender or "", at=reported_at, people=result.count)
+    message.incident_id = incident.id
+    if escalation is not None:
+        if new:
+            escalation.forward(
+                session=session,
+                incident=incident,
+                people=result.count,
+                now=now,
+                beep=result.via == "beep",
+                reporter=message.sender,
+            )
+        else:
+            escalation.update_acknowledger(session=session, incident=incident, now=now)
+    return Recorded(alert, incident, new)
+
+
+# -- what officers decide ------------------------------------------------------------------------
+def acknowledge(
+    *, session: Session, incident: Incident, officer: Actor, escalation: Escalation | None, now: datetime
+) -> Decision:
+    """Acknowledge and tell the other officers who has it; the first acknowledgement wins."""
+    if incident.acknowledged_at is not None:
+        return Decision(incident, changed=False)
+    incident.acknowledged_at, incident.acknowledged_by = now, officer.name
+    incident.acknowledged_by_id = officer.person_id
+    incident.next_escalation_at = None  # someone answers: no more escalation steps
+    if incident.status == "open":
+        incident.status = "acknowledged"
+    _audit(session, officer.audit, "ack", incident, now)
+    told = _tell_others(session, incident, officer, escalation, now, "acked")
+    return Decision(incident, changed=True, told=told)
+
+
+def close(
+    *, session: Session, incident: Incident, officer: Actor, escalation: Escalation | None, now: datetime
+) -> Decision:
+    """Close and tell the other officers who closed it; a closed incident takes no more reports."""
+    if incident.status == "closed":
+        return Decision(incident, changed=False)
+    incident.status, incident.closed_at, incident.closed_by = "closed", now, officer.name
+    incident.next_escalation_at = None
+    _audit(session, officer.audit, "close", incident, now)
+    told = _tell_others(session, incident, officer, escalation, now, "closed")
+    return Decision(incident, changed=True, told=told)
+
+
+def _tell_others(
+    session: Session,
+    incident: Incident,
+    officer: Actor,
+    escalation: Escalation | None,
+    now: datetime,
+    action: str,
+) -> int:
+    if escalation is None:  # configured without escalation: nobody was told, nobody to tell
+        return 0
+    return escalation.tell_others(
+        session=session, incident=incident, action=action, who=officer.name, who_id=officer.person_id, now=now
+    )
+
+
+def merge(*, session: Session, source: Incident, target: Incident, officer: Actor, now: datetime) -> Decision:
+    """Move every report of `source` into `target`; `source` is closed, pointing at `target`."""
+    if source.id == target.id:
+        raise Refused("into: an incident cannot be merged into itself")
+    if target.status == "closed":
+        raise Refused(f"into: {target.code} is closed")
+    if source.category != target.category:
+        raise Refused(f"into: {target.code} is {target.category}, {source.code} is {source.category}")
+    session.execute(update(Alert).where(Alert.incident_id == source.id).values(incident_id=target.id))
+    session.execute(update(Message).where(Message.incident_id == source.id).values(incident_id=target.id))
+    source.status, source.closed_at, source.closed_by = "closed", now, f"merged into {target.code}"
+    source.report_count = source.reporter_count = 0
+    refresh(session, target)
+    _audit(session, officer.audit, "merge", target, now, merged=source.code)
+    return Decision(target, changed=True)
+
+
+def move(
+    *, session: Session, alert: Alert, target: Incident | None, officer: Actor, now: datetime
+) -> Decision:
+    """Move one report out of its incident, into `target` or into an incident of its own."""
+    source = session.get(Incident, alert.incident_id) if alert.incident_id else None
+    if target is None:
+        target = Incident(
+            category=alert.category,
+            severity=alert.severity,
+            status="open",
+            place_id=alert.place_id,
+            place_name=alert.place_name,
+            lat=alert.lat,
+            lon=alert.lon,
+            precision=alert.precision,
+            area=_alert_area(session, alert),
+            first_reported_at=alert.reported_at,
+            last_reported_at=alert.reported_at,
+            report_count=0,
+            reporter_count=0,
+            escalation_level=0,
+            created_at=now,
+        )
+        session.add(target)
+        session.flush()
+        target.code = f"K{target.id}"
+    elif target.category != alert.category:
+        raise Refused(f"incident_id: {target.code} is {target.category}, the report is {alert.category}")
+    elif target.status == "closed":
+        raise Refused(f"incident_id: {target.code} is closed")
+    alert.incident_id = target.id
+    session.execute(update(Message).where(Message.id == alert.message_id).values(incident_id=target.id))
+    session.flush()
+    refresh(session, target)
+    if source is not None:
+        refresh(session, source)
+        if source.report_count == 0 and source.status != "closed":  # nothing left in it
+            source.status, source.closed_at, source.closed_by = "closed", now, f"emptied into {target.code}"
+    _audit(
+        session,
+        officer.audit,
+        "move_report",
+        target,
+        now,
+        alert=alert.id,
+        source=source.code if source else None,
+    )
+    return Decision(target, changed=True)
+
+
+def _alert_area(session: Session, alert: Alert) -> str | None:
+    """The area the report had when it was recorded, read again from its place or its sender."""
+    place = session.get(Place, alert.place_id) if alert.place_id is not None else None
+    at_home = place is None and alert.precision == "home" and alert.person_id is not None
+    person = session.get(Person, alert.person_id) if at_home else None
+    return report_area(
+        place=place, precision=alert.precision, home=_home_place(session, person), person=person
+    )
 
 
 def _audit(
@@ -22,85 +318,50 @@ def _audit(
     )
 
 
-def acknowledge(
-    *, session: Session, incident: Incident, who: str, who_id: int | None, actor: str, now: datetime
-) -> bool:
-    """Acknowledge; the first acknowledgement wins (False: someone already had)."""
-    if incident.acknowledged_at is not None:
-        return False
-    incident.acknowledged_at, incident.acknowledged_by, incident.acknowledged_by_id = now, who, who_id
-    incident.next_escalation_at = None  # someone answers: no more escalation steps
-    if incident.status == "open":
-        incident.status = "acknowledged"
-    _audit(session, actor, "ack", incident, now)
-    return True
-
-
-def close(*, session: Session, incident: Incident, who: str, actor: str, now: datetime) -> bool:
-    """Close; a closed incident takes no more reports (False: it was closed already)."""
-    if incident.status == "closed":
-        return False
-    incident.status, incident.closed_at, incident.closed_by = "closed", now, who
-    incident.next_escalation_at = None
-    _audit(session, actor, "close", incident, now)
-    return True
-
-
-def merge(*, session: Session, source: Incident, target: Incident, actor: str, now: datetime) -> Incident:
-    """Move every report of `source` into `target`; `source` is closed, pointing at `target`."""
-    if source.id == target.id:
-        raise ValueError("into: an incident cannot be merged into itself")
-    if target.status == "closed":
-        raise ValueError(f"into: {target.code} is closed")
-    if source.category != target.category:
-        raise ValueError(f"into: {target.code} is {target.category}, {source.code} is {source.category}")
-    session.execute(update(Alert).where(Alert.incident_id == source.id).values(incident_id=target.id))
-    session.execute(update(Message).where(Message.incident_id == source.id).values(incident_id=target.id))
-    source.status, source.closed_at, source.closed_by = "closed", now, f"merged into {target.code}"
-    source.report_count = source.reporter_count = 0
-    refresh(session, target)
-    _audit(session, actor, "merge", target, now, merged=source.code)
-    return target
-
-
-def move(*, session: Session, alert: Alert, target: Incident | None, actor: str, now: datetime) -> Incident:
-    """Move one report out of its incident, into `target` or into an incident of its own."""
-    source = session.get(Incident, alert.incident_id) if alert.incident_id else None
-    if target is None:
-        target = Incident(
-            category=alert.category,
-            severity=alert.severity,
-            status="open",
-            place_id=alert.place_id,
-            place_name=alert.place_name,
-            lat=alert.lat,
-            lon=alert.lon,
-            precision=alert.precision,
-            first_reported_at=alert.reported_at,
-            last_reported_at=alert.reported_at,
-            report_count=0,
-            reporter_count=0,
-            escalation_level=0,
-            created_at=now,
-        )
-        session.add(target)
-        session.flush()
-        target.code = f"K{target.id}"
-    elif target.category != alert.category:
-        raise ValueError(f"incident_id: {target.code} is {target.category}, the report is {alert.category}")
-    elif target.status == "closed":
-        raise ValueError(f"incident_id: {target.code} is closed")
-    alert.incident_id = target.id
-    session.execute(update(Message).where(Message.id == alert.message_id).values(incident_id=target.id))
-    session.flush()
-    refresh(session, target)
-    if source is not None:
-        refresh(session, source)
-        if source.report_count == 0 and source.status != "closed":  # nothing left in it
-            source.status, source.closed_at, source.closed_by = "closed", now, f"emptied into {target.code}"
-    _audit(session, actor, "move_report", target, now, alert=alert.id, source=source.code if source else None)
-    return target
-
-
-def by_code(session: Session, code: str) -> Incident | None:
+# -- reading -------------------------------------------------------------------------------------
+def by_code(*, session: Session, code: str) -> Incident | None:
+    """Find an incident by the code officers type (K42)."""
     return session.scalars(select(Incident).where(Incident.code == code)).first()
+
+
+def report_view(*, alert: Alert, full: bool) -> AlertPublic:
+    """Show a report; without `full` (a viewer) the numbers in it are masked."""
+    view = AlertPublic.model_validate(alert)
+    if not full:  # a reporter's number can get them killed
+        view.sender = mask(view.sender) or ""
+        view.text = scrub(view.text)
+        view.place_name = scrub(view.place_name) if view.place_name else None
+    return view
+
+
+def detail(*, session: Session, incident: Incident, full: bool) -> IncidentDetail:
+    """Show an incident with its reports, the SMS sent about it and its history; masked unless `full`."""
+    reports = session.scalars(
+        select(Alert).where(Alert.incident_id == incident.id).order_by(Alert.reported_at)
+    )
+    sent = session.scalars(
+        select(Message)
+        .where(
+            Message.incident_id == incident.id, Message.direction == "outbound", Message.purpose != "reply"
+        )
+        .order_by(Message.id)
+    )
+    notifications = [Notification.model_validate(m) for m in sent]
+    steps = session.scalars(
+        select(AuditLog)
+        .where(AuditLog.entity == "incident", AuditLog.entity_id == str(incident.id))
+        .order_by(AuditLog.id)
+    )
+    history = [HistoryEntry.model_validate(step) for step in steps]
+    if not full:
+        for note in notifications:
+            note.recipient = mask(note.recipient)
+            note.error = scrub(note.error) if note.error else None
+        for entry in history:
+            entry.details = {k: scrub(v) if isinstance(v, str) else v for k, v in entry.details.items()}
+    return IncidentDetail(
+        **IncidentPublic.model_validate(incident).model_dump(),
+        reports=[report_view(alert=a, full=full) for a in reports],
+        notifications=notifications,
+        history=history,
+    )

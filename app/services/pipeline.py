@@ -1,4 +1,7 @@
-"""What one stored inbound message causes: parse, then the alert or the command, then the reply.
+"""What one stored inbound message causes: parse, then the report or the command, then the reply.
+
+Recording a report and an officer's decisions live in services/incidents, which the API calls too;
+this module reads the message, hands it on and answers the sender.
 
 Everything here runs in the caller's transaction, so the message is marked processed together with
 the alert, the state change and the outbox rows it caused: all of them or none.
@@ -15,13 +18,12 @@ from sqlalchemy.orm import Session
 
 from app.db import utcnow
 from app.metrics import PROCESSED
-from app.models import Alert, AuditLog, CheckIn, Incident, Message, Person, Place
+from app.models import AuditLog, CheckIn, Message, Person
 from app.phones import country
-from app.services.dedup import count_report, find_incident, severity
-from app.services.escalation import Escalation, area_name
-from app.services.gazetteer import normalize_name
-from app.services.geotag import Located, PlaceIndexHolder
-from app.services.incidents import acknowledge, close
+from app.services.escalation import Escalation
+from app.services.geotag import PlaceIndexHolder
+from app.services.incidents import Actor, acknowledge, by_code, close, record_report
+from app.services.language import language_for
 from app.services.outbox import enqueue
 from keywords.parser import Lexicon, ParseResult, SenderContext, parse
 from keywords.sms import fit_one
@@ -30,7 +32,6 @@ log = logging.getLogger("kengele.pipeline")
 
 CHECKIN_PENDING_FOR = timedelta(hours=24)
 SEEN_EVERY = timedelta(minutes=1)  # last_seen_at is written at most this often (one UPDATE less)
-PRECISION_RANK = {"unknown": 0, "country": 1, "home": 2, "place": 3}
 OFFICER_ROLES = ("officer", "admin")
 
 
@@ -58,9 +59,9 @@ class Inbound:
 
     @property
     def language(self) -> str:
-        if self.person is not None and self.person.language in self.config.lexicon.grammars:
-            return self.person.language
-        return self.result.language
+        """The language to answer in: the sender's on the roster, else the message's."""
+        roster = self.person.language if self.person is not None else None
+        return language_for(lexicon=self.config.lexicon, roster=roster, message=self.result.language)
 
     def reply(self, key: str, *, incident_id: int | None = None, always: bool = False, **values: str) -> None:
         """Answer the sender in their language through the outbox (once per inbound message)."""
@@ -133,18 +134,13 @@ def handle_inbound(
     person, context = senders.context(message.sender)
     if message.kind == "beep":  # a missed call: no text to read, a person asking to be called back
         if person is not None and person.role == "focal_point":
-            result = ParseResult(
-                "alert",
-                context.language or config.lexicon.default_language,
-                1.0,
-                category="other",
-                via="beep",
-            )
+            language = language_for(lexicon=config.lexicon, roster=context.language)
+            result = ParseResult("alert", language, 1.0, category="other", via="beep")
         else:
             result = ParseResult("unknown", config.lexicon.default_language, 0.0, via="beep")
         return _finish(session, message, config, senders, person, result, now)
     if person is None:  # an unknown number: its country hints at the language to answer in
-        context = SenderContext(language=config.lexicon.language_of_country(country(message.sender)))
+        context = SenderContext(language=language_for(lexicon=config.lexicon, phone=message.sender))
     result = parse(message.text, context, lex=config.lexicon)
     return _finish(session, message, config, senders, person, result, now)
 
@@ -200,121 +196,34 @@ def _audit(item: Inbound, action: str, entity: str, entity_id: object, **details
 
 def _alert(item: Inbound) -> str:
     result, person, message, config = item.result, item.person, item.message, item.config
-    category = result.category or "other"
-    reported_at = message.reported_at or item.now
-    home = (person.home_lat, person.home_lon) if person and person.home_lat is not None else None
+    home = None
+    if person is not None and person.home_lat is not None and person.home_lon is not None:
+        home = (person.home_lat, person.home_lon)
     where = config.places.get(item.session).resolve(
         result.place_words, home=home, area=person.area if person else None, country=country(message.sender)
     )
-    details: dict[str, object] = {"count": result.count, "words": result.details, "time": result.time}
-    if result.via == "beep":
-        details["beep"] = True
-    if result.corrections:
-        details["corrections"] = result.corrections
-    if where.written and where.matched and normalize_name(where.matched) != where.written:
-        details["place"] = f"{where.written} -> {where.matched}"
-    home_place = _home_place(item) if where.precision == "home" else None
-    place_name = (
-        where.name or (" ".join(result.place_words) or None) or (home_place.name if home_place else None)
-    )
-    located = where.precision in ("place", "home")  # a country's centre locates nothing
-    incident = find_incident(
-        item.session,
-        category=category,
-        lat=where.lat if located else None,
-        lon=where.lon if located else None,
-        sender=message.sender or "",
-        at=reported_at,
+    recorded = record_report(
+        session=item.session,
+        message=message,
+        person=person,
+        result=result,
+        where=where,
+        language=item.language,
         radius_km=config.dedup_radius_km,
         window=config.dedup_window,
+        escalation=config.escalation,
+        now=item.now,
     )
-    fresh = incident is None
-    if incident is None:
-        incident = Incident(
-            category=category,
-            severity=severity(category, result.count, 1),
-            status="open",
-            place_id=where.place.id if where.place else None,
-            place_name=place_name,
-            lat=where.lat,
-            lon=where.lon,
-            precision=where.precision,
-            area=_area(item, where, home_place),
-            first_reported_at=reported_at,
-            last_reported_at=reported_at,
-            report_count=0,
-            reporter_count=0,
-            escalation_level=0,
-            created_at=item.now,
-        )
-        item.session.add(incident)
-        item.session.flush()
-        incident.code = f"K{incident.id}"
-    elif PRECISION_RANK[where.precision] > PRECISION_RANK[incident.precision]:
-        incident.place_id = where.place.id if where.place else None  # a report that says where it is
-        incident.place_name, incident.lat, incident.lon = place_name, where.lat, where.lon
-        incident.precision = where.precision
-        incident.area = _area(item, where, home_place)
-    item.session.add(
-        Alert(
-            message_id=message.id,
-            incident_id=incident.id,
-            person_id=person.id if person else None,
-            category=category,
-            severity=incident.severity,
-            place_id=where.place.id if where.place else None,
-            place_name=place_name,
-            place_query=where.written,
-            lat=where.lat,
-            lon=where.lon,
-            precision=where.precision,
-            language=item.language,
-            sender=message.sender or "",
-            reported_at=reported_at,
-            text=message.text,
-            details=details,
-            confidence=result.confidence,
-            created_at=item.now,
-        )
-    )
-    count_report(item.session, incident, sender=message.sender or "", at=reported_at, people=result.count)
-    message.incident_id = incident.id
-    if config.escalation is not None:
-        if fresh:
-            config.escalation.forward(
-                session=item.session,
-                incident=incident,
-                people=result.count,
-                now=item.now,
-                beep=result.via == "beep",
-                reporter=message.sender,
-            )
-        else:
-            config.escalation.update_acknowledger(session=item.session, incident=incident, now=item.now)
-    names = config.lexicon.grammars[item.language].category_names
     if result.via != "beep":  # a beep is answered by an officer's call, not by SMS
+        category = recorded.alert.category
         item.reply(
             "alert",
-            incident_id=incident.id,
-            code=incident.code or "",
-            category=names.get(category, category),
-            place=place_name or "-",
+            incident_id=recorded.incident.id,
+            code=recorded.incident.code or "",
+            category=config.lexicon.grammars[item.language].category_names.get(category, category),
+            place=recorded.alert.place_name or "-",
         )
     return "alert"
-
-
-def _home_place(item: Inbound) -> Place | None:
-    person = item.person
-    return item.session.get(Place, person.place_id) if person and person.place_id is not None else None
-
-
-def _area(item: Inbound, where: Located, home: Place | None) -> str | None:
-    """The area of a report: its place's admin2/admin1, else the sender's home place's, else theirs."""
-    if where.place is not None:
-        return area_name(where.place)
-    if where.precision != "home" or item.person is None:
-        return None
-    return area_name(home) or item.person.area
 
 
 def _mark_checkin_answered(item: Inbound) -> None:
@@ -382,41 +291,22 @@ def _officer_command(item: Inbound, action: str) -> str:
         _audit(item, f"{action}_refused", "incident", code or "-", reason="not an officer")
         item.reply(f"{action}_refused")
         return "command"
-    incident = item.session.scalar(select(Incident).where(Incident.code == code)) if code else None
+    incident = by_code(session=item.session, code=code) if code else None
     if incident is None:
         item.reply("no_incident", code=code or "?")
         return "command"
-    actor = f"sms:{person.id}"
-    if action == "ack":
-        if not acknowledge(
-            session=item.session,
-            incident=incident,
-            who=person.name,
-            who_id=person.id,
-            actor=actor,
-            now=item.now,
-        ):
-            item.reply(
-                "ack_already",
-                incident_id=incident.id,
-                code=incident.code or "",
-                who=incident.acknowledged_by or "?",
-            )
-            return "command"
-    elif not close(session=item.session, incident=incident, who=person.name, actor=actor, now=item.now):
-        item.reply(
-            "close_already", incident_id=incident.id, code=incident.code or "", who=incident.closed_by or "?"
-        )
+    decide = acknowledge if action == "ack" else close
+    decision = decide(
+        session=item.session,
+        incident=incident,
+        officer=Actor.officer(person),
+        escalation=item.config.escalation,
+        now=item.now,
+    )
+    if not decision.changed:  # told who has it, or who closed it
+        who = incident.acknowledged_by if action == "ack" else incident.closed_by
+        item.reply(f"{action}_already", incident_id=incident.id, code=incident.code or "", who=who or "?")
         return "command"
-    if item.config.escalation is not None:
-        item.config.escalation.tell_others(
-            session=item.session,
-            incident=incident,
-            action="acked" if action == "ack" else "closed",
-            who=person.name,
-            who_id=person.id,
-            now=item.now,
-        )
     item.reply(action, incident_id=incident.id, code=incident.code or "")
     return "command"
 

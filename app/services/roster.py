@@ -2,8 +2,8 @@
 
 An import checks every row before it changes anything: a file with a bad row changes nothing
 unless bad rows are skipped, and the report names each bad row, column and reason. People are
-matched by their E.164 number, so importing the same file again changes nothing. The API checks
-one person with the same rules as one row of a file.
+matched by their E.164 number, so importing the same file again changes nothing. The API adds and
+changes one person with the same rules as one row of a file (add, change, approve...).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import transaction
 from app.models import AuditLog, Person, Place
 from app.phones import normalize
+from app.schemas import PersonOut
 from app.services.gazetteer import normalize_name
-from app.services.geotag import PlaceIndex, Spot, distance_km
+from app.services.geotag import PlaceIndex, PlaceIndexHolder, Spot, distance_km
 from app.services.shifts import normalize_shifts
 
 COLUMNS = ("name", "phone", "role", "language", "place", "lat", "lon", "level", "area", "active")
@@ -83,8 +84,8 @@ class Entry:
     columns: frozenset[str] = frozenset(ALL_COLUMNS)
 
     def values(self) -> dict[str, Any]:
-        fields = {"name": ("name",), "phone": ("phone",), "role": ("role",), "language": ("language",)}
-        fields |= {"level": ("level",), "area": ("area",), "active": ("active",), "shifts": ("shifts",)}
+        same = ("name", "phone", "role", "language", "level", "area", "active", "shifts")
+        fields: dict[str, tuple[str, ...]] = {column: (column,) for column in same}
         fields |= dict.fromkeys(LOCATION, ("place_id", "home_lat", "home_lon"))
         names = {name for column in self.columns & fields.keys() for name in fields[column]}
         return {name: getattr(self, name) for name in sorted(names)}
@@ -460,3 +461,125 @@ def export_csv(session: Session, places: PlaceIndex) -> str:
     for person in people:
         writer.writerow(person_row(person, named.get(person.place_id or 0), places))
     return out.getvalue()
+
+
+# -- one person at a time (the API) ----------------------------------------------------------------
+class Refused(ValueError):
+    """A change the roster's rules refuse; the message names the column at fault."""
+
+
+class Invalid(Refused):
+    """A person who does not pass the rules of a roster row."""
+
+
+class Conflict(Refused):
+    """A change that clashes with the roster as it is: a number taken, a person no longer pending."""
+
+
+def rules_for(*, session: Session, region: str, languages: Iterable[str], places: PlaceIndexHolder) -> Rules:
+    """Gather what a person is checked against: the region of bare numbers, the languages, the places."""
+    return Rules(region=region, languages=frozenset(languages), places=places.get(session))
+
+
+def add(*, session: Session, values: Mapping[str, Any], rules: Rules, actor: str) -> Person:
+    """Add one person, checked as one row of a roster file."""
+    entry = _checked(_as_row(values), rules)
+    _phone_free(session, entry.phone)
+    person, _ = save(session, None, entry.values(), actor=actor, source="api")
+    return person
+
+
+def change(
+    *, session: Session, person: Person, values: Mapping[str, Any], rules: Rules, actor: str
+) -> Person:
+    """Change the fields given; the person is checked again as a whole row."""
+    given = _as_row(values)
+    place = session.get(Place, person.place_id) if person.place_id is not None else None
+    row = person_row(person, place, rules.places)
+    if given.keys() & set(LOCATION):  # a new place must not keep the old coordinates
+        row |= dict.fromkeys(LOCATION, "")
+    # A pending self-registration has no home yet: an edit of its name does not need one.
+    need_home = bool(given.keys() & {"role", *LOCATION})
+    entry = _checked(row | given, rules, need_home=need_home)
+    _phone_free(session, entry.phone, but=person.id)
+    save(session, person, entry.values(), actor=actor, source="api")
+    return person
+
+
+def deactivate(*, session: Session, person: Person, actor: str) -> Person:
+    """Deactivate: no more check-ins or forwards; the person stays, so their reports keep their history."""
+    return _set(session, person, actor, "person_deactivate", pending=False, active=False)
+
+
+def approve(*, session: Session, person: Person, actor: str) -> Person:
+    """Approve a pending self-registration (JOIN): the person becomes an active focal point."""
+    return _set(session, person, actor, "person_approve", pending=True, status="approved", active=True)
+
+
+def reject(*, session: Session, person: Person, actor: str) -> Person:
+    """Reject a pending self-registration: they stay known (a new JOIN does not re-open it), inactive."""
+    return _set(session, person, actor, "person_reject", pending=True, status="rejected", active=False)
+
+
+def _set(
+    session: Session, person: Person, actor: str, action: str, *, pending: bool, **values: Any
+) -> Person:
+    """Set a few fields under one audit action; `pending`: only a pending self-registration."""
+    if pending and person.status != "pending":
+        raise Conflict(f"status: person {person.id} is {person.status}, not pending")
+    save(session, person, values, actor=actor, source="api", action=action)
+    return person
+
+
+def _as_row(values: Mapping[str, Any]) -> dict[str, str]:
+    """JSON values as the text of a CSV row, so that one set of rules checks both."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return "" if value is None else str(value)
+
+    return {k: text(v) for k, v in values.items()}
+
+
+def _checked(row: dict[str, str], rules: Rules, *, need_home: bool = True) -> Entry:
+    entry = check_row(row, row=1, rules=rules, need_home=need_home)
+    if isinstance(entry, list):
+        raise Invalid("; ".join(f"{e.column}: {e.reason}" for e in entry))
+    return entry
+
+
+def _phone_free(session: Session, phone: str, but: int | None = None) -> None:
+    other = session.scalar(select(Person.id).where(Person.phone == phone, Person.id != (but or 0)))
+    if other is not None:
+        raise Conflict(f"phone: already on the roster (person {other})")
+
+
+def views(*, session: Session, people: list[Person]) -> list[PersonOut]:
+    """Show people as the API does, with the name of each one's home place (one query)."""
+    ids = {p.place_id for p in people if p.place_id is not None}
+    query = select(Place.id, Place.name).where(Place.id.in_(ids))
+    names = {place_id: name for place_id, name in session.execute(query)} if ids else {}
+    return [
+        PersonOut(
+            id=p.id,
+            name=p.name,
+            phone=p.phone,
+            role=p.role,
+            status=p.status,
+            language=p.language,
+            place=names.get(p.place_id) if p.place_id is not None else None,
+            lat=p.home_lat,
+            lon=p.home_lon,
+            level=p.level,
+            area=p.area,
+            active=p.active,
+            opted_out=p.opted_out,
+            shifts=p.shifts,
+            last_seen_at=p.last_seen_at,
+            silent_since=p.silent_since,
+            created_at=p.created_at,
+            updated_at=p.updated_at,
+        )
+        for p in people
+    ]
