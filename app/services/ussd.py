@@ -28,6 +28,7 @@ from app.db import transaction, utcnow
 from app.models import Alert, AuditLog, Incident, Message, Person, Place, UssdSession
 from app.phones import country, normalize
 from app.services import ussd_menu as menu
+from app.services.language import language_for
 from app.services.ussd_menu import Caller, End, Outcome, OutcomeKind, State
 from gateways.base import InboundSms, UssdRequest
 from keywords.parser import Lexicon
@@ -146,7 +147,7 @@ def _open(*, session: Session, request: UssdRequest, lex: Lexicon, now: datetime
         session_id=request.session_id,
         phone=request.phone,
         service_code=request.service_code,
-        language=caller.language or lex.default_language,
+        language=language_for(lexicon=lex, roster=caller.language),
         text="",
         screen=menu.start(caller=caller, lex=lex).screen,
         data={"caller": _caller_data(caller)},
@@ -171,11 +172,11 @@ def _advance(*, runtime: Runtime, request: UssdRequest) -> str | Outcome:
         elif row.ended_at is not None:
             row.updated_at = now
             if (stored := row.data.get("outcome")) is None:  # expired
-                return menu.end(End.EXPIRED, language=row.language or lex.default_language, lex=lex)
+                return menu.end(End.EXPIRED, language=language_for(lexicon=lex, roster=row.language), lex=lex)
             return _outcome_of(stored)
         elif now - row.updated_at > timedelta(seconds=runtime.settings.ussd_session_timeout):
             row.screen, row.ended_at, row.updated_at = End.EXPIRED, now, now
-            return menu.end(End.EXPIRED, language=row.language or lex.default_language, lex=lex)
+            return menu.end(End.EXPIRED, language=language_for(lexicon=lex, roster=row.language), lex=lex)
         caller = _caller_of(row.data["caller"])
         resolve = _resolver(runtime=runtime, session=session, caller=caller, phone=request.phone)
         step = menu.walk(request.text, caller=caller, lex=lex, resolve=resolve)
