@@ -9,26 +9,34 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import Any
 
-from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy import create_engine, insert
 
 from app.config import Settings
 from app.db import upgrade
 from app.models import Message, Person
 from app.services.runtime import Runtime
+from bench.common import (
+    any_message,
+    count_messages,
+    expect,
+    postgres_database,
+    postgres_reachable,
+    postgres_required,
+    reader,
+    scratch,
+)
 from bench.forward import Arrivals
 
 FOCAL_POINTS = 100_000
 AREAS = 20
-PG_URL = os.environ.get("KENGELE_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def fill(url: str, n: int) -> None:
+    """`n` approved focal points in AREAS areas; one in a hundred said STOP."""
     upgrade(url)
     engine = create_engine(url)
     languages = ("fr", "en", "sw")
@@ -36,15 +44,11 @@ def fill(url: str, n: int) -> None:
         {
             "name": f"Focal Point {i}",
             "phone": f"+24381{i:07d}",
-            "phone_valid": True,
             "role": "focal_point",
             "status": "approved",
             "language": languages[i % 3],
             "area": f"Area {i % AREAS}",
-            "active": True,
-            "opted_out": i % 100 == 0,  # one in a hundred said STOP
-            "created_at": datetime.now(UTC),
-            "updated_at": datetime.now(UTC),
+            "opted_out": i % 100 == 0,
         }
         for i in range(n)
     ]
@@ -54,86 +58,94 @@ def fill(url: str, n: int) -> None:
     engine.dispose()
 
 
+def reachable_people(n: int) -> int:
+    return n - (n + 99) // 100
+
+
+def settings(**values: Any) -> Settings:
+    """Settings from these values only, not from the environment or a .env file."""
+    return Settings(_env_file=None, log_level="WARNING", **values)  # type: ignore[call-arg]
+
+
 def round_time(url: str) -> tuple[float, int]:
-    runtime = Runtime(Settings(_env_file=None, database_url=url, log_level="WARNING"))
-    started = time.perf_counter()
-    queued = runtime.checkins.fire(runtime.settings.checkin_schedule, datetime(2026, 11, 25, 6, tzinfo=UTC))
-    elapsed = time.perf_counter() - started
-    runtime.stop()
+    """Seconds for one firing of the default schedule, and the check-ins it queued."""
+    runtime = Runtime(settings(database_url=url))
+    try:
+        started = time.perf_counter()
+        queued = runtime.checkins.fire(
+            runtime.settings.checkin_schedule, datetime(2026, 11, 25, 6, tzinfo=UTC)
+        )
+        elapsed = time.perf_counter() - started
+    finally:
+        runtime.stop()
     return elapsed, queued
 
 
 def send_rate(url: str, concurrency: int, seconds: float = 10.0) -> float:
+    """SMS a second the dispatcher hands to the gateway, over `seconds` or until the outbox is empty."""
+    db = reader(url)
+    sent = Message.status == "sent"
+    queued = (Message.direction == "outbound", Message.status == "queued")
+    expect(any_message(db, *queued), "nothing queued to send")
+    before = count_messages(db, sent)
     fake = Arrivals()
-    settings = Settings(
-        _env_file=None,
-        database_url=url,
-        gateway="twilio",
-        twilio_account_sid="AC" + "1" * 32,
-        twilio_auth_token="bench-twilio-token-0123456789abcdef",
-        twilio_from="+15005550006",
-        twilio_api_base=fake.url,
-        dispatch_concurrency=concurrency,
-        log_level="WARNING",
+    runtime = Runtime(
+        settings(
+            database_url=url,
+            gateway="twilio",
+            twilio_account_sid="AC" + "1" * 32,
+            twilio_auth_token="bench-twilio-token-0123456789abcdef",
+            twilio_from="+15005550006",
+            twilio_api_base=fake.url,
+            dispatch_concurrency=concurrency,
+        )
     )
-    runtime = Runtime(settings)
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        before = conn.execute(
-            select(text("count(*)")).select_from(Message).where(Message.status == "sent")
-        ).scalar()
-    runtime.dispatcher.start()
-    time.sleep(seconds)
-    runtime.dispatcher.stop()
-    with engine.connect() as conn:
-        after = conn.execute(
-            select(text("count(*)")).select_from(Message).where(Message.status == "sent")
-        ).scalar()
-    engine.dispose()
-    runtime.stop()
-    fake.server.shutdown()
-    return (int(after or 0) - int(before or 0)) / seconds
-
-
-def reachable(url: str) -> bool:
+    started = time.perf_counter()
     try:
-        create_engine(url).connect().close()
-        return True
-    except Exception:
-        return False
+        runtime.start(intake=False, processor=False, dispatcher=True, scheduler=False)
+        while time.perf_counter() - started < seconds and any_message(db, *queued):
+            time.sleep(0.2)
+    finally:
+        runtime.stop()  # the sends in flight finish, and count
+        elapsed = time.perf_counter() - started
+        fake.server.shutdown()
+        fake.server.server_close()
+    done = count_messages(db, sent) - before
+    db.dispose()
+    expect(done > 0, f"the dispatcher sent nothing in {seconds:g} s")
+    expect(fake.replies >= done, f"{done} SMS marked sent, {fake.replies} reached the gateway")
+    return done / elapsed
 
 
-def main(n: int = FOCAL_POINTS) -> None:
-    print(f"check-in round: {n} focal points in {AREAS} areas (1% opted out), one firing of the schedule")
-    workdir = Path(tempfile.mkdtemp(prefix="kengele-bench-checkins-"))
-    sqlite_url = f"sqlite:///{workdir}/bench.db"
-    fill(sqlite_url, n)
-    elapsed, queued = round_time(sqlite_url)
-    print(f"  SQLite:     {queued} check-ins queued in {elapsed:.1f} s (target < 30 s)")
-    pg_url = None
-    if reachable(PG_URL):
-        name = f"kengele_bench_{os.getpid()}"
-        admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        pg_url = PG_URL.rsplit("/", 1)[0] + "/" + name
-        fill(pg_url, n)
-        elapsed, queued = round_time(pg_url)
-        print(f"  PostgreSQL: {queued} check-ins queued in {elapsed:.1f} s (target < 30 s)")
-    print(
-        "dispatcher: SMS handed to the gateway per second (Twilio SDK -> fake Twilio on loopback, 10 s each)"
-    )
+def measure(label: str, url: str, n: int, seconds: float) -> None:
+    fill(url, n)
+    elapsed, queued = round_time(url)
+    print(f"  {label + ':':<11} {queued} check-ins queued in {elapsed:.1f} s (target < 30 s)")
+    expect(queued == reachable_people(n), f"{queued} check-ins queued for {reachable_people(n)} focal points")
     for concurrency in (4, 16):
-        print(f"  SQLite, concurrency {concurrency:>2}: {send_rate(sqlite_url, concurrency):.0f} SMS/s")
-    if pg_url is not None:
-        for concurrency in (4, 16):
-            print(f"  PostgreSQL, concurrency {concurrency:>2}: {send_rate(pg_url, concurrency):.0f} SMS/s")
-        with admin.connect() as conn:
-            conn.execute(
-                text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
-            )
-            conn.execute(text(f'DROP DATABASE "{name}"'))
-        admin.dispose()
+        rate = send_rate(url, concurrency, seconds)
+        print(
+            f"  {label}, dispatcher at concurrency {concurrency:>2}: {rate:.0f} SMS/s handed to the gateway"
+        )
+
+
+def main(n: int = FOCAL_POINTS, seconds: float = 10.0) -> None:
+    print(
+        f"check-in round: {n} focal points in {AREAS} areas (1% opted out), one firing of the schedule;"
+        f" then the dispatcher (Twilio SDK -> fake Twilio on loopback, up to {seconds:g} s each)"
+    )
+    with scratch("checkins") as workdir:
+        measure("SQLite", f"sqlite:///{workdir}/bench.db", n, seconds)
+    if postgres_reachable():
+        with postgres_database("checkins") as url:
+            measure("PostgreSQL", url, n, seconds)
+    else:
+        expect(not postgres_required(), "PostgreSQL is not reachable (KENGELE_TEST_REQUIRE_PG=1)")
+        print("  PostgreSQL: not reachable, skipped")
+
+
+def smoke() -> None:
+    main(n=1_000, seconds=1.0)
 
 
 if __name__ == "__main__":

@@ -16,20 +16,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
-import statistics
-import tempfile
 import threading
 import time
 import uuid
-from datetime import UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from sqlalchemy import func, select
+from sqlalchemy.orm import aliased
+
 from app.db import make_engine, make_sessionmaker, transaction, upgrade
-from app.models import Person
+from app.models import Incident, Message, Person
 from app.services import gazetteer
+from bench.common import expect, percentile, reader, scratch
 from bench.loadgen import read_response
 from tests.server import Server
 
@@ -101,8 +101,7 @@ class Arrivals:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
 
-def prepare(db: Path, names: list[str]) -> None:
-    url = f"sqlite:///{db}"
+def prepare(url: str, names: list[str]) -> None:
     upgrade(url)
     engine = make_engine(url)
     rows = [  # a grid 0.25 degrees (about 28 km) apart: every village its own incident
@@ -179,83 +178,97 @@ def schedule(n: int, new_every: int) -> tuple[list[str], list[str]]:
     return villages, alerts
 
 
-def main(rate: float = 200.0, seconds: float = 10.0, new_every: int = 10) -> dict[str, float]:
+def main(
+    rate: float = 200.0, seconds: float = 10.0, new_every: int = 10, wait: float = 120.0
+) -> dict[str, float]:
     n = int(rate * seconds)
     villages, names = schedule(n, new_every)
-    workdir = Path(tempfile.mkdtemp(prefix="kengele-bench-forward-"))
-    db = workdir / "bench.db"
-    prepare(db, villages)
-    fake = Arrivals()
-    env = {
-        "KENGELE_GATEWAY": "twilio",
-        "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
-        "TWILIO_AUTH_TOKEN": "bench-twilio-token-0123456789abcdef",
-        "TWILIO_FROM": "+15005550006",
-        "KENGELE_TWILIO_API_BASE": fake.url,
-    }
-    server = Server(f"sqlite:///{db}", workdir, **env).start()
-    try:
-        scheduled = asyncio.run(post_alerts(server.url + "/webhooks/africastalking/-/sms", names, rate))
-        deadline = time.monotonic() + 120
-        while len(fake.forwards) < len(villages) and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        server.stop()
-        fake.server.shutdown()
-    stages = stage_times(db)
-    latencies = sorted(fake.forwards[name] - scheduled[name] for name in fake.forwards if name in scheduled)
-    result = {
-        "alerts": n,
-        "incidents": len(villages),
-        "forwards": len(fake.forwards),
-        "p50_ms": statistics.median(latencies) * 1000 if latencies else float("nan"),
-        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else float("nan"),
-        "max_ms": latencies[-1] * 1000 if latencies else float("nan"),
-    }
-    print(
-        f"forward latency: {n} alerts at {rate:.0f}/s for {seconds:.0f} s, {len(villages)} new incidents"
-        " (SQLite, Twilio SDK to a fake Twilio; every reporter answered too)"
-    )
-    print(
-        f"  webhook -> forward at the gateway: p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms, "
-        f"max {result['max_ms']:.0f} ms; {result['forwards']}/{len(villages)} forwards (target p99 < 1000 ms)"
-    )
-    print(
-        "  stages, p50/p99 ms: webhook -> stored "
-        + percentiles([t[0] - scheduled[v] for v, t in stages.items() if v in scheduled])
-        + ", stored -> forward queued (processing) "
-        + percentiles([t[1] - t[0] for t in stages.values()])
-        + ", queued -> handed to the gateway (dispatch) "
-        + percentiles([fake.forwards[v] - t[1] for v, t in stages.items() if v in fake.forwards])
-    )
+    with scratch("forward") as workdir:
+        url = f"sqlite:///{workdir / 'bench.db'}"
+        prepare(url, villages)
+        fake = Arrivals()
+        env = {
+            "KENGELE_GATEWAY": "twilio",
+            "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
+            "TWILIO_AUTH_TOKEN": "bench-twilio-token-0123456789abcdef",
+            "TWILIO_FROM": "+15005550006",
+            "KENGELE_TWILIO_API_BASE": fake.url,
+        }
+        server = Server(url, workdir, **env)
+        try:
+            server.start()
+            scheduled = asyncio.run(post_alerts(server.url + "/webhooks/africastalking/-/sms", names, rate))
+            deadline = time.monotonic() + wait
+            while len(fake.forwards) < len(villages) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            server.stop()
+            fake.server.shutdown()
+            fake.server.server_close()
+        stages = stage_times(url)
+        latencies = [fake.forwards[name] - scheduled[name] for name in fake.forwards if name in scheduled]
+        result = {
+            "alerts": n,
+            "incidents": len(villages),
+            "forwards": len(fake.forwards),
+            "p50_ms": percentile(latencies, 50) * 1000,
+            "p99_ms": percentile(latencies, 99) * 1000,
+            "max_ms": max(latencies, default=float("nan")) * 1000,
+        }
+        print(
+            f"forward latency: {n} alerts at {rate:g}/s for {seconds:g} s, {len(villages)} new incidents"
+            " (SQLite, Twilio SDK to a fake Twilio; every reporter answered too)"
+        )
+        print(
+            f"  webhook -> forward at the gateway: p50 {result['p50_ms']:.0f} ms,"
+            f" p99 {result['p99_ms']:.0f} ms, max {result['max_ms']:.0f} ms;"
+            f" {len(fake.forwards)}/{len(villages)} forwards (target p99 < 1000 ms)"
+        )
+        print(
+            "  stages, p50/p99 ms: webhook -> stored "
+            + percentiles([t[0] - scheduled[v] for v, t in stages.items() if v in scheduled])
+            + ", stored -> forward queued (processing) "
+            + percentiles([t[1] - t[0] for t in stages.values()])
+            + ", queued -> handed to the gateway (dispatch) "
+            + percentiles([fake.forwards[v] - t[1] for v, t in stages.items() if v in fake.forwards])
+        )
+        expect(
+            len(fake.forwards) == len(villages),
+            f"{len(fake.forwards)} forwards reached the gateway for {len(villages)} new incidents",
+        )
+        expect(len(stages) == len(villages), f"{len(stages)} forwards queued for {len(villages)} incidents")
+        expect(fake.replies > 0, "no reporter was answered")
     return result
 
 
-def stage_times(db: Path) -> dict[str, tuple[float, float]]:
+def stage_times(url: str) -> dict[str, tuple[float, float]]:
     """Per village: when its first report was stored, and when its forward was queued."""
-    import sqlite3
-    from datetime import datetime
-
-    def ts(value: str) -> float:
-        return datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
-
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute(
-            "SELECT n.place_name, (SELECT min(i.created_at) FROM messages i"
-            " WHERE i.incident_id = o.incident_id AND i.direction = 'inbound'), o.created_at"
-            " FROM messages o"
-            " JOIN incidents n ON n.id = o.incident_id"
-            " WHERE o.purpose = 'alert_forward'"
-        ).fetchall()
-    return {name: (ts(a), ts(b)) for name, a, b in rows}
+    report = aliased(Message)
+    first_stored = (
+        select(func.min(report.created_at))
+        .where(report.incident_id == Message.incident_id, report.direction == "inbound")
+        .scalar_subquery()
+    )
+    query = (
+        select(Incident.place_name, first_stored, Message.created_at)
+        .join(Incident, Incident.id == Message.incident_id)
+        .where(Message.purpose == "alert_forward")
+    )
+    engine = reader(url)
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    engine.dispose()
+    return {name: (stored.timestamp(), queued.timestamp()) for name, stored, queued in rows if name}
 
 
 def percentiles(values: list[float]) -> str:
-    values = sorted(values)
     if not values:
         return "-"
-    p50, p99 = values[len(values) // 2], values[min(len(values) - 1, int(len(values) * 0.99))]
-    return f"{p50 * 1000:.0f}/{p99 * 1000:.0f}"
+    return f"{percentile(values, 50) * 1000:.0f}/{percentile(values, 99) * 1000:.0f}"
+
+
+def smoke() -> dict[str, float]:
+    return main(rate=50.0, seconds=1.0, new_every=5, wait=30.0)
 
 
 if __name__ == "__main__":
