@@ -177,7 +177,10 @@ def test_schedules_and_notices() -> None:
 def test_one_scheduler_leads_and_another_takes_over(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings()
     first, second = Runtime(settings), Runtime(settings)
-    schedulers = [Scheduler(engine=rt.engine, checkins=rt.checkins, retry=0.1) for rt in (first, second)]
+    schedulers = [
+        Scheduler(engine=rt.engine, checkins=rt.checkins, signals=rt.signals, retry=0.1)
+        for rt in (first, second)
+    ]
     for scheduler in schedulers:
         scheduler.start()
     deadline = time.monotonic() + 5

@@ -15,6 +15,7 @@ from app.main import create_app
 from app.models import DeliveryEvent, Message
 from app.services.outbox import Dispatcher, RetryPolicy, enqueue
 from app.services.runtime import Runtime
+from app.services.worker import Signals
 from gateways.base import Gateway, SendResult
 from tests.fakes import FakeProvider
 from tests.helpers import signed_headers
@@ -218,6 +219,7 @@ def test_two_dispatchers_never_send_a_row_twice(settings: Settings) -> None:
             factory=make_sessionmaker(make_engine(settings.database_url)),
             gateways=[gateway],
             policy=RetryPolicy(1, 0.01, 0.01),
+            signals=Signals(),
             concurrency=4,
         )
         for _ in range(3)

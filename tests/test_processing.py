@@ -178,7 +178,7 @@ def test_processor_survives_a_database_outage(runtime: Runtime, monkeypatch: pyt
         return real(ids)
 
     monkeypatch.setattr(runtime.processor, "process", flaky)
-    runtime.processor.sweep_every = 0.1
+    runtime.processor.every = 0.1  # sweep after 0.1 s without messages
     runtime.start(intake=False, processor=True, dispatcher=False)
     try:
         runtime.processor.submit([inbound(runtime, "+243820000001", "RAS", "o1")])

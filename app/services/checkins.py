@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from app.services.escalation import area_names
 from app.services.gazetteer import normalize_name
 from app.services.language import language_for
 from app.services.outbox import enqueue, outbound_row
+from app.services.worker import Pass, Signals, Worker
 from keywords.parser import Lexicon
 from keywords.sms import fit_one, segments
 
@@ -342,49 +342,41 @@ _STAFF = select(Person).where(
 _ROUND_SIZE = select(func.count()).select_from(CheckIn).where(CheckIn.round_key == bindparam("key"))
 
 
-class Scheduler:
+class Scheduler(Worker):
     """Runs the check-in schedules in one process: the one holding the leader lock (PostgreSQL)."""
 
-    def __init__(self, *, engine: Engine, checkins: CheckIns, retry: float = 10.0) -> None:
+    name = "checkins"
+
+    def __init__(self, *, engine: Engine, checkins: CheckIns, signals: Signals, retry: float = 10.0) -> None:
+        super().__init__(signals=signals, every=retry)
         self.engine = engine
         self.checkins = checkins
-        self.retry = retry
         self._lock_conn: Connection | None = None
         self._scheduler: BackgroundScheduler | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     @property
     def leading(self) -> bool:
+        """Tell whether this process runs the schedules now."""
         return self._scheduler is not None
 
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="kengele-checkins", daemon=True)
-        self._thread.start()
-
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=15)
+        """Stop the election and give up the lead (another replica takes it)."""
+        super().stop()
         self._resign()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self._scheduler is None:
-                    if self._elect():
-                        self._lead()
-                elif not self._still_leader():
-                    log.warning("lost the check-in scheduler lock")
-                    self._resign()
-            except Exception:
-                log.exception("check-in scheduler election failed")
+    def step(self) -> Pass:
+        """Lead if the lock is free; while leading, check that the lock's connection still holds it."""
+        try:
+            if self._scheduler is None:
+                if self._elect():
+                    self._lead()
+            elif not self._still_leader():
+                log.warning("lost the check-in scheduler lock")
                 self._resign()
-            self._stop.wait(self.retry)
+        except Exception:  # start afresh: a lock without schedules, or schedules without the lock, is no lead
+            self._resign()
+            raise
+        return Pass.IDLE
 
     def _elect(self) -> bool:
         if self.engine.dialect.name != "postgresql":

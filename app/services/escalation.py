@@ -10,8 +10,6 @@ a conditional UPDATE, so with several replicas every step is sent once.
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, cast
 from zoneinfo import ZoneInfo
@@ -26,6 +24,7 @@ from app.services.gazetteer import normalize_name
 from app.services.language import language_for
 from app.services.outbox import enqueue
 from app.services.shifts import on_duty
+from app.services.worker import Pass, Signals, Worker
 from keywords.parser import Lexicon
 from keywords.sms import fit_one
 
@@ -381,49 +380,33 @@ def _audit(session: Session, action: str, incident: Incident, now: datetime, **d
     )
 
 
-class Escalator:
+class Escalator(Worker):
     """The background job that sends escalation steps as they fall due."""
 
+    name = "escalator"
+    join_timeout = 10.0
+
     def __init__(
-        self,
-        *,
-        factory: sessionmaker[Session],
-        escalation: Escalation,
-        every: float = 5.0,
-        on_outbox: Callable[[], None] = lambda: None,
+        self, *, factory: sessionmaker[Session], escalation: Escalation, signals: Signals, every: float = 5.0
     ) -> None:
-        self.factory = factory
+        super().__init__(signals=signals, every=every, factory=factory)
         self.escalation = escalation
-        self.every = every
-        self.on_outbox = on_outbox
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="kengele-escalator", daemon=True)
-        self._thread.start()
+    def prepare(self) -> None:
+        """Wait one period: the first round is `every` seconds after the start."""
+        self.rest(self.every)
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def step(self) -> Pass:
+        """Run one escalation round, then wait for the next."""
+        self.run_once()
+        return Pass.IDLE
 
     def run_once(self) -> int:
-        with self.factory() as session, session.begin():
+        """Send the escalation steps and failure follow-ups due now, in one transaction; how many."""
+        with self.transaction() as session:
             now = utcnow()
             sent = self.escalation.escalate_due(session=session, now=now)
             sent += self.escalation.follow_up_failures(session=session, now=now)
         if sent:
-            self.on_outbox()
+            self.signals.outbox_ready()
         return sent
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            try:
-                self.run_once()
-            except Exception:  # the next round tries again
-                log.exception("escalation round failed")

@@ -11,10 +11,7 @@ import asyncio
 import json
 import logging
 import queue
-import threading
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -26,6 +23,7 @@ from app.db import durable, insert_ignoring_conflicts, utcnow
 from app.metrics import INBOUND, INTAKE_BATCH
 from app.models import Message
 from app.phones import normalize
+from app.services.worker import Pass, Signals, Worker
 from gateways.base import InboundSms
 
 log = logging.getLogger("kengele.intake")
@@ -37,6 +35,10 @@ BATCH_MAX = 512
 class Stored:
     message_id: int | None  # None: a retry of a message already stored
     duplicate: bool
+
+
+# A webhook's message, and where to tell the request once it is committed.
+Waiting = tuple[InboundSms, asyncio.AbstractEventLoop, asyncio.Future[Stored]]
 
 
 def clean_text(text: str) -> str:
@@ -91,59 +93,33 @@ def store_batch(engine: Engine, rows: list[dict[str, Any]]) -> list[int | None]:
     return out
 
 
-# Webhooks per commit (moving average) from which intake is a burst and comes first. A steady
-# stream waits for our own processing transactions and makes batches of a few: not a burst.
-BURST_BATCH = 8.0
-
-
-class IntakeWriter:
+class IntakeWriter(Worker):
     """The one thread that commits inbound messages, in batches, for every webhook request."""
 
-    def __init__(
-        self,
-        *,
-        engine: Engine,
-        region: str,
-        lease: timedelta,
-        on_stored: Callable[[list[int]], None] | None = None,
-    ) -> None:
+    name = "intake"
+    drain = True
+    join_timeout = 10.0
+
+    def __init__(self, *, engine: Engine, region: str, lease: timedelta, signals: Signals) -> None:
+        # Its failures are single batches (each answered 5xx): try the next one soon.
+        super().__init__(signals=signals, every=0.0, retry=0.05)
         self.engine = engine
         self.region = region
         # A fresh row is processed by the process that stored it; other replicas leave it alone this long.
         self.lease = lease
-        self.on_stored = on_stored
         self.claim_token = uuid.uuid4().hex
-        self._queue: queue.SimpleQueue[tuple[InboundSms, asyncio.AbstractEventLoop, asyncio.Future[Stored]]]
-        self._queue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-        self._last_commit = 0.0
-        self._batch_average = 1.0  # moving average of webhooks per commit
+        self._queue: queue.SimpleQueue[Waiting | None] = queue.SimpleQueue()  # None: stop
         # False when this process runs no processor: rows are left unclaimed for a worker to sweep.
         self.claim = True
 
-    def busy(self) -> bool:
-        """Webhooks queue up: batches of many were committed in the last 50 ms.
+    def start(self, *, claim: bool = True) -> None:
+        """Start committing; `claim`: this process's processor takes the fresh rows."""
+        self.claim = claim
+        super().start()
 
-        A steady trickle (one webhook per commit, however many a second) is not busy: processing
-        and sending then run at full speed, so an alert reaches its officer in well under a second.
-        Only a burst that makes webhooks wait for each other's commits sends them to the back.
-        """
-        return time.monotonic() - self._last_commit < 0.05 and self._batch_average >= BURST_BATCH
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="kengele-intake", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping = True
-        if self._thread is not None:
-            self._queue.put(None)  # type: ignore[arg-type]
-            self._thread.join(timeout=10)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def interrupt(self) -> None:
+        """Queue the stop: the webhooks queued before it are still committed."""
+        self._queue.put(None)
 
     async def store(self, sms: InboundSms) -> Stored:
         """Commit one message; returns once it is durable (raises if the database refused it)."""
@@ -165,26 +141,30 @@ class IntakeWriter:
         INBOUND.labels(sms.provider, "duplicate" if message_id is None else "stored").inc()
         return Stored(message_id, message_id is None)
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            batch = [item]
-            while len(batch) < BATCH_MAX:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)  # type: ignore[arg-type]
-                    break
-                batch.append(nxt)
+    def step(self) -> Pass:
+        """Commit the webhooks waiting (up to BATCH_MAX) in one transaction."""
+        item = self._queue.get()
+        if item is None:
+            return Pass.DONE
+        batch = [item]
+        while len(batch) < BATCH_MAX:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                self._queue.put(None)
+                break
+            batch.append(nxt)
+        try:
             self._commit(batch)
+        except Exception as exc:  # no webhook waits forever: the ones not answered yet answer 5xx
+            for _, loop, future in batch:
+                loop.call_soon_threadsafe(_fail, future, exc)
+            raise
+        return Pass.AGAIN
 
-    def _commit(
-        self, batch: list[tuple[InboundSms, asyncio.AbstractEventLoop, asyncio.Future[Stored]]]
-    ) -> None:
+    def _commit(self, batch: list[Waiting]) -> None:
         now = utcnow()
         token = self.claim_token if self.claim else None
         rows = [
@@ -199,8 +179,7 @@ class IntakeWriter:
             log.exception("intake commit failed", extra={"batch": len(batch)})
             # One bad row must not fail the others: store them one by one.
             outcomes = [self._store_alone(row) for row in rows] if len(batch) > 1 else [exc]
-        self._last_commit = time.monotonic()
-        self._batch_average = 0.8 * self._batch_average + 0.2 * len(batch)
+        self.signals.intake_committed(len(batch))
         fresh: list[int] = []
         for (sms, loop, future), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, Exception):  # the request answers 5xx: the provider may retry
@@ -211,8 +190,9 @@ class IntakeWriter:
             if outcome is not None:
                 fresh.append(outcome)
             loop.call_soon_threadsafe(_resolve, future, Stored(outcome, outcome is None))
-        if fresh and self.on_stored is not None and self.claim:
-            self.on_stored(fresh)
+        if self.claim:
+            for message_id in fresh:
+                self.signals.stored.put(message_id)
 
     def _store_alone(self, row: dict[str, Any]) -> int | Exception | None:
         try:

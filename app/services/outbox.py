@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -19,15 +18,16 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Insert, and_, bindparam, or_, select, update
+from sqlalchemy import Insert, Table, and_, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import insert_ignoring_conflicts, transaction, utcnow
 from app.metrics import DELIVERY, OUTBOUND, OUTBOX_DEPTH
 from app.models import DeliveryEvent, Message
+from app.services.worker import Pass, Signals, Worker
 from gateways.base import DeliveryReport, Gateway, SendError
 
 log = logging.getLogger("kengele.outbox")
@@ -153,7 +153,7 @@ class Outcome:
 
 
 # Built once: constructing a statement costs more than running it (see bench/).
-_T = Message.__table__
+_T = cast(Table, Message.__table__)
 _DUE = or_(
     and_(_T.c.status == "queued", _T.c.next_attempt_at <= bindparam("now")),
     and_(_T.c.status == "sending", _T.c.claimed_until < bindparam("now")),
@@ -209,8 +209,14 @@ _RECORD = (
 )
 
 
-class Dispatcher:
+# Alerts waiting to be processed above which the dispatcher sends only what officers must read now.
+URGENT_BACKLOG = 20
+
+
+class Dispatcher(Worker):
     """Claims due outbound rows and sends each through the gateways, in order."""
+
+    name = "dispatcher"
 
     def __init__(
         self,
@@ -218,74 +224,52 @@ class Dispatcher:
         factory: sessionmaker[Session],
         gateways: Sequence[Gateway],
         policy: RetryPolicy,
+        signals: Signals,
         concurrency: int = 4,
         lease: float = 120.0,
         poll: float = 1.0,
         clock: Callable[[], datetime] = utcnow,
-        intake_busy: Callable[[], bool] = lambda: False,
         send_timeout: float = 10.0,
-        urgent_only: Callable[[], bool] = lambda: False,
     ) -> None:
         if not gateways:
             raise ValueError("the dispatcher needs at least one gateway")
-        self.factory = factory
+        super().__init__(signals=signals, every=poll, factory=factory, wake=signals.outbox)
         self.gateways = list(gateways)
         self.policy = policy
         self.concurrency = concurrency
         self.lease = timedelta(seconds=lease)
-        self.poll = poll
         self.clock = clock
-        self.intake_busy = intake_busy
-        # While alerts wait to be processed, only what officers must read now is sent (forwards,
-        # escalations, notices): replies and check-ins leave the CPU to the processing.
-        self.urgent_only = urgent_only
         # Claim no more than can be sent, at worst, well within the lease.
         self.claim_limit = max(1, min(64, int(concurrency * lease / (send_timeout * 2))))
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kengele-send")
 
-    # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="kengele-dispatcher", daemon=True)
-        self._thread.start()
-
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=15)
+        """Stop after the pass under way; the sends in flight finish."""
+        super().stop()
         self._pool.shutdown(wait=True, cancel_futures=False)
 
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def step(self) -> Pass:
+        """Send what is due; idle when nothing was, rest a little while webhooks queue."""
+        started = time.perf_counter()
+        if self.run_once() == 0:
+            return Pass.IDLE
+        if self.signals.intake_busy():  # storing comes before sending: leave the webhooks the CPU
+            self.rest(3.0 * (time.perf_counter() - started))
+        return Pass.AGAIN
 
-    def notify(self) -> None:
-        """Something was queued: look now rather than at the next poll."""
-        self._wake.set()
+    def urgent_only(self) -> bool:
+        """Tell whether to send only what officers must read now (forwards, escalations, notices).
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            started = time.perf_counter()
-            try:
-                sent = self.run_once()
-            except Exception:
-                log.exception("dispatcher pass failed")
-                sent = 0
-            if sent == 0:
-                self._wake.wait(self.poll)
-                self._wake.clear()
-            elif self.intake_busy():  # storing comes before sending: leave the webhooks the CPU
-                time.sleep(3.0 * (time.perf_counter() - started))
+        While alerts wait to be processed, replies and check-ins leave the CPU to the processing.
+        """
+        return self.signals.backlog() > URGENT_BACKLOG
 
     # -- one pass ----------------------------------------------------------------------------
     def claim(self, limit: int = 64) -> tuple[str, list[Outgoing]]:
         """Take up to `limit` due rows (or rows whose sender died mid-send) for this dispatcher."""
         now = self.clock()
         token = uuid.uuid4().hex
-        with self.factory() as session, session.begin():
+        with self.transaction() as session:
             conn = session.connection()
             locking = conn.dialect.name == "postgresql"
             max_priority = PRIORITY["notice"] if self.urgent_only() else max(PRIORITY.values())
@@ -339,9 +323,11 @@ class Dispatcher:
             {f"b_{k}": v for k, v in asdict(outcome).items()} | {"b_id": row.id, "b_token": token}
             for row, outcome in finished
         ]
-        sent = [(o.provider, o.provider_message_id) for _, o in finished if o.provider_message_id]
+        sent: list[tuple[str | None, str | None]] = [
+            (o.provider, o.provider_message_id) for _, o in finished if o.provider_message_id
+        ]
         try:
-            with self.factory() as session, session.begin():
+            with self.transaction() as session:
                 session.connection().execute(_RECORD, params)
                 if sent:
                     adopt_early_receipts(session=session, sent=sent)
@@ -351,7 +337,7 @@ class Dispatcher:
 
     def _record_alone(self, params: dict[str, Any]) -> None:
         try:
-            with self.factory() as session, session.begin():
+            with self.transaction() as session:
                 session.connection().execute(_RECORD, params)
         except IntegrityError:
             log.error(
@@ -360,7 +346,7 @@ class Dispatcher:
             reused = (
                 f"{params['b_provider']} answered with a reused message id {params['b_provider_message_id']}"
             )
-            with self.factory() as session, session.begin():
+            with self.transaction() as session:
                 session.connection().execute(
                     _RECORD, params | {"b_provider_message_id": None, "b_error": reused}
                 )

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import timedelta
+from typing import cast
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import utcnow
 from app.models import Message
 from app.services.pipeline import PipelineConfig, handle_inbound, load_senders
+from app.services.worker import Pass, Signals, Worker
 
 log = logging.getLogger("kengele.processing")
 
@@ -25,7 +26,7 @@ BUSY_REST = 3.0
 GATHER = 0.005
 
 # Built once: constructing a statement costs more than running it (see bench/).
-_TABLE = Message.__table__
+_TABLE = cast(Table, Message.__table__)
 _RENEW = (
     update(_TABLE)
     .where(
@@ -39,8 +40,10 @@ _RENEW = (
 _LOAD = select(Message).where(Message.id.in_(bindparam("ids", expanding=True)))
 
 
-class Processor:
+class Processor(Worker):
     """Runs the pipeline on committed inbound messages this process has claimed."""
+
+    name = "processor"
 
     def __init__(
         self,
@@ -48,92 +51,76 @@ class Processor:
         factory: sessionmaker[Session],
         config: PipelineConfig,
         claim_token: str,
-        on_outbox: Callable[[], None] = lambda: None,
+        signals: Signals,
         sweep_every: float = 5.0,
         sole_process: bool = False,
         lease: timedelta = timedelta(seconds=30),
         budget: float = 0.003,
         calm_budget: float = 0.015,
-        intake_busy: Callable[[], bool] = lambda: False,
     ) -> None:
-        self.intake_busy = intake_busy
+        # `every`: a sweep when no message came for this long; after a failed pass, 1 s and more.
+        super().__init__(signals=signals, every=sweep_every, factory=factory, retry=1.0)
         self.lease = lease
         # Work per transaction: short while webhooks queue (their commits wait for ours on SQLite),
         # longer otherwise (fewer commits and claim renewals: more messages a second).
         self.budget = budget
         self.calm_budget = calm_budget
-        self.factory = factory
         self.config = config
         self.claim_token = claim_token
-        self.on_outbox = on_outbox
-        self.sweep_every = sweep_every
         # SQLite deployments run one process: at start, every claim left behind is a dead one.
         self.sole_process = sole_process
-        self._queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-        self._in_hand = 0
 
     def backlog(self) -> int:
-        """Messages stored and waiting for this processor (a moment's estimate)."""
-        return self._queue.qsize() + self._in_hand
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="kengele-processor", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._queue.put(None)
-        if self._thread is not None:
-            self._thread.join(timeout=15)
+        """Count the messages stored and waiting for this processor (a moment's estimate)."""
+        return self.signals.backlog()
 
     def submit(self, ids: Iterable[int]) -> None:
+        """Hand claimed messages to the processor's thread."""
         for message_id in ids:
-            self._queue.put(message_id)
+            self.signals.stored.put(message_id)
 
-    def _run(self) -> None:
-        self._safe_sweep(take_over=self.sole_process)
-        while not self._stopping:
-            try:
-                message_id = self._queue.get(timeout=self.sweep_every)
-            except queue.Empty:
-                self._safe_sweep()
-                continue
-            if message_id is None:
-                return
-            batch = [message_id]
-            gather_until = time.monotonic() + GATHER  # more messages a transaction: fewer commits
-            while len(batch) < 256:
-                try:
-                    nxt = self._queue.get(timeout=max(0.0, gather_until - time.monotonic()))
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._stopping = True
-                    break
-                batch.append(nxt)
-            self._in_hand = len(batch)
-            try:
-                if self.process(batch):
-                    self.on_outbox()
-            except Exception:  # the database is away: try these again in a moment
-                log.exception("processing pass failed", extra={"batch": len(batch)})
-                time.sleep(1.0)
-                self.submit(batch)
-            finally:
-                self._in_hand = 0
+    def interrupt(self) -> None:
+        """Wake the thread from its wait for stored messages."""
+        self.signals.stored.put(None)
 
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def prepare(self) -> None:
+        """Sweep before the first message: what a crash left behind comes first."""
+        self._sweep(take_over=self.sole_process)
 
-    def _safe_sweep(self, *, take_over: bool = False) -> None:
+    def step(self) -> Pass:
+        """Process the messages stored meanwhile, or sweep when none came for `every` seconds."""
+        stored = self.signals.stored
         try:
-            if self.sweep(take_over=take_over):
-                self.on_outbox()
-        except Exception:
-            log.exception("sweep failed")
+            message_id = stored.get(timeout=self.every)
+        except queue.Empty:
+            self._sweep()
+            return Pass.AGAIN
+        if message_id is None:
+            return Pass.DONE
+        batch = [message_id]
+        gather_until = time.monotonic() + GATHER  # more messages a transaction: fewer commits
+        while len(batch) < 256:
+            try:
+                nxt = stored.get(timeout=max(0.0, gather_until - time.monotonic()))
+            except queue.Empty:
+                break
+            if nxt is None:  # stopping: this batch is the last
+                break
+            batch.append(nxt)
+        self.signals.in_hand = len(batch)
+        try:
+            if self.process(batch):
+                self.signals.outbox_ready()
+        except Exception:  # the database is away: these are tried again after the back-off
+            self.submit(batch)
+            raise
+        finally:
+            self.signals.in_hand = 0
+        return Pass.AGAIN
+
+    def _sweep(self, *, take_over: bool = False) -> None:
+        if self.sweep(take_over=take_over):
+            self.signals.outbox_ready()
 
     def sweep(self, limit: int = 500, *, take_over: bool = False) -> int:
         """Claim and process messages nobody is processing (left by a crash or another replica)."""
@@ -142,7 +129,7 @@ class Processor:
         if take_over:
             free = or_(free, Message.claim_token != self.claim_token)
         unprocessed = and_(Message.processed_at.is_(None), Message.direction == "inbound", free)
-        with self.factory() as session, session.begin():
+        with self.transaction() as session:
             ids = list(
                 session.scalars(select(Message.id).where(unprocessed).order_by(Message.id).limit(limit))
             )
@@ -168,11 +155,11 @@ class Processor:
         position = 0
         while position < len(ids):
             started = time.perf_counter()
-            busy = self.intake_busy()
+            busy = self.signals.intake_busy()
             size, budget = (4, self.budget) if busy else (16, self.calm_budget)
             chunk: list[int] = []
             try:
-                with self.factory() as session, session.begin():
+                with self.transaction() as session:
                     claimed = self._renew_claims(session, ids[position : position + size])
                     messages = {m.id: m for m in session.scalars(_LOAD, {"ids": list(claimed)})}
                     senders = load_senders(
@@ -200,7 +187,7 @@ class Processor:
 
     def _yield(self, worked: float) -> None:
         """While webhooks arrive, leave them most of the CPU: storing comes before processing."""
-        time.sleep(worked * BUSY_REST if self.intake_busy() else 0)
+        time.sleep(worked * BUSY_REST if self.signals.intake_busy() else 0)
 
     def _renew_claims(self, session: Session, ids: list[int]) -> set[int]:
         """Renew our claim on these messages; the ones still ours and unprocessed.
@@ -214,7 +201,7 @@ class Processor:
 
     def _process_alone(self, message_id: int) -> int:
         try:
-            with self.factory() as session, session.begin():
+            with self.transaction() as session:
                 if message_id not in self._renew_claims(session, [message_id]):
                     return 0
                 message = session.get(Message, message_id)
@@ -234,7 +221,7 @@ class Processor:
             log.exception("could not record a processing failure", extra={"message_id": message_id})
 
     def _count_failure(self, message_id: int, exc: Exception) -> None:
-        with self.factory() as session, session.begin():
+        with self.transaction() as session:
             message = session.get(Message, message_id)
             if message is None or message.processed_at is not None:
                 return

@@ -16,15 +16,14 @@ from app.services.intake import IntakeWriter
 from app.services.outbox import Dispatcher, RetryPolicy
 from app.services.pipeline import PipelineConfig
 from app.services.processing import Processor
+from app.services.worker import Signals, Worker
 from keywords.parser import lexicon
 
 log = logging.getLogger("kengele.runtime")
-# Alerts waiting to be processed above which the dispatcher sends only what officers must read now.
-URGENT_BACKLOG = 20
 
 
 class Runtime:
-    """Engine, intake writer, processor and dispatcher of one process."""
+    """The engine and the workers of one process, and the signals between them."""
 
     def __init__(self, settings: Settings, *, engine: Engine | None = None) -> None:
         self.settings = settings
@@ -50,36 +49,41 @@ class Runtime:
             ),
         )
         lease = timedelta(seconds=settings.processing_lease)
-        self.writer = IntakeWriter(engine=self.engine, region=settings.default_region, lease=lease)
+        # The workers, and all that passes between them (through `signals`, nothing else):
+        #   stored ids     intake writer -> processor
+        #   intake busy    intake writer -> processor, dispatcher (both give way to a webhook burst)
+        #   backlog        processor -> dispatcher (only urgent sends while alerts wait)
+        #   outbox ready   processor, escalator, check-ins, receipts, API -> dispatcher (look now)
+        self.signals = Signals()
+        self.writer = IntakeWriter(
+            engine=self.engine, region=settings.default_region, lease=lease, signals=self.signals
+        )
+        self.processor = Processor(
+            factory=self.factory,
+            config=self.pipeline,
+            claim_token=self.writer.claim_token,
+            signals=self.signals,
+            sole_process=settings.is_sqlite,
+            lease=lease,
+        )
         self.dispatcher = Dispatcher(
             factory=self.factory,
             gateways=self.gateways,
             policy=RetryPolicy(
                 settings.send_max_attempts, settings.send_backoff_base, settings.send_backoff_max
             ),
+            signals=self.signals,
             concurrency=settings.dispatch_concurrency,
             lease=settings.send_lease,
             poll=settings.dispatch_poll,
-            intake_busy=self.writer.busy,
             send_timeout=settings.send_timeout,
         )
-        self.processor = Processor(
-            factory=self.factory,
-            config=self.pipeline,
-            claim_token=self.writer.claim_token,
-            on_outbox=self.dispatcher.notify,
-            sole_process=settings.is_sqlite,
-            lease=lease,
-            intake_busy=self.writer.busy,
-        )
-        self.writer.on_stored = self.processor.submit
-        self.dispatcher.urgent_only = lambda: self.processor.backlog() > URGENT_BACKLOG
         assert self.pipeline.escalation is not None
         self.escalator = Escalator(
             factory=self.factory,
             escalation=self.pipeline.escalation,
+            signals=self.signals,
             every=settings.escalation_poll,
-            on_outbox=self.dispatcher.notify,
         )
         self.checkins = CheckIns(
             factory=self.factory,
@@ -88,52 +92,44 @@ class Runtime:
             schedule=settings.checkin_schedule,
             overrides=settings.checkin_schedules,
             silent_after=settings.silent_after,
-            on_outbox=self.dispatcher.notify,
+            on_outbox=self.signals.outbox_ready,
         )
-        self.scheduler = Scheduler(engine=self.engine, checkins=self.checkins)
-        self._started: list[str] = []
+        self.scheduler = Scheduler(engine=self.engine, checkins=self.checkins, signals=self.signals)
+        self._started: list[Worker] = []
 
     def start(
         self, *, intake: bool = True, processor: bool = True, dispatcher: bool = True, scheduler: bool = True
     ) -> None:
+        """Start the checkpointer and the workers asked for (`scheduler`: escalations and check-ins)."""
         if self.checkpointer is not None:
             self.checkpointer.start()
         if intake:
-            self.writer.claim = processor
-            self.writer.start()
-            self._started.append("intake")
-        if processor:
-            self.processor.start()
-            self._started.append("processor")
-        if dispatcher:
-            self.dispatcher.start()
-            self._started.append("dispatcher")
-        if scheduler:
-            self.escalator.start()
-            self.scheduler.start()
-            self._started.append("scheduler")
-        log.info("runtime started", extra={"parts": self._started, "gateways": self.settings.gateway})
+            # Without a processor here, fresh rows are left unclaimed for another process's sweep.
+            self.writer.start(claim=processor)
+            self._started.append(self.writer)
+        wanted = [
+            (processor, self.processor),
+            (dispatcher, self.dispatcher),
+            (scheduler, self.escalator),
+            (scheduler, self.scheduler),
+        ]
+        for want, worker in wanted:
+            if want:
+                worker.start()
+                self._started.append(worker)
+        log.info(
+            "runtime started",
+            extra={"parts": [w.name for w in self._started], "gateways": self.settings.gateway},
+        )
 
     def dead_parts(self) -> list[str]:
-        """Background parts this process started that are no longer running."""
-        alive = {
-            "intake": self.writer.alive,
-            "processor": self.processor.alive,
-            "dispatcher": self.dispatcher.alive,
-            "scheduler": self.escalator.alive and self.scheduler.alive,
-        }
-        return [part for part in self._started if not alive[part]]
+        """Name the workers this process started that are no longer running."""
+        return [worker.name for worker in self._started if not worker.alive]
 
     def stop(self) -> None:
-        if "intake" in self._started:
-            self.writer.stop()
-        if "processor" in self._started:
-            self.processor.stop()
-        if "dispatcher" in self._started:
-            self.dispatcher.stop()
-        if "scheduler" in self._started:
-            self.escalator.stop()
-            self.scheduler.stop()
+        """Stop the workers in the order they started (intake first: nothing new comes in)."""
+        for worker in self._started:
+            worker.stop()
         self._started.clear()
         if self.checkpointer is not None:
             self.checkpointer.stop()
