@@ -20,6 +20,7 @@ from app.models import AuditLog, CheckInRound, Message, Person
 from app.services import gazetteer
 from app.services.checkins import CheckIns, Scheduler, last_fire_time, parse_schedule, silent_text
 from app.services.runtime import Runtime
+from app.services.worker import Signals
 from tests.conftest import ADMIN_TOKEN
 from tests.fakes import FakeProvider
 from tests.server import Server
@@ -160,8 +161,13 @@ def test_schedules_and_notices() -> None:
         parse_schedule("every day")
     with pytest.raises(ValueError, match="is not 'Area=cron line'"):
         CheckIns(
-            factory=None, lexicon=None, timezone="UTC", schedule="0 8 * * *", overrides="Djugu 0 7 * * *"
-        )  # type: ignore[arg-type]
+            factory=None,  # type: ignore[arg-type]
+            lexicon=None,  # type: ignore[arg-type]
+            timezone="UTC",
+            schedule="0 8 * * *",
+            overrides="Djugu 0 7 * * *",
+            signals=Signals(),
+        )
     from zoneinfo import ZoneInfo
 
     now = datetime(2026, 11, 25, 7, 30, tzinfo=UTC)  # 09:30 in Lubumbashi

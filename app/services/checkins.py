@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -122,7 +122,7 @@ class CheckIns:
         schedule: str,
         overrides: str = "",
         silent_after: int = 2,
-        on_outbox: Callable[[], None] = lambda: None,
+        signals: Signals,
     ) -> None:
         self.factory = factory
         self.lexicon = lexicon
@@ -131,7 +131,7 @@ class CheckIns:
         self.overrides = parse_overrides(overrides)
         parse_schedule(schedule)
         self.silent_after = silent_after
-        self.on_outbox = on_outbox
+        self.signals = signals
 
     def schedules(self) -> dict[str, str]:
         """Cron line -> '' (every area without its own) or the normalised area it is for."""
@@ -180,7 +180,7 @@ class CheckIns:
         queued = self._flag_silent(area, key, now)
         for start in range(0, len(people), CHUNK):
             queued += self._send(key, people[start : start + CHUNK], now)
-            self.on_outbox()
+            self.signals.outbox_ready()
         with transaction(self.factory) as session:
             session.execute(
                 update(CheckInRound)

@@ -92,7 +92,7 @@ class Runtime:
             schedule=settings.checkin_schedule,
             overrides=settings.checkin_schedules,
             silent_after=settings.silent_after,
-            on_outbox=self.signals.outbox_ready,
+            signals=self.signals,
         )
         self.scheduler = Scheduler(engine=self.engine, checkins=self.checkins, signals=self.signals)
         self._started: list[Worker] = []
