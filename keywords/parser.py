@@ -374,12 +374,12 @@ def _alert(
     for k, token in enumerate(tokens):
         if consumed[k]:
             continue
-        n = _number(token)
-        if n is None:
-            n = lex.numbers.get(token)
-        if n is not None and n <= MAX_COUNT:
+        number = _number(token)
+        if number is None:
+            number = lex.numbers.get(token)
+        if number is not None and number <= MAX_COUNT:
             if count is None:
-                count = n
+                count = number
                 details.append(original[k])
             consumed[k] = True
     place: list[str] = []

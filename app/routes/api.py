@@ -49,7 +49,7 @@ def paged(
         return [view(r) for r in rows], total
 
 
-def _page(request: Request, query: Select[tuple[Message]], limit: int, offset: int) -> Page[MessagePublic]:
+def _page(request: Request, query: Select[Any], limit: int, offset: int) -> Page[MessagePublic]:
     items, total = paged(request, query, (Message.id.desc(),), MessagePublic.model_validate, limit, offset)
     return Page[MessagePublic](items=items, total=total)
 

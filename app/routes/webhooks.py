@@ -119,7 +119,7 @@ async def read_body(scope: Scope, receive: Receive) -> bytes:
 def header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
-            return value.decode("latin-1")  # type: ignore[no-any-return]
+            return str(value.decode("latin-1"))
     return None
 
 

@@ -159,7 +159,7 @@ class CheckIns:
         now = utcnow()
         with transaction(self.factory) as session:
             conn = session.connection()
-            insert = insert_ignoring_conflicts(conn.dialect.name, CheckInRound.__table__)  # type: ignore[arg-type]
+            insert = insert_ignoring_conflicts(conn.dialect.name, CheckInRound.__table__)
             conn.execute(
                 insert,
                 {
@@ -206,7 +206,7 @@ class CheckIns:
             dialect = conn.dialect.name
             before = session.scalar(_ROUND_SIZE, {"key": key}) or 0
             conn.execute(
-                insert_ignoring_conflicts(dialect, CheckIn.__table__),  # type: ignore[arg-type]
+                insert_ignoring_conflicts(dialect, CheckIn.__table__),
                 [{"person_id": p.id, "round_key": key, "sent_at": now} for p in people],
             )
             added = (session.scalar(_ROUND_SIZE, {"key": key}) or 0) - before
@@ -224,7 +224,7 @@ class CheckIns:
             ]
             # Plain executemany (pipelined by psycopg), no RETURNING: building one huge statement
             # with RETURNING costs more than the inserts. Keys make a second firing add nothing.
-            conn.execute(insert_ignoring_conflicts(dialect, Message.__table__), rows)  # type: ignore[arg-type]
+            conn.execute(insert_ignoring_conflicts(dialect, Message.__table__), rows)
         return added
 
     # -- silence -------------------------------------------------------------------------------

@@ -12,9 +12,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, Table, func, select, update
 
 from app.db import insert_ignoring_conflicts
 from app.models import Place
@@ -207,13 +207,13 @@ def count(engine: Engine) -> int:
 def store(engine: Engine, rows: Iterable[PlaceRow]) -> tuple[int, int]:
     """Insert new places and update known ones (by id), in one transaction; (added, updated)."""
     rows = list(rows)
-    table = Place.__table__
+    table = cast(Table, Place.__table__)
     added = updated = 0
     with engine.begin() as conn:
         known = set(conn.execute(select(table.c.ext_id).where(table.c.ext_id.is_not(None))).scalars())
         fresh = [r for r in rows if r.ext_id not in known]
         for chunk in _chunks(fresh):
-            conn.execute(insert_ignoring_conflicts(conn.dialect.name, table), [_values(r) for r in chunk])  # type: ignore[arg-type]
+            conn.execute(insert_ignoring_conflicts(conn.dialect.name, table), [_values(r) for r in chunk])
             added += len(chunk)
         for row in rows:
             if row.ext_id in known:

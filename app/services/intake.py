@@ -76,7 +76,7 @@ def message_row(
 @lru_cache(maxsize=4)
 def _store_statement(dialect_name: str) -> Insert:
     table = Message.__table__
-    return insert_ignoring_conflicts(dialect_name, table).returning(  # type: ignore[arg-type]
+    return insert_ignoring_conflicts(dialect_name, table).returning(
         table.c.id, table.c.provider, table.c.provider_message_id
     )
 

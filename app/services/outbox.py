@@ -109,7 +109,7 @@ def outbound_row(
 @lru_cache(maxsize=4)
 def _enqueue_statement(dialect_name: str) -> Insert:
     table = Message.__table__
-    return insert_ignoring_conflicts(dialect_name, table).returning(table.c.id)  # type: ignore[arg-type]
+    return insert_ignoring_conflicts(dialect_name, table).returning(table.c.id)
 
 
 @dataclass(frozen=True, slots=True)
