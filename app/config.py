@@ -91,6 +91,7 @@ class Settings(BaseSettings):
         "twilio_account_sid",
         "twilio_auth_token",
         "twilio_from",
+        "twilio_webhook_key",
         "twilio_api_base",
         "at_username",
         "at_api_key",
@@ -158,16 +159,21 @@ class Settings(BaseSettings):
         secrets = {
             "KENGELE_ADMIN_TOKEN": self.admin_token,
             "TWILIO_AUTH_TOKEN": self.twilio_auth_token,
+            "KENGELE_TWILIO_WEBHOOK_KEY": self.twilio_webhook_key,
             "AT_API_KEY": self.at_api_key,
             "KENGELE_AT_WEBHOOK_SECRET": self.at_webhook_secret,
         }
         for name, secret in secrets.items():
             if secret is not None and secret.get_secret_value().lower() in PLACEHOLDER_SECRETS:
                 raise ValueError(f"{name} is a placeholder; set a real secret in production")
-        if "twilio" in self.gateway and self.twilio_auth_token is None:
-            raise ValueError("TWILIO_AUTH_TOKEN is required in production: webhooks must be signed")
-        if "africastalking" in self.gateway and self.at_webhook_secret is None:
-            raise ValueError("KENGELE_AT_WEBHOOK_SECRET is required in production")
+        for name in self.gateway:
+            # A provider we send through must be able to tell us what became of its SMS.
+            provider = PROVIDERS[name]
+            if provider.webhooks and provider.verifier(self) is None:
+                raise ValueError(
+                    f"{name} sends here, but its webhooks cannot be verified in production: "
+                    f"set {provider.verification_setting}"
+                )
         return self
 
     @property

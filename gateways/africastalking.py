@@ -147,9 +147,12 @@ class PathSecret(Verifier):
     def __init__(self, secret: str) -> None:
         self._secret = secret
 
-    def verify(self, request: WebhookRequest) -> None:
-        if not secrets_equal(request.path_secret or "", self._secret):
+    def verify_path(self, path_secret: str | None) -> None:
+        if not secrets_equal(path_secret or "", self._secret):
             raise Forbidden("secret", "unknown webhook path secret")
+
+    def verify(self, request: WebhookRequest) -> None:
+        self.verify_path(request.path_secret)
 
 
 class AfricasTalkingGateway(Gateway):
@@ -157,14 +160,19 @@ class AfricasTalkingGateway(Gateway):
 
     name = NAME
     path_secret = True
+    verification_setting = "KENGELE_AT_WEBHOOK_SECRET"
     webhooks: ClassVar[Mapping[str, Webhook]] = {
-        "sms": Webhook(WebhookKind.MESSAGE, parse_inbound, Answer(200, b"", b"text/plain")),
+        "sms": Webhook(
+            WebhookKind.MESSAGE, parse_inbound, Answer(200, b"", b"text/plain"), frozenset({"text"})
+        ),
         "delivery": Webhook(WebhookKind.RECEIPT, parse_delivery, Answer(200, b"", b"text/plain")),
         # A call is stored as a beep (once per call session), then rejected: free for the caller.
         "voice": Webhook(
             WebhookKind.MESSAGE, parse_voice, Answer(200, REJECT_XML.encode(), b"application/xml")
         ),
-        "ussd": Webhook(WebhookKind.USSD, parse_ussd, Answer(200, b"", b"text/plain; charset=utf-8")),
+        "ussd": Webhook(
+            WebhookKind.USSD, parse_ussd, Answer(200, b"", b"text/plain; charset=utf-8"), frozenset({"text"})
+        ),
     }
 
     def __init__(

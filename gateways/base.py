@@ -156,9 +156,12 @@ class WebhookRequest:
 class Verifier(ABC):
     """Proves a webhook request came from the provider."""
 
+    def verify_path(self, path_secret: str | None) -> None:  # noqa: B027  (most need the body)
+        """Refuse a request by its path alone, before its body is read (raise Forbidden)."""
+
     @abstractmethod
     def verify(self, request: WebhookRequest) -> None:
-        """Return when the request is the provider's; raise Forbidden when it is not."""
+        """Return when the whole request is the provider's; raise Forbidden when it is not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +189,8 @@ class Webhook:
     kind: WebhookKind
     parse: Callable[[Form], Parsed]
     answer: Answer  # for USSD: the status and content type; the body is the next screen
+    # Fields holding what a person wrote: a NUL there is replaced, anywhere else it is refused.
+    text_fields: frozenset[str] = frozenset()
 
 
 class Gateway(ABC):
@@ -196,6 +201,8 @@ class Gateway(ABC):
     webhooks: ClassVar[Mapping[str, Webhook]] = {}
     # True: the routes are /webhooks/<name>/<secret>/<path>, the secret proving the caller.
     path_secret: ClassVar[bool] = False
+    # The setting that configures the verification (named in errors and warnings).
+    verification_setting: ClassVar[str] = ""
 
     @classmethod
     @abstractmethod

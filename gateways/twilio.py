@@ -200,8 +200,14 @@ class TwilioGateway(Gateway):
     """Twilio: webhooks signed with the auth token; sends through the official `twilio` SDK."""
 
     name = NAME
+    verification_setting = "TWILIO_AUTH_TOKEN"
     webhooks: ClassVar[Mapping[str, Webhook]] = {
-        "sms": Webhook(WebhookKind.MESSAGE, parse_inbound, Answer(200, EMPTY_TWIML.encode(), b"text/xml")),
+        "sms": Webhook(
+            WebhookKind.MESSAGE,
+            parse_inbound,
+            Answer(200, EMPTY_TWIML.encode(), b"text/xml"),
+            frozenset({"Body"}),
+        ),
         # A call to the alert number is stored as a beep, then rejected so it costs the caller nothing.
         "voice": Webhook(WebhookKind.MESSAGE, parse_voice, Answer(200, REJECT_TWIML.encode(), b"text/xml")),
         "status": Webhook(WebhookKind.RECEIPT, parse_status, Answer(204, b"", b"text/plain")),

@@ -70,6 +70,22 @@ def test_refused(values: dict[str, object]) -> None:
         make(**values)
 
 
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"gateway": "twilio"}, "TWILIO_AUTH_TOKEN"),
+        (
+            {"gateway": "console,africastalking", "at_username": "u", "at_api_key": "k" * 32},
+            "KENGELE_AT_WEBHOOK_SECRET",
+        ),
+        ({"twilio_auth_token": "t" * 32, "twilio_webhook_key": "secret"}, "KENGELE_TWILIO_WEBHOOK_KEY"),
+    ],
+)
+def test_production_refusals_name_the_setting(values: dict[str, object], named: str) -> None:
+    with pytest.raises(ValidationError, match=named):
+        make(env="production", admin_token="a" * 8 + "b" * 24, **values)
+
+
 def test_empty_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KENGELE_AT_WEBHOOK_SECRET", "")
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", " ")

@@ -38,6 +38,7 @@ from gateways.base import (
     UssdRequest,
     Verifier,
     Webhook,
+    WebhookKind,
     WebhookRequest,
     secrets_equal,
 )
@@ -54,7 +55,6 @@ PREFIX = "/webhooks/"
 MAX_BODY = 64 * 1024
 MAX_FIELDS = 200
 FORM_TYPE = "application/x-www-form-urlencoded"
-TEXT_FIELDS = {"Body", "text"}
 
 
 class Refused(Exception):
@@ -66,7 +66,7 @@ class Refused(Exception):
         self.detail = detail
 
 
-def parse_form(body: bytes, content_type: str) -> Form:
+def parse_form(body: bytes, content_type: str, *, text_fields: frozenset[str] = frozenset()) -> Form:
     """The body as a form, refusing what no provider sends: not form-encoded, not UTF-8."""
     if body and content_type.split(";")[0].strip().lower() != FORM_TYPE:
         raise Refused(415, f"body must be {FORM_TYPE}")
@@ -80,7 +80,7 @@ def parse_form(body: bytes, content_type: str) -> Form:
         raise Refused(400, f"malformed form: {exc}") from None
     for name, value in pairs:
         # NUL cannot be stored by PostgreSQL; in a message text it is replaced, elsewhere refused.
-        if "\x00" in name or ("\x00" in value and name not in TEXT_FIELDS):
+        if "\x00" in name or ("\x00" in value and name not in text_fields):
             raise Refused(400, f"{name.replace(chr(0), '?')}: contains a NUL character")
     return Form(pairs)
 
@@ -148,9 +148,12 @@ class Unchecked(Verifier):
     def __init__(self, *, path_secret: bool) -> None:
         self.path_secret = path_secret
 
-    def verify(self, request: WebhookRequest) -> None:
-        if self.path_secret and not secrets_equal(request.path_secret or "", NO_SECRET):
+    def verify_path(self, path_secret: str | None) -> None:
+        if self.path_secret and not secrets_equal(path_secret or "", NO_SECRET):
             raise Forbidden("secret", "unknown webhook path secret")
+
+    def verify(self, request: WebhookRequest) -> None:
+        self.verify_path(request.path_secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,12 +211,12 @@ class Webhooks:
             await respond_json(send, 405, "webhooks take POST")
             return
         try:
-            if route.path_secret:  # refused before the body is even read
-                route.verifier.verify(WebhookRequest("", {}, Form(()), secret))
+            route.verifier.verify_path(secret)  # a wrong path secret is refused unread
             body = await read_body(scope, receive)
-            form = parse_form(body, header(scope, b"content-type") or "")
-            if not route.path_secret:
-                route.verifier.verify(self.request(scope, form))
+            form = parse_form(
+                body, header(scope, b"content-type") or "", text_fields=route.webhook.text_fields
+            )
+            route.verifier.verify(self.request(scope, form, secret))
             answer = await self.handle(route, form)
         except Forbidden as exc:
             WEBHOOK_REJECTED.labels(route.provider, exc.reason).inc()
@@ -237,24 +240,27 @@ class Webhooks:
         route = self.routes.get((parts[0], parts[-1]))
         return route, parts[1] if provider.path_secret else None
 
-    def request(self, scope: Scope, form: Form) -> WebhookRequest:
+    def request(self, scope: Scope, form: Form, secret: str | None) -> WebhookRequest:
         """The request as the provider signed it: our public URL, the path and the query."""
         query = scope.get("query_string", b"").decode("latin-1")
         url = self.runtime.settings.public_url + scope["path"] + (f"?{query}" if query else "")
         headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
-        return WebhookRequest(url, headers, form, None)
+        return WebhookRequest(url, headers, form, secret)
 
     async def handle(self, route: Route, form: Form) -> Answer:
         """Hand the parsed webhook to the service that owns it; the answer the provider expects."""
-        parsed = route.webhook.parse(form)
-        answer = route.webhook.answer
-        if isinstance(parsed, InboundSms):  # stored and committed before the 2xx
-            await self.runtime.writer.store(parsed)
-        elif isinstance(parsed, DeliveryReport):
+        webhook = route.webhook
+        parsed = webhook.parse(form)
+        answer = webhook.answer
+        if webhook.kind is WebhookKind.MESSAGE and isinstance(parsed, InboundSms):
+            await self.runtime.writer.store(parsed)  # committed before the 2xx
+        elif webhook.kind is WebhookKind.RECEIPT and isinstance(parsed, DeliveryReport):
             await asyncio.to_thread(self.receipt, parsed)
-        elif isinstance(parsed, UssdRequest):
+        elif webhook.kind is WebhookKind.USSD and isinstance(parsed, UssdRequest):
             screen = await ussd.answer(runtime=self.runtime, request=parsed)
             answer = Answer(answer.status, screen.encode(), answer.content_type)
+        else:  # a provider module declaring a webhook wrongly: never a 2xx for what was not kept
+            raise TypeError(f"{route.provider}: a {webhook.kind} webhook parsed to {type(parsed).__name__}")
         return answer
 
     def receipt(self, report: DeliveryReport) -> None:

@@ -2,7 +2,7 @@
 
 Each decision (acknowledge, close, merge two, move a report out) is one function here, together
 with the notices it sends, so the SMS command, the API route and the dashboard do the same thing.
-Everything runs in the caller's transaction and is audit-logged.
+Everything runs in the caller's transaction; every decision is audit-logged.
 """
 
 from __future__ import annotations

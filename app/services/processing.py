@@ -44,6 +44,8 @@ class Processor(Worker):
     """Runs the pipeline on committed inbound messages this process has claimed."""
 
     name = "processor"
+    # Alerts wait behind a failed pass: retry every second, as soon as the database is back.
+    backoff_cap = 1.0
 
     def __init__(
         self,
@@ -69,10 +71,6 @@ class Processor(Worker):
         self.claim_token = claim_token
         # SQLite deployments run one process: at start, every claim left behind is a dead one.
         self.sole_process = sole_process
-
-    def backlog(self) -> int:
-        """Count the messages stored and waiting for this processor (a moment's estimate)."""
-        return self.signals.backlog()
 
     def submit(self, ids: Iterable[int]) -> None:
         """Hand claimed messages to the processor's thread."""
@@ -119,8 +117,12 @@ class Processor(Worker):
         return Pass.AGAIN
 
     def _sweep(self, *, take_over: bool = False) -> None:
-        if self.sweep(take_over=take_over):
-            self.signals.outbox_ready()
+        # A failed sweep is only logged: fresh messages must not wait out a back-off for it.
+        try:
+            if self.sweep(take_over=take_over):
+                self.signals.outbox_ready()
+        except Exception:
+            log.exception("sweep failed")
 
     def sweep(self, limit: int = 500, *, take_over: bool = False) -> int:
         """Claim and process messages nobody is processing (left by a crash or another replica)."""

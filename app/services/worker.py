@@ -95,6 +95,8 @@ class Worker:
     drain: ClassVar[bool] = False
     # How long stop() waits for the pass under way.
     join_timeout: ClassVar[float] = 15.0
+    # The longest pause after failed passes in a row.
+    backoff_cap: ClassVar[float] = BACKOFF_CAP
 
     def __init__(
         self,
@@ -171,7 +173,9 @@ class Worker:
             except Exception:
                 failures += 1
                 log.exception("%s pass failed", self.name, extra={"worker": self.name, "failures": failures})
-                self.rest(backoff(self.retry, failures))
+                # A notify() ends the pause: work committed meanwhile means the database is back.
+                self._wake.wait(backoff(self.retry, failures, cap=self.backoff_cap))
+                self._wake.clear()
                 continue
             failures = 0
             if after is Pass.DONE:
@@ -181,6 +185,6 @@ class Worker:
                 self._wake.clear()
 
 
-def backoff(first: float, failures: int) -> float:
+def backoff(first: float, failures: int, *, cap: float = BACKOFF_CAP) -> float:
     """Seconds to pause after `failures` failed passes in a row: doubling from `first`, bounded."""
-    return min(max(first, BACKOFF_CAP), first * 2 ** min(failures - 1, 16))
+    return min(max(first, cap), first * 2 ** min(failures - 1, 16))
