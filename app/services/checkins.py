@@ -28,6 +28,7 @@ from app.db import insert_ignoring_conflicts, transaction, utcnow
 from app.models import AuditLog, CheckIn, CheckInRound, Message, Person, Place
 from app.services.escalation import area_names
 from app.services.gazetteer import normalize_name
+from app.services.incidents import person_area
 from app.services.language import language_for
 from app.services.outbox import enqueue, outbound_row
 from app.services.worker import Pass, Signals, Worker
@@ -98,7 +99,13 @@ _FOCAL_POINTS = (
 def focal_points(session: Session) -> list[FocalPoint]:
     """Who check-ins go to; a focal point's area is their roster area, else their home's."""
     return [
-        FocalPoint(r.id, r.name, r.phone, r.language, r.area or r.admin2 or r.admin1 or "")
+        FocalPoint(
+            r.id,
+            r.name,
+            r.phone,
+            r.language,
+            person_area(area=r.area, home_admin2=r.admin2, home_admin1=r.admin1),
+        )
         for r in session.execute(_FOCAL_POINTS)
     ]
 

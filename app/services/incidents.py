@@ -78,6 +78,15 @@ def report_area(
     return (home.admin2 or home.admin1 if home is not None else None) or person.area
 
 
+def person_area(*, area: str | None, home_admin2: str | None, home_admin1: str | None) -> str:
+    """Name the area a person belongs to (check-in rounds, network health): theirs, else their home's.
+
+    Not the order of `report_area`: a report is placed where it happened, a person where the
+    roster puts them ("" when nothing does).
+    """
+    return area or home_admin2 or home_admin1 or ""
+
+
 def _home_place(session: Session, person: Person | None) -> Place | None:
     return session.get(Place, person.place_id) if person and person.place_id is not None else None
 

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from app.models import CheckIn, CheckInRound, Person, Place
 from app.phones import mask
 from app.schemas import AreaHealth, NetworkHealth, SilentFocalPoint
+from app.services.incidents import person_area
 
 _PEOPLE = (
     select(Person, Place.admin2, Place.admin1)
@@ -28,8 +29,8 @@ def health(*, session: Session, full: bool) -> NetworkHealth:
     """
     people: dict[str, list[Person]] = defaultdict(list)
     for person, admin2, admin1 in session.execute(_PEOPLE):
-        # The area check-in rounds are grouped by (checkins.focal_points): theirs, else their home's.
-        people[person.area or admin2 or admin1 or ""].append(person)
+        # The area check-in rounds are grouped by (checkins.focal_points).
+        people[person_area(area=person.area, home_admin2=admin2, home_admin1=admin1)].append(person)
     last: dict[str, datetime] = {area: when for area, when in session.execute(_LAST_ROUNDS)}
     figures: dict[str, tuple[int, int]] = {}
     for area, when in last.items():
