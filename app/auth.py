@@ -12,11 +12,12 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy import select
 
 from app.db import transaction, utcnow
+from app.enums import ApiRole
 from app.models import ApiToken
 from gateways.base import secrets_equal
 
-ROLES = ("viewer", "officer", "admin")
-RANK = {role: i for i, role in enumerate(ROLES)}
+ROLES = tuple(ApiRole)
+RANK: dict[str, int] = {role: i for i, role in enumerate(ROLES)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +25,7 @@ class Principal:
     name: str
     role: str
 
-    def at_least(self, role: str) -> bool:
+    def at_least(self, role: ApiRole) -> bool:
         return RANK[self.role] >= RANK[role]
 
 
@@ -48,7 +49,7 @@ def authenticate(request: Request) -> Principal:
     runtime = request.app.state.runtime
     admin = runtime.settings.admin_token
     if admin is not None and secrets_equal(token, admin.get_secret_value()):
-        return Principal("bootstrap-admin", "admin")
+        return Principal("bootstrap-admin", ApiRole.ADMIN)
     with transaction(runtime.factory) as session:
         row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
         if row is None or row.revoked_at is not None:
@@ -57,7 +58,7 @@ def authenticate(request: Request) -> Principal:
         return Principal(row.name, row.role)
 
 
-def require(role: str) -> Callable[[Principal], Principal]:
+def require(role: ApiRole) -> Callable[[Principal], Principal]:
     """A dependency that admits callers of `role` or above."""
 
     def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:

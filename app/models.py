@@ -21,6 +21,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.db import UTCDateTime, utcnow
+from app.enums import IncidentStatus, PersonStatus, Precision
+from gateways.base import MessageKind
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
 BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -69,8 +71,8 @@ class Person(Base):
     name: Mapped[str] = mapped_column(String(200))
     phone: Mapped[str] = mapped_column(String(32), unique=True)
     phone_valid: Mapped[bool] = mapped_column(Boolean, default=True)
-    role: Mapped[str] = mapped_column(String(20))
-    status: Mapped[str] = mapped_column(String(12), default="approved")  # approved|pending|rejected
+    role: Mapped[str] = mapped_column(String(20))  # Role
+    status: Mapped[str] = mapped_column(String(12), default=PersonStatus.APPROVED)
     language: Mapped[str | None] = mapped_column(String(8))
     place_id: Mapped[int | None] = mapped_column(ForeignKey("places.id", ondelete="SET NULL"))
     home_lat: Mapped[float | None] = mapped_column(Float)
@@ -101,12 +103,12 @@ class Incident(Base):
     code: Mapped[str | None] = mapped_column(String(16), unique=True)
     category: Mapped[str] = mapped_column(String(32))
     severity: Mapped[str] = mapped_column(String(12))
-    status: Mapped[str] = mapped_column(String(16), default="open")
+    status: Mapped[str] = mapped_column(String(16), default=IncidentStatus.OPEN)
     place_id: Mapped[int | None] = mapped_column(ForeignKey("places.id", ondelete="SET NULL"))
     place_name: Mapped[str | None] = mapped_column(String(200))
     lat: Mapped[float | None] = mapped_column(Float)
     lon: Mapped[float | None] = mapped_column(Float)
-    precision: Mapped[str] = mapped_column(String(12), default="unknown")
+    precision: Mapped[str] = mapped_column(String(12), default=Precision.UNKNOWN)
     area: Mapped[str | None] = mapped_column(String(120))
     first_reported_at: Mapped[datetime]
     last_reported_at: Mapped[datetime]
@@ -140,16 +142,16 @@ class Message(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    direction: Mapped[str] = mapped_column(String(8))
+    direction: Mapped[str] = mapped_column(String(8))  # Direction
     provider: Mapped[str | None] = mapped_column(String(20))
     provider_message_id: Mapped[str | None] = mapped_column(String(100))
     sender: Mapped[str | None] = mapped_column(String(40))
     recipient: Mapped[str | None] = mapped_column(String(40))
-    kind: Mapped[str] = mapped_column(String(8), default="sms")  # sms|beep (a missed call)
+    kind: Mapped[str] = mapped_column(String(8), default=MessageKind.SMS)  # or a beep (a missed call)
     phone_valid: Mapped[bool] = mapped_column(Boolean, default=True)
     text: Mapped[str] = mapped_column(Text, default="")
-    purpose: Mapped[str | None] = mapped_column(String(20))
-    status: Mapped[str] = mapped_column(String(12))
+    purpose: Mapped[str | None] = mapped_column(String(20))  # Purpose, of an outbound row
+    status: Mapped[str] = mapped_column(String(12))  # MessageStatus
     incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="SET NULL"))
     person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id", ondelete="SET NULL"))
     in_reply_to: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
@@ -162,8 +164,8 @@ class Message(Base):
     processed_at: Mapped[datetime | None]
     claimed_until: Mapped[datetime | None]
     claim_token: Mapped[str | None] = mapped_column(String(40))
-    intent: Mapped[str | None] = mapped_column(String(16))
-    outcome: Mapped[str | None] = mapped_column(String(16))  # alert|command|unknown|error
+    intent: Mapped[str | None] = mapped_column(String(16))  # keywords.parser.Intent
+    outcome: Mapped[str | None] = mapped_column(String(16))  # Outcome
     parse: Mapped[dict[str, Any] | None]
     # Outbound dispatch.
     idempotency_key: Mapped[str | None] = mapped_column(String(120), unique=True)
@@ -199,7 +201,7 @@ class Alert(Base):
     place_query: Mapped[str | None] = mapped_column(String(200))
     lat: Mapped[float | None] = mapped_column(Float)
     lon: Mapped[float | None] = mapped_column(Float)
-    precision: Mapped[str] = mapped_column(String(12), default="unknown")
+    precision: Mapped[str] = mapped_column(String(12), default=Precision.UNKNOWN)
     language: Mapped[str | None] = mapped_column(String(8))
     sender: Mapped[str] = mapped_column(String(40), index=True)
     reported_at: Mapped[datetime]
@@ -218,7 +220,7 @@ class DeliveryEvent(Base):
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
     provider: Mapped[str] = mapped_column(String(20))
     provider_message_id: Mapped[str] = mapped_column(String(100), index=True)
-    status: Mapped[str] = mapped_column(String(12))
+    status: Mapped[str] = mapped_column(String(12))  # gateways.base.DeliveryStatus
     provider_status: Mapped[str] = mapped_column(String(40))
     error: Mapped[str | None] = mapped_column(Text)
     occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -280,7 +282,7 @@ class ApiToken(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    role: Mapped[str] = mapped_column(String(12))
+    role: Mapped[str] = mapped_column(String(12))  # ApiRole
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
@@ -296,7 +298,7 @@ class AuditLog(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
     actor: Mapped[str] = mapped_column(String(200))
-    action: Mapped[str] = mapped_column(String(60))
-    entity: Mapped[str] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(60))  # AuditAction
+    entity: Mapped[str] = mapped_column(String(40))  # AuditEntity
     entity_id: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)

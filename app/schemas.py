@@ -7,6 +7,18 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.enums import (
+    Direction,
+    IncidentStatus,
+    MessageStatus,
+    Outcome,
+    PersonStatus,
+    Precision,
+    Purpose,
+    Role,
+)
+from keywords.parser import Intent
+
 T = TypeVar("T")
 
 
@@ -19,17 +31,17 @@ class MessagePublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: int
-    direction: str
+    direction: Direction
     provider: str | None
     provider_message_id: str | None
     sender: str | None
     recipient: str | None
     phone_valid: bool
     text: str
-    purpose: str | None
-    status: str
-    intent: str | None
-    outcome: str | None
+    purpose: Purpose | None
+    status: MessageStatus
+    intent: Intent | None
+    outcome: Outcome | None
     language: str | None
     incident_id: int | None
     in_reply_to: int | None
@@ -52,7 +64,7 @@ class AlertPublic(BaseModel):
     place_query: str | None
     lat: float | None
     lon: float | None
-    precision: str
+    precision: Precision
     language: str | None
     sender: str
     reported_at: datetime
@@ -68,11 +80,11 @@ class IncidentPublic(BaseModel):
     code: str | None
     category: str
     severity: str
-    status: str
+    status: IncidentStatus
     place_name: str | None
     lat: float | None
     lon: float | None
-    precision: str
+    precision: Precision
     first_reported_at: datetime
     last_reported_at: datetime
     report_count: int
@@ -92,8 +104,8 @@ class Notification(BaseModel):
 
     id: int
     recipient: str | None
-    purpose: str | None
-    status: str
+    purpose: Purpose | None
+    status: MessageStatus
     provider: str | None
     created_at: datetime
     sent_at: datetime | None
@@ -109,7 +121,7 @@ class HistoryEntry(BaseModel):
 
     at: datetime
     actor: str
-    action: str
+    action: str  # an AuditAction, kept a string: the log holds the actions of every past version
     details: dict[str, Any]
 
 
@@ -134,7 +146,7 @@ class PersonIn(BaseModel):
 
     name: str
     phone: str
-    role: str
+    role: str  # checked by the roster's rules (in any case), as a CSV row's is
     language: str | None = None
     place: str | None = None
     lat: float | None = None
@@ -167,8 +179,8 @@ class PersonOut(BaseModel):
     id: int
     name: str
     phone: str
-    role: str
-    status: str
+    role: Role
+    status: PersonStatus
     language: str | None
     place: str | None
     lat: float | None

@@ -15,6 +15,7 @@ from africastalking.SMS import SMSService
 from gateways.base import (
     Answer,
     DeliveryReport,
+    DeliveryStatus,
     Forbidden,
     Form,
     Gateway,
@@ -35,13 +36,13 @@ from gateways.base import (
 NAME = "africastalking"
 
 # Delivery report statuses -> ours.
-STATUSES = {
-    "sent": "sent",
-    "submitted": "sent",
-    "buffered": "sent",
-    "success": "delivered",
-    "rejected": "failed",
-    "failed": "failed",
+STATUSES: Mapping[str, DeliveryStatus] = {
+    "sent": DeliveryStatus.SENT,
+    "submitted": DeliveryStatus.SENT,
+    "buffered": DeliveryStatus.SENT,
+    "success": DeliveryStatus.DELIVERED,
+    "rejected": DeliveryStatus.FAILED,
+    "failed": DeliveryStatus.FAILED,
 }
 # Per-recipient status codes of the send answer: accepted, or why not and whether retrying helps.
 ACCEPTED_CODES = {100, 101, 102}
@@ -118,9 +119,9 @@ def parse_delivery(form: Form) -> DeliveryReport:
     """Read a delivery report."""
     message_id = form.require("id", max_len=100).strip()
     provider_status = form.require("status", max_len=40).strip()
-    status = STATUSES.get(provider_status.lower(), "unknown")
+    status = STATUSES.get(provider_status.lower(), DeliveryStatus.UNKNOWN)
     reason = (form.get("failureReason") or "").strip()
-    error = f"africastalking {provider_status}: {reason}" if status == "failed" else None
+    error = f"africastalking {provider_status}: {reason}" if status == DeliveryStatus.FAILED else None
     return DeliveryReport(NAME, message_id, status, provider_status, error, form.multi())
 
 

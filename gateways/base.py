@@ -93,6 +93,18 @@ class MessageKind(StrEnum):
     BEEP = "beep"  # a call hung up on purpose, asking to be called back
 
 
+class DeliveryStatus(StrEnum):
+    """Where a provider says a sent SMS is, in our words: each but UNKNOWN is one of the core's
+    message statuses (its tests hold the two lists together)."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    UNKNOWN = "unknown"  # a provider status no table maps: recorded, it changes nothing
+
+
 @dataclass(frozen=True, slots=True)
 class InboundSms:
     """One inbound SMS as a provider delivered it, before anything is made of it."""
@@ -109,11 +121,11 @@ class InboundSms:
 
 @dataclass(frozen=True, slots=True)
 class DeliveryReport:
-    """A delivery receipt mapped to our statuses (queued|sending|sent|delivered|failed)."""
+    """A delivery receipt mapped to our statuses."""
 
     provider: str
     provider_message_id: str
-    status: str
+    status: DeliveryStatus
     provider_status: str
     error: str | None
     raw: dict[str, list[str]] = field(default_factory=dict)
@@ -134,7 +146,7 @@ class UssdRequest:
 @dataclass(frozen=True, slots=True)
 class SendResult:
     provider_message_id: str | None
-    status: str = "sent"
+    status: DeliveryStatus = DeliveryStatus.SENT
 
 
 class Secret(Protocol):

@@ -19,6 +19,7 @@ from twilio.rest import Client
 from gateways.base import (
     Answer,
     DeliveryReport,
+    DeliveryStatus,
     Forbidden,
     Form,
     Gateway,
@@ -42,18 +43,18 @@ EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 REJECT_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response><Reject/></Response>'
 
 # Twilio's message statuses -> ours. Anything unknown is recorded but changes nothing.
-STATUSES = {
-    "accepted": "queued",
-    "scheduled": "queued",
-    "queued": "queued",
-    "sending": "sending",
-    "sent": "sent",
-    "delivered": "delivered",
-    "read": "delivered",
-    "partially_delivered": "delivered",
-    "undelivered": "failed",
-    "failed": "failed",
-    "canceled": "failed",
+STATUSES: Mapping[str, DeliveryStatus] = {
+    "accepted": DeliveryStatus.QUEUED,
+    "scheduled": DeliveryStatus.QUEUED,
+    "queued": DeliveryStatus.QUEUED,
+    "sending": DeliveryStatus.SENDING,
+    "sent": DeliveryStatus.SENT,
+    "delivered": DeliveryStatus.DELIVERED,
+    "read": DeliveryStatus.DELIVERED,
+    "partially_delivered": DeliveryStatus.DELIVERED,
+    "undelivered": DeliveryStatus.FAILED,
+    "failed": DeliveryStatus.FAILED,
+    "canceled": DeliveryStatus.FAILED,
 }
 _HASHES = {"HMAC_SHA1": hashlib.sha1, "HMAC_SHA256": hashlib.sha256}
 # Error codes about the recipient: no other gateway can deliver to them either.
@@ -99,8 +100,8 @@ def parse_status(form: Form) -> DeliveryReport:
     provider_status = form.require("MessageStatus", max_len=40).strip().lower()
     code = (form.get("ErrorCode") or "").strip()
     error = f"twilio error {code}" if code and code != "0" else None
-    status = STATUSES.get(provider_status, "unknown")
-    if status == "failed" and error is None:
+    status = STATUSES.get(provider_status, DeliveryStatus.UNKNOWN)
+    if status == DeliveryStatus.FAILED and error is None:
         error = f"twilio status {provider_status}"
     return DeliveryReport(NAME, sid, status, provider_status, error, form.multi())
 
@@ -279,4 +280,6 @@ class TwilioGateway(Gateway):
             raise SendError("twilio timeout", retryable=True) from exc
         except (requests.RequestException, TwilioException) as exc:
             raise SendError(f"twilio unreachable: {type(exc).__name__}", retryable=True) from exc
-        return SendResult(provider_message_id=message.sid, status=STATUSES.get(message.status or "", "sent"))
+        return SendResult(
+            provider_message_id=message.sid, status=STATUSES.get(message.status or "", DeliveryStatus.SENT)
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,43 @@ from rapidfuzz.distance import DamerauLevenshtein
 
 from keywords.grammar import GRAMMAR_DIR, Grammar, fold, load_all, words_of
 
-INTENTS = ("alert", "checkin", "ack", "close", "help", "stop", "start", "join", "unknown")
 MIN_TYPO_LEN = 5  # words of five letters or more are recognised with one typing error
 MAX_COUNT = 100_000
 _GLUED = re.compile(r"^([a-z]+)(\d{1,2})$")
 _INCIDENT_CODE = re.compile(r"^k?(\d{1,7})$")
 _NUMBER_GLUED = re.compile(r"^(\d{1,6})([a-z]{3,})$")
 _CLOCK = re.compile(r"\b\d{1,2}[:h]\d{2}\b|\b\d{1,2}/\d{1,2}(?:/\d{2,4})?\b")
+
+
+class Intent(StrEnum):
+    """What a message means. The commands are the grammars' `[commands]` tables, by the same names."""
+
+    ALERT = "alert"
+    CHECKIN = "checkin"
+    ACK = "ack"
+    CLOSE = "close"
+    HELP = "help"
+    STOP = "stop"
+    START = "start"
+    JOIN = "join"
+    UNKNOWN = "unknown"
+
+
+INTENTS = tuple(Intent)
+
+
+class Via(StrEnum):
+    """How an intent was read."""
+
+    KEYWORD = "keyword"  # a trigger, then a category word ("ALERTE pillage Djugu")
+    CODE = "code"  # a card's number, its trigger written or not ("A1 Djugu", "8 Lopa")
+    FREE_TEXT = "free_text"  # no trigger: a category word in a sentence
+    CHECKIN_NUMBER = "checkin_number"  # a bare number answering a check-in
+    BEEP = "beep"  # a missed call, read by the service: no text at all
+
+
+# The roles (the app's app.enums.Role values) whose "OK 8" acknowledges K8; others must write "OK K8".
+OFFICER_ROLES = ("officer", "admin")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +61,7 @@ class SenderContext:
 
 @dataclass(slots=True)
 class ParseResult:
-    intent: str  # alert|checkin|ack|close|help|stop|start|join|unknown
+    intent: Intent
     language: str
     confidence: float
     category: str | None = None
@@ -40,7 +71,7 @@ class ParseResult:
     code: str | None = None  # incident code of an ack/close
     details: list[str] = field(default_factory=list)
     corrections: list[str] = field(default_factory=list)  # "pilage -> pillage"
-    via: str = "keyword"  # keyword|code|free_text|checkin_number
+    via: Via = Via.KEYWORD
     words_used: int = field(default=0, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -170,7 +201,7 @@ def parse(text: str, context: SenderContext | None = None, *, lex: Lexicon | Non
     while pairs and pairs[0][1] in lex.greetings:  # "Bonjour, A1 Djugu", "Habari, salama"
         pairs.pop(0)
     if not pairs:
-        return ParseResult("unknown", _language({}, context, lex), 0.0)
+        return ParseResult(Intent.UNKNOWN, _language({}, context, lex), 0.0)
     original, tokens = [p[0] for p in pairs], [p[1] for p in pairs]
 
     for i in range(len(tokens) - 2, -1, -1):  # "K 42", "K-42", "K.42" -> "k42"
@@ -239,10 +270,14 @@ def _command(
     """Commands are read at the start of a message only."""
     if len(tokens) == 1 and (n := _number(tokens[0])) is not None and context.checkin_pending:
         if n == 0:
-            return ParseResult("checkin", _language({}, context, lex), 1.0, via="checkin_number")
+            return ParseResult(Intent.CHECKIN, _language({}, context, lex), 1.0, via=Via.CHECKIN_NUMBER)
         if str(n) in lex.codes:
             return ParseResult(
-                "alert", _language({}, context, lex), 0.9, category=lex.codes[str(n)], via="checkin_number"
+                Intent.ALERT,
+                _language({}, context, lex),
+                0.9,
+                category=lex.codes[str(n)],
+                via=Via.CHECKIN_NUMBER,
             )
     entries = [e for e in lex.by_first.get(tokens[0], ()) if e.kind == "command"]
     matched = [e for e in entries if tuple(tokens[: len(e.words)]) == e.words]
@@ -253,12 +288,12 @@ def _command(
     rest = tokens[longest:]
     rest_original = original[longest:]
     code = _incident_code(rest[0]) if rest else None
-    if code is not None and not rest[0].startswith("k") and context.role not in ("officer", "admin"):
+    if code is not None and not rest[0].startswith("k") and context.role not in OFFICER_ROLES:
         code = None  # "OK 8" from a focal point is no acknowledgement
     has_category = any(
         (entry := lex.match_at(rest, i)) is not None and entry.kind == "category" for i in range(len(rest))
     )
-    for intent in ("ack", "close"):
+    for intent in (Intent.ACK, Intent.CLOSE):
         langs = {e.language for e in matched if e.value == intent}
         if langs and code is not None:
             _vote(votes, langs)
@@ -270,9 +305,9 @@ def _command(
                 details=rest_original[1:],
                 words_used=longest,
             )
-    for intent in ("help", "stop", "start", "join"):
+    for intent in (Intent.HELP, Intent.STOP, Intent.START, Intent.JOIN):
         langs = {e.language for e in matched if e.value == intent}
-        if langs and intent != "join" and has_category:
+        if langs and intent != Intent.JOIN and has_category:
             return None  # "Help! armed men at Fataki" is an alert, "Stop the fighting" no opt-out
         if langs:
             _vote(votes, langs)
@@ -281,20 +316,20 @@ def _command(
                 intent,
                 _language(votes, context, lex),
                 1.0,
-                place_words=place if intent == "join" else [],
-                details=[] if intent == "join" else rest_original,
+                place_words=place if intent == Intent.JOIN else [],
+                details=[] if intent == Intent.JOIN else rest_original,
                 words_used=longest,
             )
-    checkin = {e.language for e in matched if e.value == "checkin"}
+    checkin = {e.language for e in matched if e.value == Intent.CHECKIN}
     if checkin and not has_category:
         _vote(votes, checkin)
         return ParseResult(
-            "checkin", _language(votes, context, lex), 1.0, details=rest_original, words_used=longest
+            Intent.CHECKIN, _language(votes, context, lex), 1.0, details=rest_original, words_used=longest
         )
-    ack = {e.language for e in matched if e.value in ("ack", "close")}
+    ack = {e.language for e in matched if e.value in (Intent.ACK, Intent.CLOSE)}
     if ack and not rest:
         # "ACK" alone: an officer acknowledging without a code; the handler asks for it.
-        intent = "ack" if any(e.value == "ack" for e in matched) else "close"
+        intent = Intent.ACK if any(e.value == Intent.ACK for e in matched) else Intent.CLOSE
         _vote(votes, ack)
         return ParseResult(intent, _language(votes, context, lex), 0.6, words_used=longest)
     return None
@@ -319,15 +354,15 @@ def _alert(
         corrected = {k + 1: v for k, v in corrected.items()}
     consumed = [False] * len(tokens)
     category: str | None = None
-    via = "free_text"
+    via = Via.FREE_TEXT
     confidence = 0.75
     i = 0
     if tokens[0] in lex.triggers:
         _vote(votes, lex.triggers[tokens[0]], 0.5)
         consumed[0] = True
-        via, confidence, i = "keyword", 1.0, 1
+        via, confidence, i = Via.KEYWORD, 1.0, 1
         if len(tokens) > 1 and tokens[1] in lex.codes:
-            category, via = lex.codes[tokens[1]], "code"
+            category, via = lex.codes[tokens[1]], Via.CODE
             consumed[1] = True
     details: list[str] = []
     time_word: str | None = None
@@ -364,12 +399,12 @@ def _alert(
         tokens[k] = corrected.pop(k)  # a correction that made no keyword is undone
     corrections = [f"{original[k]} -> {tokens[k]}" for k in sorted(corrected)]
     if category is None and (0 in corrected or len(tokens[0]) == 1):
-        via = "free_text"  # "A demain", or a trigger read through a typing error, says too little
-    if category is None and via == "free_text":
+        via = Via.FREE_TEXT  # "A demain", or a trigger read through a typing error, says too little
+    if category is None and via == Via.FREE_TEXT:
         for token in tokens:
             if token in lex.stopwords:
                 _vote(votes, lex.stopwords[token], 0.25)
-        return ParseResult("unknown", _language(votes, context, lex), 0.0)
+        return ParseResult(Intent.UNKNOWN, _language(votes, context, lex), 0.0)
     count = None
     for k, token in enumerate(tokens):
         if consumed[k]:
@@ -397,7 +432,7 @@ def _alert(
         place.append(original[k])
     confidence -= 0.1 * len(corrections)
     return ParseResult(
-        "alert",
+        Intent.ALERT,
         _language(votes, context, lex),
         round(max(confidence, 0.1), 2),
         category=category or "other",

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from sqlalchemy import Select, func, select
 
 from app.auth import Principal, require
 from app.db import transaction
+from app.enums import ApiRole, Direction, MessageStatus, Outcome, Purpose
 from app.models import Message
 from app.schemas import MessagePublic, Page
-from app.services.outbox import PURPOSES
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
 T = TypeVar("T")
@@ -57,10 +57,10 @@ def _page(request: Request, query: Select[Any], limit: int, offset: int) -> Page
 @router.get("/messages", response_model=Page[MessagePublic])
 def list_messages(
     request: Request,
-    _: Annotated[Principal, Depends(require("officer"))],
-    direction: Literal["inbound", "outbound"] | None = None,
-    purpose: Literal[PURPOSES] | None = None,  # type: ignore[valid-type]
-    status: Literal["received", "queued", "sending", "sent", "delivered", "failed"] | None = None,
+    _: Annotated[Principal, Depends(require(ApiRole.OFFICER))],
+    direction: Direction | None = None,
+    purpose: Purpose | None = None,
+    status: MessageStatus | None = None,
     since: datetime | None = None,
     limit: Limit = 50,
     offset: Offset = 0,
@@ -81,10 +81,12 @@ def list_messages(
 @router.get("/triage", response_model=Page[MessagePublic])
 def triage(
     request: Request,
-    _: Annotated[Principal, Depends(require("officer"))],
+    _: Annotated[Principal, Depends(require(ApiRole.OFFICER))],
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> Page[MessagePublic]:
     """Inbound messages that produced no alert and no command: for a human to read."""
-    query = select(Message).where(Message.direction == "inbound", Message.outcome.in_(("unknown", "error")))
+    query = select(Message).where(
+        Message.direction == Direction.INBOUND, Message.outcome.in_((Outcome.UNKNOWN, Outcome.ERROR))
+    )
     return _page(request, query, limit, offset)

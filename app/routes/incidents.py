@@ -5,8 +5,9 @@ Each decision is a call to services/incidents, the same one the SMS commands mak
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from sqlalchemy import select
@@ -14,15 +15,15 @@ from sqlalchemy.orm import Session
 
 from app.auth import Principal, require
 from app.db import transaction, utcnow
+from app.enums import ApiRole, IncidentStatus
 from app.models import Alert, Incident
 from app.routes.api import MAX_ID, Limit, Offset, RowId, as_utc, paged
 from app.schemas import AlertPublic, IncidentDetail, IncidentPublic, MergeRequest, MoveRequest, Page
 from app.services import incidents as actions
 
 router = APIRouter(prefix="/api/v1", tags=["incidents"])
-Viewer = Annotated[Principal, Depends(require("viewer"))]
-Officer = Annotated[Principal, Depends(require("officer"))]
-Status = Literal["open", "acknowledged", "closed"]
+Viewer = Annotated[Principal, Depends(require(ApiRole.VIEWER))]
+Officer = Annotated[Principal, Depends(require(ApiRole.OFFICER))]
 
 
 def _incident(session: Session, incident_id: int) -> Incident:
@@ -33,14 +34,14 @@ def _incident(session: Session, incident_id: int) -> Incident:
 
 
 def _detail(session: Session, incident: Incident, principal: Principal) -> IncidentDetail:
-    return actions.detail(session=session, incident=incident, full=principal.at_least("officer"))
+    return actions.detail(session=session, incident=incident, full=principal.at_least(ApiRole.OFFICER))
 
 
 @router.get("/incidents", response_model=Page[IncidentPublic])
 def list_incidents(
     request: Request,
     _: Viewer,
-    status: Status | None = None,
+    status: IncidentStatus | None = None,
     category: str | None = None,
     since: datetime | None = None,
     limit: Limit = 50,
@@ -60,7 +61,7 @@ def list_incidents(
 
 
 @router.get("/incidents.geojson")
-def incidents_geojson(request: Request, _: Viewer, status: Status | None = None) -> dict[str, Any]:
+def incidents_geojson(request: Request, _: Viewer, status: IncidentStatus | None = None) -> dict[str, Any]:
     """Located incidents as a GeoJSON FeatureCollection (for a map)."""
     query = select(Incident).where(Incident.lat.is_not(None))
     if status:
@@ -85,10 +86,11 @@ def get_incident(request: Request, incident_id: RowId, principal: Viewer) -> Inc
         return _detail(session, _incident(session, incident_id), principal)
 
 
-def _decide(request: Request, incident_id: int, principal: Principal, action: str) -> IncidentDetail:
+def _decide(
+    request: Request, incident_id: int, principal: Principal, decide: Callable[..., actions.Decision]
+) -> IncidentDetail:
     """Acknowledge or close (the officers told about the incident learn who), then show it."""
     runtime = request.app.state.runtime
-    decide = actions.acknowledge if action == "ack" else actions.close
     with transaction(runtime.factory) as session:
         decision = decide(
             session=session,
@@ -106,13 +108,13 @@ def _decide(request: Request, incident_id: int, principal: Principal, action: st
 @router.post("/incidents/{incident_id}/ack", response_model=IncidentDetail)
 def ack_incident(request: Request, incident_id: RowId, principal: Officer) -> IncidentDetail:
     """Acknowledge (the first acknowledgement wins; a later one changes nothing)."""
-    return _decide(request, incident_id, principal, "ack")
+    return _decide(request, incident_id, principal, actions.acknowledge)
 
 
 @router.post("/incidents/{incident_id}/close", response_model=IncidentDetail)
 def close_incident(request: Request, incident_id: RowId, principal: Officer) -> IncidentDetail:
     """Close: the incident takes no more reports."""
-    return _decide(request, incident_id, principal, "close")
+    return _decide(request, incident_id, principal, actions.close)
 
 
 @router.post("/incidents/{incident_id}/merge", response_model=IncidentDetail)
@@ -150,7 +152,7 @@ def list_alerts(
         query = query.where(Alert.incident_id == incident_id)
     if since:
         query = query.where(Alert.reported_at >= as_utc(since))
-    full = principal.at_least("officer")
+    full = principal.at_least(ApiRole.OFFICER)
     items, total = paged(
         request, query, (Alert.id.desc(),), lambda a: actions.report_view(alert=a, full=full), limit, offset
     )

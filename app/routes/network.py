@@ -8,15 +8,16 @@ from fastapi import APIRouter, Depends, Request
 
 from app.auth import Principal, require
 from app.db import transaction
+from app.enums import ApiRole
 from app.schemas import NetworkHealth
 from app.services import network
 
 router = APIRouter(prefix="/api/v1", tags=["network"])
-Viewer = Annotated[Principal, Depends(require("viewer"))]
+Viewer = Annotated[Principal, Depends(require(ApiRole.VIEWER))]
 
 
 @router.get("/network/health", response_model=NetworkHealth)
 def network_health(request: Request, principal: Viewer) -> NetworkHealth:
     """Per area: focal points, how many the last round asked and how many answered, the silent ones."""
     with transaction(request.app.state.runtime.factory) as session:
-        return network.health(session=session, full=principal.at_least("officer"))
+        return network.health(session=session, full=principal.at_least(ApiRole.OFFICER))

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from email import policy
 from email.parser import BytesParser
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -16,13 +16,14 @@ from starlette.concurrency import run_in_threadpool
 
 from app.auth import Principal, require
 from app.db import transaction
+from app.enums import ApiRole, PersonStatus, Role
 from app.models import Person
 from app.routes.api import Limit, Offset, RowId, paged
 from app.schemas import ImportReport, Page, PersonIn, PersonOut, PersonPatch
 from app.services import roster
 
 router = APIRouter(prefix="/api/v1", tags=["people"])
-Admin = Annotated[Principal, Depends(require("admin"))]
+Admin = Annotated[Principal, Depends(require(ApiRole.ADMIN))]
 MAX_UPLOAD = 10_000_000  # bytes: a roster of 100,000 people fits
 
 
@@ -62,10 +63,10 @@ def _refusals() -> Iterator[None]:
 def list_people(
     request: Request,
     _: Admin,
-    role: Literal[roster.ROLES] | None = None,  # type: ignore[valid-type]
+    role: Role | None = None,
     area: str | None = None,
     active: bool | None = None,
-    status: Literal["pending", "approved", "rejected"] | None = None,
+    status: PersonStatus | None = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> Page[PersonOut]:

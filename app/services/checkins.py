@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Engine, bindparam, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import insert_ignoring_conflicts, transaction, utcnow
+from app.enums import AuditAction, AuditEntity, PersonStatus, Purpose, Role
 from app.models import AuditLog, CheckIn, CheckInRound, Message, Person, Place
 from app.services.escalation import area_names
 from app.services.gazetteer import normalize_name
@@ -86,9 +87,9 @@ _FOCAL_POINTS = (
     select(Person.id, Person.name, Person.phone, Person.language, Person.area, Place.admin2, Place.admin1)
     .outerjoin(Place, Place.id == Person.place_id)
     .where(
-        Person.role == "focal_point",
+        Person.role == Role.FOCAL_POINT,
         Person.active.is_(True),
-        Person.status == "approved",
+        Person.status == PersonStatus.APPROVED,
         Person.opted_out.is_(False),
         Person.phone_valid.is_(True),
     )
@@ -221,7 +222,7 @@ class CheckIns:
                 outbound_row(
                     recipient=p.phone,
                     text=texts[chosen[p.language]],
-                    purpose="checkin",
+                    purpose=Purpose.CHECKIN,
                     key=f"checkin:{key}:{p.id}",
                     now=now,
                     person_id=p.id,
@@ -264,8 +265,8 @@ class CheckIns:
                 session.add(
                     AuditLog(
                         actor="checkins",
-                        action="silent",
-                        entity="person",
+                        action=AuditAction.SILENT,
+                        entity=AuditEntity.PERSON,
                         entity_id=str(person.id),
                         details={"area": area, "missed": list(rounds)},
                         at=now,
@@ -279,7 +280,8 @@ class CheckIns:
         recipients = [
             p
             for p in session.scalars(_STAFF)
-            if p.role == "admin" or ((p.level or 1) == 1 and (not p.area or normalize_name(p.area) in areas))
+            if p.role == Role.ADMIN
+            or ((p.level or 1) == 1 and (not p.area or normalize_name(p.area) in areas))
         ]
         for person in recipients:
             language = language_for(lexicon=self.lexicon, roster=person.language)
@@ -288,7 +290,7 @@ class CheckIns:
                 session=session,
                 recipient=person.phone,
                 text=silent_text(template, area or "-", names),
-                purpose="notice",
+                purpose=Purpose.NOTICE,
                 key=f"silent:{key}:{person.id}",
                 person_id=person.id,
                 language=language,
@@ -339,9 +341,9 @@ def last_fire_time(trigger: CronTrigger, tz: ZoneInfo, now: datetime) -> datetim
 
 
 _STAFF = select(Person).where(
-    Person.role.in_(("officer", "admin")),
+    Person.role.in_((Role.OFFICER, Role.ADMIN)),
     Person.active.is_(True),
-    Person.status == "approved",
+    Person.status == PersonStatus.APPROVED,
     Person.opted_out.is_(False),
 )
 

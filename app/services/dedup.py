@@ -15,10 +15,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
+from app.enums import IncidentStatus, Precision
 from app.models import Alert, Incident
 from app.services.geotag import distance_km
 
-OPEN = ("open", "acknowledged")
+OPEN = (IncidentStatus.OPEN, IncidentStatus.ACKNOWLEDGED)
 SEVERITIES = ("low", "medium", "high", "critical")
 BASE_SEVERITY = {
     "killing": "critical",
@@ -88,7 +89,8 @@ _CANDIDATES = select(Incident).where(
 )
 _UNLOCATED = (
     _CANDIDATES.where(
-        Incident.precision.in_(("country", "unknown")), Incident.id.in_(bindparam("mine", expanding=True))
+        Incident.precision.in_((Precision.COUNTRY, Precision.UNKNOWN)),
+        Incident.id.in_(bindparam("mine", expanding=True)),
     )
     .order_by(Incident.last_reported_at.desc())
     .limit(1)

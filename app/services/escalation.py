@@ -18,6 +18,16 @@ from sqlalchemy import CursorResult, bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import utcnow
+from app.enums import (
+    AuditAction,
+    AuditEntity,
+    Direction,
+    IncidentStatus,
+    MessageStatus,
+    PersonStatus,
+    Purpose,
+    Role,
+)
 from app.models import AuditLog, Incident, Message, Person, Place
 from app.phones import scrub
 from app.services.gazetteer import normalize_name
@@ -30,7 +40,7 @@ from keywords.sms import fit_one
 
 log = logging.getLogger("kengele.escalation")
 UPDATE_EVERY = timedelta(minutes=15)
-FORWARDS = ("alert_forward", "escalation")
+FORWARDS = (Purpose.ALERT_FORWARD, Purpose.ESCALATION)
 
 
 def area_of(session: Session, incident: Incident) -> set[str]:
@@ -49,19 +59,23 @@ def area_names(session: Session, area: str) -> set[str]:
 
 _PROVINCE_OF = select(Place.admin1).where(Place.admin2 == bindparam("area")).limit(1)
 _OFFICERS = select(Person).where(  # an officer who texted STOP is passed over until START
-    Person.role == "officer",
+    Person.role == Role.OFFICER,
     Person.active.is_(True),
-    Person.status == "approved",
+    Person.status == PersonStatus.APPROVED,
     Person.opted_out.is_(False),
 )
 _TOLD = select(Message.person_id).where(
     Message.incident_id == bindparam("incident"),
-    Message.direction == "outbound",
+    Message.direction == Direction.OUTBOUND,
     Message.purpose.in_(FORWARDS),
 )
 _FAILED_FORWARDS = (
     select(Message)
-    .where(Message.status == "failed", Message.purpose.in_(FORWARDS), Message.followed_up_at.is_(None))
+    .where(
+        Message.status == MessageStatus.FAILED,
+        Message.purpose.in_(FORWARDS),
+        Message.followed_up_at.is_(None),
+    )
     .order_by(Message.id)
     .limit(50)
 )
@@ -127,7 +141,7 @@ class Escalation:
         session: Session,
         incident: Incident,
         officers: list[Person],
-        purpose: str,
+        purpose: Purpose,
         key: str,
         now: datetime,
         people: int | None = None,
@@ -179,7 +193,7 @@ class Escalation:
         reporter: str | None = None,
     ) -> int:
         at, officers = self.officers_for(session, incident, level, now)
-        purpose = "alert_forward" if step == 1 else "escalation"
+        purpose = Purpose.ALERT_FORWARD if step == 1 else Purpose.ESCALATION
         self._tell(
             session=session,
             incident=incident,
@@ -195,7 +209,7 @@ class Escalation:
         incident.next_escalation_at = now + self.ack_timeout
         _audit(
             session,
-            "forward" if step == 1 else "escalate",
+            AuditAction.FORWARD if step == 1 else AuditAction.ESCALATE,
             incident,
             now,
             level=at,
@@ -212,7 +226,9 @@ class Escalation:
         A server that was down sends what fell due while it was down once, when it starts again.
         """
         due = session.scalars(
-            select(Incident).where(Incident.status == "open", Incident.next_escalation_at <= now).limit(100)
+            select(Incident)
+            .where(Incident.status == IncidentStatus.OPEN, Incident.next_escalation_at <= now)
+            .limit(100)
         ).all()
         sent = 0
         for incident in due:
@@ -220,7 +236,8 @@ class Escalation:
                 update(Incident)
                 .where(
                     Incident.id == incident.id,
-                    Incident.status == "open",  # acknowledged meanwhile (another replica): no step
+                    Incident.status
+                    == IncidentStatus.OPEN,  # acknowledged meanwhile (another replica): no step
                     Incident.next_escalation_at == incident.next_escalation_at,
                 )
                 .values(next_escalation_at=now + self.ack_timeout)
@@ -256,7 +273,7 @@ class Escalation:
             if cast(CursorResult[Any], claimed).rowcount != 1 or message.incident_id is None:
                 continue
             incident = session.get(Incident, message.incident_id)
-            if incident is None or incident.status != "open":
+            if incident is None or incident.status != IncidentStatus.OPEN:
                 continue
             handed += self._hand_on(session, incident, message, now)
         return handed
@@ -276,11 +293,19 @@ class Escalation:
                 session=session,
                 incident=incident,
                 officers=colleagues[:1],
-                purpose=failed.purpose or "escalation",
+                purpose=Purpose(failed.purpose or Purpose.ESCALATION),
                 key=f"failover:{failed.id}",
                 now=now,
             )
-            _audit(session, "failover", incident, now, level=level, officers=[colleagues[0].id], **details)
+            _audit(
+                session,
+                AuditAction.FAILOVER,
+                incident,
+                now,
+                level=level,
+                officers=[colleagues[0].id],
+                **details,
+            )
             return 1
         alive = session.scalar(
             select(Message.id)
@@ -288,13 +313,13 @@ class Escalation:
             .where(
                 Message.incident_id == incident.id,
                 Message.purpose.in_(FORWARDS),
-                Message.status != "failed",
+                Message.status != MessageStatus.FAILED,
                 func.coalesce(Person.level, 1) == level,
             )
             .limit(1)
         )
         if alive is not None:  # others of this level have it (or may yet): the timeout stands
-            _audit(session, "failover", incident, now, level=level, officers=[], **details)
+            _audit(session, AuditAction.FAILOVER, incident, now, level=level, officers=[], **details)
             return 0
         at, officers = self.officers_for(session, incident, level + 1, now)
         officers = [o for o in officers if o.id not in told]
@@ -302,7 +327,7 @@ class Escalation:
             session=session,
             incident=incident,
             officers=officers,
-            purpose="escalation",
+            purpose=Purpose.ESCALATION,
             key=f"failover:{failed.id}",
             now=now,
         )
@@ -311,7 +336,15 @@ class Escalation:
             incident.next_escalation_at = now + self.ack_timeout
         else:
             log.warning("nobody left to tell about an incident", extra={"incident": incident.code})
-        _audit(session, "failover", incident, now, level=at, officers=[o.id for o in officers], **details)
+        _audit(
+            session,
+            AuditAction.FAILOVER,
+            incident,
+            now,
+            level=at,
+            officers=[o.id for o in officers],
+            **details,
+        )
         return len(officers)
 
     def tell_others(
@@ -336,7 +369,7 @@ class Escalation:
                 session=session,
                 recipient=officer.phone,
                 text=fit_one(template.format(code=incident.code or "", who=who)),
-                purpose="notice",
+                purpose=Purpose.NOTICE,
                 key=f"{action}:{incident.id}:{officer.id}",
                 incident_id=incident.id,
                 person_id=officer.id,
@@ -347,7 +380,7 @@ class Escalation:
 
     def update_acknowledger(self, *, session: Session, incident: Incident, now: datetime) -> None:
         """A new report on an acknowledged incident: tell who acknowledged, at most every 15 minutes."""
-        if incident.acknowledged_by_id is None or incident.status != "acknowledged":
+        if incident.acknowledged_by_id is None or incident.status != IncidentStatus.ACKNOWLEDGED:
             return
         officer = session.get(Person, incident.acknowledged_by_id)
         if officer is None:
@@ -358,7 +391,7 @@ class Escalation:
             session=session,
             recipient=officer.phone,
             text=text,
-            purpose="update",
+            purpose=Purpose.UPDATE,
             key=f"update:{incident.id}:{window}",
             incident_id=incident.id,
             person_id=officer.id,
@@ -367,12 +400,14 @@ class Escalation:
         )
 
 
-def _audit(session: Session, action: str, incident: Incident, now: datetime, **details: object) -> None:
+def _audit(
+    session: Session, action: AuditAction, incident: Incident, now: datetime, **details: object
+) -> None:
     session.add(
         AuditLog(
             actor="escalation",
             action=action,
-            entity="incident",
+            entity=AuditEntity.INCIDENT,
             entity_id=str(incident.id),
             details={"code": incident.code, **details},
             at=now,

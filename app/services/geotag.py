@@ -16,6 +16,7 @@ from rapidfuzz.distance import DamerauLevenshtein
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.enums import Precision
 from app.models import Place
 from app.services.gazetteer import normalize_name
 
@@ -49,7 +50,7 @@ class Spot:
 class Located:
     """Where a report is, how we know, and what the sender wrote for it."""
 
-    precision: str  # place|home|country|unknown
+    precision: Precision
     lat: float | None = None
     lon: float | None = None
     place: Spot | None = None
@@ -145,11 +146,11 @@ class PlaceIndex:
         if found is not None:
             return found
         if home is not None:
-            return Located("home", home[0], home[1], written=" ".join(words) or None)
+            return Located(Precision.HOME, home[0], home[1], written=" ".join(words) or None)
         if country and country in self.country_centres:
             lat, lon = self.country_centres[country]
-            return Located("country", lat, lon, written=" ".join(words) or None)
-        return Located("unknown", written=" ".join(words) or None)
+            return Located(Precision.COUNTRY, lat, lon, written=" ".join(words) or None)
+        return Located(Precision.UNKNOWN, written=" ".join(words) or None)
 
     def _ngrams(self, tokens: list[str]) -> list[tuple[str, int, int]]:
         out = []
@@ -163,7 +164,7 @@ class PlaceIndex:
             hits = self.by_name.get(name)
             if hits:
                 spot = self._choose(hits, home, area)
-                return Located("place", spot.lat, spot.lon, spot, written=name, matched=spot.name)
+                return Located(Precision.PLACE, spot.lat, spot.lon, spot, written=name, matched=spot.name)
         return None
 
     def _fuzzy(self, tokens: list[str], home: tuple[float, float] | None, area: str | None) -> Located | None:
@@ -192,7 +193,9 @@ class PlaceIndex:
                     if not hits:
                         continue
                 spot = self._choose(hits, home, area)
-                return Located("place", spot.lat, spot.lon, spot, written=name, matched=spot.name, fuzzy=True)
+                return Located(
+                    Precision.PLACE, spot.lat, spot.lon, spot, written=name, matched=spot.name, fuzzy=True
+                )
         return None
 
     def _choose(self, hits: list[int], home: tuple[float, float] | None, area: str | None) -> Spot:

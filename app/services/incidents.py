@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app.enums import AuditAction, AuditEntity, Direction, IncidentStatus, Precision, Purpose
 from app.models import Alert, AuditLog, Incident, Message, Person, Place
 from app.phones import mask, scrub
 from app.schemas import AlertPublic, HistoryEntry, IncidentDetail, IncidentPublic, Notification
@@ -20,9 +21,10 @@ from app.services.dedup import count_report, find_incident, refresh, severity
 from app.services.escalation import Escalation
 from app.services.gazetteer import normalize_name
 from app.services.geotag import Located, Spot
-from keywords.parser import ParseResult
+from keywords.parser import ParseResult, Via
 
-PRECISION_RANK = {"unknown": 0, "country": 1, "home": 2, "place": 3}
+# A later report moves an incident only to a better location (Precision lists them worst first).
+PRECISION_RANK: dict[str, int] = {precision: rank for rank, precision in enumerate(Precision)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +75,7 @@ def report_area(
     """Name a report's area: its place's admin2, else admin1; at home, the home place's, else the person's."""
     if place is not None:
         return place.admin2 or place.admin1
-    if precision != "home" or person is None:
+    if precision != Precision.HOME or person is None:
         return None
     return (home.admin2 or home.admin1 if home is not None else None) or person.area
 
@@ -109,15 +111,15 @@ def record_report(
     category = result.category or "other"
     reported_at = message.reported_at or now
     details: dict[str, object] = {"count": result.count, "words": result.details, "time": result.time}
-    if result.via == "beep":
+    if result.via == Via.BEEP:
         details["beep"] = True
     if result.corrections:
         details["corrections"] = result.corrections
     if where.written and where.matched and normalize_name(where.matched) != where.written:
         details["place"] = f"{where.written} -> {where.matched}"
-    home = _home_place(session, person) if where.precision == "home" else None
+    home = _home_place(session, person) if where.precision == Precision.HOME else None
     place_name = where.name or (" ".join(result.place_words) or None) or (home.name if home else None)
-    located = where.precision in ("place", "home")  # a country's centre locates nothing
+    located = where.precision in (Precision.PLACE, Precision.HOME)  # a country's centre locates nothing
     incident = find_incident(
         session,
         category=category,
@@ -134,7 +136,7 @@ def record_report(
         incident = Incident(
             category=category,
             severity=severity(category, result.count, 1),
-            status="open",
+            status=IncidentStatus.OPEN,
             place_id=where.place.id if where.place else None,
             place_name=place_name,
             lat=where.lat,
@@ -186,7 +188,7 @@ def record_report(
                 incident=incident,
                 people=result.count,
                 now=now,
-                beep=result.via == "beep",
+                beep=result.via == Via.BEEP,
                 reporter=message.sender,
             )
         else:
@@ -204,9 +206,9 @@ def acknowledge(
     incident.acknowledged_at, incident.acknowledged_by = now, officer.name
     incident.acknowledged_by_id = officer.person_id
     incident.next_escalation_at = None  # someone answers: no more escalation steps
-    if incident.status == "open":
-        incident.status = "acknowledged"
-    _audit(session, officer.audit, "ack", incident, now)
+    if incident.status == IncidentStatus.OPEN:
+        incident.status = IncidentStatus.ACKNOWLEDGED
+    _audit(session, officer.audit, AuditAction.ACK, incident, now)
     told = _tell_others(session, incident, officer, escalation, now, "acked")
     return Decision(incident, changed=True, told=told)
 
@@ -215,11 +217,11 @@ def close(
     *, session: Session, incident: Incident, officer: Actor, escalation: Escalation | None, now: datetime
 ) -> Decision:
     """Close and tell the other officers who closed it; a closed incident takes no more reports."""
-    if incident.status == "closed":
+    if incident.status == IncidentStatus.CLOSED:
         return Decision(incident, changed=False)
-    incident.status, incident.closed_at, incident.closed_by = "closed", now, officer.name
+    incident.status, incident.closed_at, incident.closed_by = IncidentStatus.CLOSED, now, officer.name
     incident.next_escalation_at = None
-    _audit(session, officer.audit, "close", incident, now)
+    _audit(session, officer.audit, AuditAction.CLOSE, incident, now)
     told = _tell_others(session, incident, officer, escalation, now, "closed")
     return Decision(incident, changed=True, told=told)
 
@@ -243,16 +245,17 @@ def merge(*, session: Session, source: Incident, target: Incident, officer: Acto
     """Move every report of `source` into `target`; `source` is closed, pointing at `target`."""
     if source.id == target.id:
         raise Refused("into: an incident cannot be merged into itself")
-    if target.status == "closed":
+    if target.status == IncidentStatus.CLOSED:
         raise Refused(f"into: {target.code} is closed")
     if source.category != target.category:
         raise Refused(f"into: {target.code} is {target.category}, {source.code} is {source.category}")
     session.execute(update(Alert).where(Alert.incident_id == source.id).values(incident_id=target.id))
     session.execute(update(Message).where(Message.incident_id == source.id).values(incident_id=target.id))
-    source.status, source.closed_at, source.closed_by = "closed", now, f"merged into {target.code}"
+    source.status, source.closed_at = IncidentStatus.CLOSED, now
+    source.closed_by = f"merged into {target.code}"
     source.report_count = source.reporter_count = 0
     refresh(session, target)
-    _audit(session, officer.audit, "merge", target, now, merged=source.code)
+    _audit(session, officer.audit, AuditAction.MERGE, target, now, merged=source.code)
     return Decision(target, changed=True)
 
 
@@ -265,7 +268,7 @@ def move(
         target = Incident(
             category=alert.category,
             severity=alert.severity,
-            status="open",
+            status=IncidentStatus.OPEN,
             place_id=alert.place_id,
             place_name=alert.place_name,
             lat=alert.lat,
@@ -284,7 +287,7 @@ def move(
         target.code = f"K{target.id}"
     elif target.category != alert.category:
         raise Refused(f"incident_id: {target.code} is {target.category}, the report is {alert.category}")
-    elif target.status == "closed":
+    elif target.status == IncidentStatus.CLOSED:
         raise Refused(f"incident_id: {target.code} is closed")
     alert.incident_id = target.id
     session.execute(update(Message).where(Message.id == alert.message_id).values(incident_id=target.id))
@@ -292,12 +295,13 @@ def move(
     refresh(session, target)
     if source is not None:
         refresh(session, source)
-        if source.report_count == 0 and source.status != "closed":  # nothing left in it
-            source.status, source.closed_at, source.closed_by = "closed", now, f"emptied into {target.code}"
+        if source.report_count == 0 and source.status != IncidentStatus.CLOSED:  # nothing left in it
+            source.status, source.closed_at = IncidentStatus.CLOSED, now
+            source.closed_by = f"emptied into {target.code}"
     _audit(
         session,
         officer.audit,
-        "move_report",
+        AuditAction.MOVE_REPORT,
         target,
         now,
         alert=alert.id,
@@ -309,7 +313,7 @@ def move(
 def _alert_area(session: Session, alert: Alert) -> str | None:
     """The area the report had when it was recorded, read again from its place or its sender."""
     place = session.get(Place, alert.place_id) if alert.place_id is not None else None
-    at_home = place is None and alert.precision == "home" and alert.person_id is not None
+    at_home = place is None and alert.precision == Precision.HOME and alert.person_id is not None
     person = session.get(Person, alert.person_id) if at_home else None
     return report_area(
         place=place, precision=alert.precision, home=_home_place(session, person), person=person
@@ -317,12 +321,17 @@ def _alert_area(session: Session, alert: Alert) -> str | None:
 
 
 def _audit(
-    session: Session, actor: str, action: str, incident: Incident, now: datetime, **details: object
+    session: Session, actor: str, action: AuditAction, incident: Incident, now: datetime, **details: object
 ) -> None:
     details = {"code": incident.code, **details}
     session.add(
         AuditLog(
-            actor=actor, action=action, entity="incident", entity_id=str(incident.id), details=details, at=now
+            actor=actor,
+            action=action,
+            entity=AuditEntity.INCIDENT,
+            entity_id=str(incident.id),
+            details=details,
+            at=now,
         )
     )
 
@@ -351,14 +360,16 @@ def detail(*, session: Session, incident: Incident, full: bool) -> IncidentDetai
     sent = session.scalars(
         select(Message)
         .where(
-            Message.incident_id == incident.id, Message.direction == "outbound", Message.purpose != "reply"
+            Message.incident_id == incident.id,
+            Message.direction == Direction.OUTBOUND,
+            Message.purpose != Purpose.REPLY,
         )
         .order_by(Message.id)
     )
     notifications = [Notification.model_validate(m) for m in sent]
     steps = session.scalars(
         select(AuditLog)
-        .where(AuditLog.entity == "incident", AuditLog.entity_id == str(incident.id))
+        .where(AuditLog.entity == AuditEntity.INCIDENT, AuditLog.entity_id == str(incident.id))
         .order_by(AuditLog.id)
     )
     history = [HistoryEntry.model_validate(step) for step in steps]

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Engine, Insert
 
 from app.db import durable, insert_ignoring_conflicts, utcnow
+from app.enums import Direction, MessageStatus
 from app.metrics import INBOUND, INTAKE_BATCH
 from app.models import Message
 from app.phones import normalize
@@ -29,6 +30,8 @@ from gateways.base import InboundSms
 log = logging.getLogger("kengele.intake")
 
 BATCH_MAX = 512
+# Rows bind plain strings: sqlite3 binds a str subclass (an enum member) only after looking for an adapter.
+_INBOUND, _RECEIVED = str(Direction.INBOUND), str(MessageStatus.RECEIVED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,15 +56,15 @@ def message_row(
     phone = normalize(sms.sender, region)
     reported = sms.reported_at if sms.reported_at is not None and sms.reported_at <= now else now
     return {
-        "direction": "inbound",
+        "direction": _INBOUND,
         "provider": sms.provider,
         "provider_message_id": sms.provider_message_id,
         "sender": phone.value,
         "recipient": sms.recipient,
         "phone_valid": phone.valid,
-        "kind": sms.kind,
+        "kind": str(sms.kind),
         "text": clean_text(sms.text),
-        "status": "received",
+        "status": _RECEIVED,
         "created_at": now,
         "reported_at": reported,
         "raw": json.dumps(sms.raw, ensure_ascii=False),

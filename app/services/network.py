@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.enums import PersonStatus, Role
 from app.models import CheckIn, CheckInRound, Person, Place
 from app.phones import mask
 from app.schemas import AreaHealth, NetworkHealth, SilentFocalPoint
@@ -16,7 +17,7 @@ from app.services.incidents import person_area
 _PEOPLE = (
     select(Person, Place.admin2, Place.admin1)
     .outerjoin(Place, Place.id == Person.place_id)
-    .where(Person.role == "focal_point", Person.active.is_(True), Person.status == "approved")
+    .where(Person.role == Role.FOCAL_POINT, Person.active.is_(True), Person.status == PersonStatus.APPROVED)
     .order_by(Person.name)
 )
 _LAST_ROUNDS = select(CheckInRound.area, func.max(CheckInRound.scheduled_for)).group_by(CheckInRound.area)

@@ -25,19 +25,36 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import insert_ignoring_conflicts, transaction, utcnow
+from app.enums import Direction, MessageStatus, Purpose
 from app.metrics import DELIVERY, OUTBOUND, OUTBOX_DEPTH
 from app.models import DeliveryEvent, Message
 from app.services.worker import Pass, Signals, Worker
-from gateways.base import DeliveryReport, Gateway, SendError
+from gateways.base import DeliveryReport, DeliveryStatus, Gateway, MessageKind, SendError
 
 log = logging.getLogger("kengele.outbox")
 
-PURPOSES = ("alert_forward", "escalation", "checkin", "reply", "update", "notice")
+PURPOSES = tuple(Purpose)
 # When the outbox is long, what goes first: an officer learning of an attack before a reporter's
 # thank-you, and both before the day's check-ins.
-PRIORITY = {"alert_forward": 0, "escalation": 0, "notice": 1, "update": 1, "reply": 2, "checkin": 3}
+PRIORITY: dict[str, int] = {
+    Purpose.ALERT_FORWARD: 0,
+    Purpose.ESCALATION: 0,
+    Purpose.NOTICE: 1,
+    Purpose.UPDATE: 1,
+    Purpose.REPLY: 2,
+    Purpose.CHECKIN: 3,
+}
 # Our statuses in the order a message moves through them; a late receipt never moves one back.
-_RANK = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "failed": 4}
+_RANK: dict[str, int] = {
+    MessageStatus.QUEUED: 0,
+    MessageStatus.SENDING: 1,
+    MessageStatus.SENT: 2,
+    MessageStatus.DELIVERED: 3,
+    MessageStatus.FAILED: 4,
+}
+# Rows inserted by the thousand (a check-in round) bind plain strings: sqlite3 binds a str subclass,
+# an enum member, only after looking for an adapter, some 10 % of such an insert.
+_OUTBOUND, _QUEUED, _SMS = str(Direction.OUTBOUND), str(MessageStatus.QUEUED), str(MessageKind.SMS)
 
 
 def enqueue(
@@ -45,7 +62,7 @@ def enqueue(
     session: Session,
     recipient: str,
     text: str,
-    purpose: str,
+    purpose: Purpose,
     key: str,
     incident_id: int | None = None,
     person_id: int | None = None,
@@ -73,7 +90,7 @@ def outbound_row(
     *,
     recipient: str,
     text: str,
-    purpose: str,
+    purpose: Purpose,
     key: str,
     now: datetime,
     incident_id: int | None = None,
@@ -85,11 +102,11 @@ def outbound_row(
     if purpose not in PURPOSES:
         raise ValueError(f"unknown purpose {purpose!r}")
     return {
-        "direction": "outbound",
+        "direction": _OUTBOUND,
         "recipient": recipient,
         "text": text,
-        "purpose": purpose,
-        "status": "queued",
+        "purpose": str(purpose),
+        "status": _QUEUED,
         "idempotency_key": key,
         "incident_id": incident_id,
         "person_id": person_id,
@@ -98,7 +115,7 @@ def outbound_row(
         "created_at": now,
         "next_attempt_at": now,
         "phone_valid": True,
-        "kind": "sms",
+        "kind": _SMS,
         "attempts": 0,
         "gateway_index": 0,
         "gateway_attempts": 0,
@@ -141,7 +158,7 @@ class Outgoing:
 class Outcome:
     """What one attempt did to its row."""
 
-    status: str
+    status: MessageStatus
     attempts: int
     gateway_index: int
     gateway_attempts: int
@@ -155,14 +172,14 @@ class Outcome:
 # Built once: constructing a statement costs more than running it (see bench/).
 _T = cast(Table, Message.__table__)
 _DUE = or_(
-    and_(_T.c.status == "queued", _T.c.next_attempt_at <= bindparam("now")),
-    and_(_T.c.status == "sending", _T.c.claimed_until < bindparam("now")),
+    and_(_T.c.status == MessageStatus.QUEUED, _T.c.next_attempt_at <= bindparam("now")),
+    and_(_T.c.status == MessageStatus.SENDING, _T.c.claimed_until < bindparam("now")),
 )
 # Only outbound rows are ever queued or sending; each query walks its own index.
 _DUE_IDS = (
     select(_T.c.id)
     .where(
-        _T.c.status == "queued",
+        _T.c.status == MessageStatus.QUEUED,
         _T.c.priority <= bindparam("max_priority"),
         _T.c.next_attempt_at <= bindparam("now"),
     )
@@ -171,15 +188,15 @@ _DUE_IDS = (
 )
 _STALE_IDS = (
     select(_T.c.id)
-    .where(_T.c.status == "sending", _T.c.claimed_until < bindparam("now"))
+    .where(_T.c.status == MessageStatus.SENDING, _T.c.claimed_until < bindparam("now"))
     .limit(bindparam("limit"))
 )
 _DUE_IDS_SKIP_LOCKED = _DUE_IDS.with_for_update(skip_locked=True)
 _STALE_IDS_SKIP_LOCKED = _STALE_IDS.with_for_update(skip_locked=True)
 _CLAIM = (
     update(_T)
-    .where(_T.c.id.in_(bindparam("ids", expanding=True)), _T.c.direction == "outbound", _DUE)
-    .values(status="sending", claim_token=bindparam("token"), claimed_until=bindparam("until"))
+    .where(_T.c.id.in_(bindparam("ids", expanding=True)), _T.c.direction == Direction.OUTBOUND, _DUE)
+    .values(status=MessageStatus.SENDING, claim_token=bindparam("token"), claimed_until=bindparam("until"))
     .returning(
         _T.c.id,
         _T.c.recipient,
@@ -272,7 +289,7 @@ class Dispatcher(Worker):
         with self.transaction() as session:
             conn = session.connection()
             locking = conn.dialect.name == "postgresql"
-            max_priority = PRIORITY["notice"] if self.urgent_only() else max(PRIORITY.values())
+            max_priority = PRIORITY[Purpose.NOTICE] if self.urgent_only() else max(PRIORITY.values())
             params = {"now": now, "limit": limit, "max_priority": max_priority}
             ids = list(conn.execute(_DUE_IDS_SKIP_LOCKED if locking else _DUE_IDS, params).scalars())
             ids += conn.execute(_STALE_IDS_SKIP_LOCKED if locking else _STALE_IDS, params).scalars()
@@ -377,7 +394,9 @@ class Dispatcher(Worker):
             return self._after_failure(row, index, crash)
         OUTBOUND.labels(gateway.name, "sent").inc()
         return Outcome(
-            status=result.status if result.status in ("sent", "delivered") else "sent",
+            status=MessageStatus.DELIVERED
+            if result.status == DeliveryStatus.DELIVERED
+            else MessageStatus.SENT,
             attempts=row.attempts + 1,
             gateway_index=index,
             gateway_attempts=row.gateway_attempts,
@@ -392,16 +411,24 @@ class Dispatcher(Worker):
         tried = f"{name}: {exc.reason}"
         last = index + 1 >= len(self.gateways)
         if not exc.retryable and (exc.recipient or last):
-            return Outcome("failed", attempts, index, row.gateway_attempts + 1, provider=name, error=tried)
+            return Outcome(
+                MessageStatus.FAILED, attempts, index, row.gateway_attempts + 1, provider=name, error=tried
+            )
         if not exc.retryable:  # this gateway refuses it (account, sender id): the next one may not
-            return Outcome("queued", attempts, index + 1, 0, next_attempt_at=self.clock(), error=tried)
+            return Outcome(
+                MessageStatus.QUEUED, attempts, index + 1, 0, next_attempt_at=self.clock(), error=tried
+            )
         gateway_attempts = row.gateway_attempts + 1
         if gateway_attempts < self.policy.max_attempts:
             later = self.clock() + self.policy.delay(gateway_attempts)
-            return Outcome("queued", attempts, index, gateway_attempts, next_attempt_at=later, error=tried)
+            return Outcome(
+                MessageStatus.QUEUED, attempts, index, gateway_attempts, next_attempt_at=later, error=tried
+            )
         if not last:  # fail over at once to the next gateway
-            return Outcome("queued", attempts, index + 1, 0, next_attempt_at=self.clock(), error=tried)
-        return Outcome("failed", attempts, index, gateway_attempts, provider=name, error=tried)
+            return Outcome(
+                MessageStatus.QUEUED, attempts, index + 1, 0, next_attempt_at=self.clock(), error=tried
+            )
+        return Outcome(MessageStatus.FAILED, attempts, index, gateway_attempts, provider=name, error=tried)
 
 
 def record_delivery(*, session: Session, report: DeliveryReport, gateways: int = 1) -> Message | None:
@@ -413,7 +440,7 @@ def record_delivery(*, session: Session, report: DeliveryReport, gateways: int =
     """
     message = session.scalar(
         select(Message).where(
-            Message.direction == "outbound",
+            Message.direction == Direction.OUTBOUND,
             Message.provider == report.provider,
             Message.provider_message_id == report.provider_message_id,
         )
@@ -432,11 +459,11 @@ def record_delivery(*, session: Session, report: DeliveryReport, gateways: int =
     DELIVERY.labels(report.provider, report.status).inc()
     if message is not None:
         if (
-            report.status == "failed"
-            and message.status != "delivered"
+            report.status == DeliveryStatus.FAILED
+            and message.status != MessageStatus.DELIVERED
             and message.gateway_index + 1 < gateways
         ):
-            message.status = "queued"
+            message.status = MessageStatus.QUEUED
             message.error = f"{report.provider}: {report.error or report.provider_status}"
             message.gateway_index += 1
             message.gateway_attempts = 0
@@ -451,7 +478,7 @@ def receive_receipt(*, factory: sessionmaker[Session], report: DeliveryReport, g
     """Record a delivery receipt in its own transaction; True when its SMS is queued again to send now."""
     with transaction(factory) as session:
         message = record_delivery(session=session, report=report, gateways=gateways)
-        return message is not None and message.status == "queued"
+        return message is not None and message.status == MessageStatus.QUEUED
 
 
 def adopt_early_receipts(*, session: Session, sent: list[tuple[str | None, str | None]]) -> None:
@@ -467,13 +494,15 @@ def adopt_early_receipts(*, session: Session, sent: list[tuple[str | None, str |
             _apply(message, event.status, event.error)
 
 
-def _apply(message: Message, status: str, error: str | None) -> None:
-    if status not in _RANK:
+def _apply(message: Message, reported: str, error: str | None) -> None:
+    """Move a message to the status a receipt reports (DeliveryStatus.UNKNOWN moves nothing)."""
+    if reported not in _RANK:
         return
-    if status == "failed" or _RANK[status] > _RANK.get(message.status, 0):
-        if message.status != "failed" or status == "failed":
+    status = MessageStatus(reported)
+    if status == MessageStatus.FAILED or _RANK[status] > _RANK.get(message.status, 0):
+        if message.status != MessageStatus.FAILED or status == MessageStatus.FAILED:
             message.status = status
-        if status == "delivered":
+        if status == MessageStatus.DELIVERED:
             message.delivered_at = utcnow()
         if error:
             message.error = error
@@ -484,7 +513,7 @@ _ORPHANS = select(DeliveryEvent).where(
     DeliveryEvent.provider_message_id.in_(bindparam("ids", expanding=True)),
 )
 _BY_PROVIDER_ID = select(Message).where(
-    Message.direction == "outbound",
+    Message.direction == Direction.OUTBOUND,
     Message.provider == bindparam("provider"),
     Message.provider_message_id == bindparam("pmid"),
 )

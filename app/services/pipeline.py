@@ -10,6 +10,7 @@ the alert, the state change and the outbox rows it caused: all of them or none.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -17,6 +18,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
+from app.enums import AuditAction, AuditEntity, Outcome, PersonStatus, Purpose, Role
 from app.metrics import PROCESSED
 from app.models import AuditLog, CheckIn, Message, Person
 from app.phones import country
@@ -25,14 +27,15 @@ from app.services.geotag import PlaceIndexHolder
 from app.services.incidents import Actor, acknowledge, by_code, close, record_report
 from app.services.language import language_for
 from app.services.outbox import enqueue
-from keywords.parser import Lexicon, ParseResult, SenderContext, parse
+from gateways.base import MessageKind
+from keywords.parser import Intent, Lexicon, ParseResult, SenderContext, Via, parse
 from keywords.sms import fit_one
 
 log = logging.getLogger("kengele.pipeline")
 
 CHECKIN_PENDING_FOR = timedelta(hours=24)
 SEEN_EVERY = timedelta(minutes=1)  # last_seen_at is written at most this often (one UPDATE less)
-OFFICER_ROLES = ("officer", "admin")
+OFFICER_ROLES = (Role.OFFICER, Role.ADMIN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +80,7 @@ class Inbound:
             session=self.session,
             recipient=message.sender,
             text=fit_one(template.format(**values)),
-            purpose="reply",
+            purpose=Purpose.REPLY,
             key=f"reply:{message.id}",
             incident_id=incident_id,
             person_id=self.person.id if self.person else None,
@@ -126,18 +129,18 @@ _PENDING_CHECKINS = select(CheckIn.person_id).where(
 
 def handle_inbound(
     *, session: Session, message: Message, config: PipelineConfig, senders: Senders | None = None
-) -> str:
+) -> Outcome:
     """Turn one stored inbound message into its alert or command effect and reply; the outcome."""
     now = utcnow()
     if senders is None:
         senders = load_senders(session, {message.sender} if message.sender else set(), now)
     person, context = senders.context(message.sender)
-    if message.kind == "beep":  # a missed call: no text to read, a person asking to be called back
-        if person is not None and person.role == "focal_point":
+    if message.kind == MessageKind.BEEP:  # a missed call: no text to read, a person asking to be called back
+        if person is not None and person.role == Role.FOCAL_POINT:
             language = language_for(lexicon=config.lexicon, roster=context.language)
-            result = ParseResult("alert", language, 1.0, category="other", via="beep")
+            result = ParseResult(Intent.ALERT, language, 1.0, category="other", via=Via.BEEP)
         else:
-            result = ParseResult("unknown", config.lexicon.default_language, 0.0, via="beep")
+            result = ParseResult(Intent.UNKNOWN, config.lexicon.default_language, 0.0, via=Via.BEEP)
         return _finish(session, message, config, senders, person, result, now)
     if person is None:  # an unknown number: its country hints at the language to answer in
         context = SenderContext(language=language_for(lexicon=config.lexicon, phone=message.sender))
@@ -153,10 +156,10 @@ def _finish(
     person: Person | None,
     result: ParseResult,
     now: datetime,
-) -> str:
+) -> Outcome:
     item = Inbound(session, message, person, result, config, now, senders)
-    if message.kind == "beep" and result.intent == "unknown":
-        outcome = "unknown"  # for a human to call back; no SMS to someone without airtime
+    if message.kind == MessageKind.BEEP and result.intent == Intent.UNKNOWN:
+        outcome = Outcome.UNKNOWN  # for a human to call back; no SMS to someone without airtime
     else:
         outcome = HANDLERS[result.intent](item)
     if item.person is not None:
@@ -181,11 +184,13 @@ def _seen(item: Inbound) -> None:
         person.last_seen_at = item.now
     if person.silent_since is not None:
         person.silent_since = None
-        _audit(item, "silent_cleared", "person", person.id)
+        _audit(item, AuditAction.SILENT_CLEARED, AuditEntity.PERSON, person.id)
     _mark_checkin_answered(item)  # any message answers a check-in: "oui tout va bien" is alive too
 
 
-def _audit(item: Inbound, action: str, entity: str, entity_id: object, **details: object) -> None:
+def _audit(
+    item: Inbound, action: AuditAction, entity: AuditEntity, entity_id: object, **details: object
+) -> None:
     actor = f"sms:{item.person.id}" if item.person else "sms:unregistered"
     item.session.add(
         AuditLog(
@@ -194,7 +199,7 @@ def _audit(item: Inbound, action: str, entity: str, entity_id: object, **details
     )
 
 
-def _alert(item: Inbound) -> str:
+def _alert(item: Inbound) -> Outcome:
     result, person, message, config = item.result, item.person, item.message, item.config
     home = None
     if person is not None and person.home_lat is not None and person.home_lon is not None:
@@ -214,7 +219,7 @@ def _alert(item: Inbound) -> str:
         escalation=config.escalation,
         now=item.now,
     )
-    if result.via != "beep":  # a beep is answered by an officer's call, not by SMS
+    if result.via != Via.BEEP:  # a beep is answered by an officer's call, not by SMS
         category = recorded.alert.category
         item.reply(
             "alert",
@@ -223,7 +228,7 @@ def _alert(item: Inbound) -> str:
             category=config.lexicon.grammars[item.language].category_names.get(category, category),
             place=recorded.alert.place_name or "-",
         )
-    return "alert"
+    return Outcome.ALERT
 
 
 def _mark_checkin_answered(item: Inbound) -> None:
@@ -237,40 +242,40 @@ def _mark_checkin_answered(item: Inbound) -> None:
         checkin.answer_message_id = item.message.id
 
 
-def _checkin(item: Inbound) -> str:  # the check-in is marked answered with any message (_seen)
+def _checkin(item: Inbound) -> Outcome:  # the check-in is marked answered with any message (_seen)
     item.reply("checkin")
-    return "command"
+    return Outcome.COMMAND
 
 
-def _help(item: Inbound) -> str:
+def _help(item: Inbound) -> Outcome:
     item.reply("help")
-    return "command"
+    return Outcome.COMMAND
 
 
-def _stop(item: Inbound) -> str:
+def _stop(item: Inbound) -> Outcome:
     if item.person is not None:
         item.person.opted_out = True
-        _audit(item, "opt_out", "person", item.person.id)
+        _audit(item, AuditAction.OPT_OUT, AuditEntity.PERSON, item.person.id)
     item.reply("stop", always=True)
-    return "command"
+    return Outcome.COMMAND
 
 
-def _start(item: Inbound) -> str:
+def _start(item: Inbound) -> Outcome:
     if item.person is not None:
         item.person.opted_out = False
-        _audit(item, "opt_in", "person", item.person.id)
+        _audit(item, AuditAction.OPT_IN, AuditEntity.PERSON, item.person.id)
     item.reply("start")
-    return "command"
+    return Outcome.COMMAND
 
 
-def _join(item: Inbound) -> str:
+def _join(item: Inbound) -> Outcome:
     place = " ".join(item.result.place_words)
     if item.person is None and item.message.phone_valid and item.message.sender:
         person = Person(
             name=f"pending {item.message.sender[-4:]}",
             phone=item.message.sender,
-            role="focal_point",
-            status="pending",
+            role=Role.FOCAL_POINT,
+            status=PersonStatus.PENDING,
             language=item.result.language,
             active=False,
             area=place or None,
@@ -279,23 +284,24 @@ def _join(item: Inbound) -> str:
         item.session.flush()
         item.person = person
         item.senders.people[person.phone] = person
-        _audit(item, "join_request", "person", person.id, place=place)
+        _audit(item, AuditAction.JOIN_REQUEST, AuditEntity.PERSON, person.id, place=place)
     item.reply("join", place=f" ({place})" if place else "")
-    return "command"
+    return Outcome.COMMAND
 
 
-def _officer_command(item: Inbound, action: str) -> str:
+def _officer_command(item: Inbound, action: Intent) -> Outcome:
     code = item.result.code
     person = item.person
     if person is None or person.role not in OFFICER_ROLES or not person.active:
-        _audit(item, f"{action}_refused", "incident", code or "-", reason="not an officer")
+        refused = AuditAction.ACK_REFUSED if action == Intent.ACK else AuditAction.CLOSE_REFUSED
+        _audit(item, refused, AuditEntity.INCIDENT, code or "-", reason="not an officer")
         item.reply(f"{action}_refused")
-        return "command"
+        return Outcome.COMMAND
     incident = by_code(session=item.session, code=code) if code else None
     if incident is None:
         item.reply("no_incident", code=code or "?")
-        return "command"
-    decide = acknowledge if action == "ack" else close
+        return Outcome.COMMAND
+    decide = acknowledge if action == Intent.ACK else close
     decision = decide(
         session=item.session,
         incident=incident,
@@ -304,26 +310,26 @@ def _officer_command(item: Inbound, action: str) -> str:
         now=item.now,
     )
     if not decision.changed:  # told who has it, or who closed it
-        who = incident.acknowledged_by if action == "ack" else incident.closed_by
+        who = incident.acknowledged_by if action == Intent.ACK else incident.closed_by
         item.reply(f"{action}_already", incident_id=incident.id, code=incident.code or "", who=who or "?")
-        return "command"
+        return Outcome.COMMAND
     item.reply(action, incident_id=incident.id, code=incident.code or "")
-    return "command"
+    return Outcome.COMMAND
 
 
-def _unknown(item: Inbound) -> str:
+def _unknown(item: Inbound) -> Outcome:
     item.reply("unknown")
-    return "unknown"
+    return Outcome.UNKNOWN
 
 
-HANDLERS = {
-    "alert": _alert,
-    "checkin": _checkin,
-    "help": _help,
-    "stop": _stop,
-    "start": _start,
-    "join": _join,
-    "ack": lambda item: _officer_command(item, "ack"),
-    "close": lambda item: _officer_command(item, "close"),
-    "unknown": _unknown,
+HANDLERS: dict[Intent, Callable[[Inbound], Outcome]] = {
+    Intent.ALERT: _alert,
+    Intent.CHECKIN: _checkin,
+    Intent.HELP: _help,
+    Intent.STOP: _stop,
+    Intent.START: _start,
+    Intent.JOIN: _join,
+    Intent.ACK: lambda item: _officer_command(item, Intent.ACK),
+    Intent.CLOSE: lambda item: _officer_command(item, Intent.CLOSE),
+    Intent.UNKNOWN: _unknown,
 }

@@ -13,6 +13,7 @@ from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import utcnow
+from app.enums import Direction, Outcome
 from app.models import Message
 from app.services.pipeline import PipelineConfig, handle_inbound, load_senders
 from app.services.worker import Pass, Signals, Worker
@@ -130,7 +131,7 @@ class Processor(Worker):
         free = or_(Message.claimed_until.is_(None), Message.claimed_until < now)
         if take_over:
             free = or_(free, Message.claim_token != self.claim_token)
-        unprocessed = and_(Message.processed_at.is_(None), Message.direction == "inbound", free)
+        unprocessed = and_(Message.processed_at.is_(None), Message.direction == Direction.INBOUND, free)
         with self.transaction() as session:
             ids = list(
                 session.scalars(select(Message.id).where(unprocessed).order_by(Message.id).limit(limit))
@@ -230,7 +231,7 @@ class Processor(Worker):
             message.attempts += 1
             message.error = f"processing failed: {type(exc).__name__}: {exc}"[:1000]
             if message.attempts >= MAX_PROCESS_ATTEMPTS:
-                message.outcome = "error"
+                message.outcome = Outcome.ERROR
                 message.processed_at = utcnow()
             else:  # let a later sweep try again
                 message.claimed_until = utcnow() + timedelta(seconds=5 * message.attempts)

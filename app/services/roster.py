@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import transaction
+from app.enums import AuditAction, AuditEntity, PersonStatus, Role
 from app.models import AuditLog, Person, Place
 from app.phones import normalize
 from app.schemas import PersonOut
@@ -29,7 +30,7 @@ COLUMNS = ("name", "phone", "role", "language", "place", "lat", "lon", "level", 
 ALL_COLUMNS = (*COLUMNS, "shifts")  # `shifts`: our addition, an officer's weekly on-duty table
 REQUIRED = ("name", "phone", "role")
 LOCATION = ("place", "lat", "lon")
-ROLES = ("focal_point", "officer", "admin")
+ROLES = tuple(Role)
 FLAGS = {"true": True, "yes": True, "1": True, "": True, "false": False, "no": False, "0": False}
 MAX_NAME, MAX_AREA, MAX_LEVEL = 200, 120, 99
 
@@ -70,7 +71,7 @@ class Entry:
     row: int
     name: str
     phone: str
-    role: str
+    role: Role
     language: str | None
     place_id: int | None
     home_lat: float | None
@@ -274,7 +275,7 @@ def check_row(
             place_id, home = spot.id, given or (spot.lat, spot.lon)
         elif given is None:
             bad("place", reason)
-    elif role == "focal_point" and need_home and not (get("lat") or get("lon")):
+    elif role == Role.FOCAL_POINT and need_home and not (get("lat") or get("lon")):
         bad("place", "a focal point needs a place of the gazetteer, or lat/lon")
     if errors:
         return errors
@@ -282,7 +283,7 @@ def check_row(
         row=row,
         name=name,
         phone=phone.value,
-        role=role,
+        role=Role(role),
         language=language,
         place_id=place_id,
         home_lat=home[0] if home else None,
@@ -317,14 +318,14 @@ def check(sheet: Sheet, rules: Rules) -> tuple[list[Entry], list[RowError]]:
 
 # -- saving ----------------------------------------------------------------------------------------
 def audit(
-    session: Session, person: Person, *, action: str, fields: Iterable[str], actor: str, source: str
+    session: Session, person: Person, *, action: AuditAction, fields: Iterable[str], actor: str, source: str
 ) -> None:
     """Record who changed which fields of a person (names of fields, never their values)."""
     session.add(
         AuditLog(
             actor=actor,
             action=action,
-            entity="person",
+            entity=AuditEntity.PERSON,
             entity_id=str(person.id),
             details={"fields": sorted(fields), "source": source},
         )
@@ -338,25 +339,36 @@ def save(
     *,
     actor: str,
     source: str,
-    action: str | None = None,
+    action: AuditAction | None = None,
 ) -> tuple[Person, str]:
     """Create a person or change the fields that differ; `created`, `updated` or `unchanged`.
 
     Nothing is written, and nothing audited, when every value is the one already stored.
     """
     if person is None:
-        person = Person(**{"status": "approved", "active": True, **values}, phone_valid=True)
+        person = Person(**{"status": PersonStatus.APPROVED, "active": True, **values}, phone_valid=True)
         session.add(person)
         session.flush()
         given = [k for k, v in values.items() if v is not None]
-        audit(session, person, action=action or "person_create", fields=given, actor=actor, source=source)
+        audit(
+            session,
+            person,
+            action=action or AuditAction.PERSON_CREATE,
+            fields=given,
+            actor=actor,
+            source=source,
+        )
         return person, "created"
     changed = [k for k, v in values.items() if getattr(person, k) != v]
     if not changed:
         return person, "unchanged"
     if action is None:
-        approving = "status" in changed and person.status == "pending" and values["status"] == "approved"
-        action = "person_approve" if approving else "person_update"
+        approving = (
+            "status" in changed
+            and person.status == PersonStatus.PENDING
+            and values["status"] == PersonStatus.APPROVED
+        )
+        action = AuditAction.PERSON_APPROVE if approving else AuditAction.PERSON_UPDATE
     for name in changed:
         setattr(person, name, values[name])
     session.flush()
@@ -390,9 +402,9 @@ def apply(session: Session, report: Report, entries: list[Entry], *, actor: str)
         known |= {p.phone: p for p in session.scalars(chunk)}
     for entry in entries:
         person = known.get(entry.phone)
-        if person is not None and person.status == "pending":  # what a JOIN gave was provisional
+        if person is not None and person.status == PersonStatus.PENDING:  # what a JOIN gave was provisional
             entry = replace(entry, columns=frozenset(ALL_COLUMNS))
-        values = entry.values() | {"status": "approved"}
+        values = entry.values() | {"status": PersonStatus.APPROVED}
         person, outcome = save(session, person, values, actor=actor, source="import")
         report.results.append(RowResult(entry.row, outcome, person.id))
     report.applied = True
@@ -452,7 +464,9 @@ def export_csv(session: Session, places: PlaceIndex) -> str:
 
     Pending and rejected self-registrations are requests, not the roster: they are left out.
     """
-    people = session.scalars(select(Person).where(Person.status == "approved").order_by(Person.id)).all()
+    people = session.scalars(
+        select(Person).where(Person.status == PersonStatus.APPROVED).order_by(Person.id)
+    ).all()
     ids = {p.place_id for p in people if p.place_id is not None}
     named = {p.id: p for p in session.scalars(select(Place).where(Place.id.in_(ids)))} if ids else {}
     out = io.StringIO()
@@ -508,24 +522,40 @@ def change(
 
 def deactivate(*, session: Session, person: Person, actor: str) -> Person:
     """Deactivate: no more check-ins or forwards; the person stays, so their reports keep their history."""
-    return _set(session, person, actor, "person_deactivate", pending=False, active=False)
+    return _set(session, person, actor, AuditAction.PERSON_DEACTIVATE, pending=False, active=False)
 
 
 def approve(*, session: Session, person: Person, actor: str) -> Person:
     """Approve a pending self-registration (JOIN): the person becomes an active focal point."""
-    return _set(session, person, actor, "person_approve", pending=True, status="approved", active=True)
+    return _set(
+        session,
+        person,
+        actor,
+        AuditAction.PERSON_APPROVE,
+        pending=True,
+        status=PersonStatus.APPROVED,
+        active=True,
+    )
 
 
 def reject(*, session: Session, person: Person, actor: str) -> Person:
     """Reject a pending self-registration: they stay known (a new JOIN does not re-open it), inactive."""
-    return _set(session, person, actor, "person_reject", pending=True, status="rejected", active=False)
+    return _set(
+        session,
+        person,
+        actor,
+        AuditAction.PERSON_REJECT,
+        pending=True,
+        status=PersonStatus.REJECTED,
+        active=False,
+    )
 
 
 def _set(
-    session: Session, person: Person, actor: str, action: str, *, pending: bool, **values: Any
+    session: Session, person: Person, actor: str, action: AuditAction, *, pending: bool, **values: Any
 ) -> Person:
     """Set a few fields under one audit action; `pending`: only a pending self-registration."""
-    if pending and person.status != "pending":
+    if pending and person.status != PersonStatus.PENDING:
         raise Conflict(f"status: person {person.id} is {person.status}, not pending")
     save(session, person, values, actor=actor, source="api", action=action)
     return person
@@ -565,8 +595,8 @@ def views(*, session: Session, people: list[Person]) -> list[PersonOut]:
             id=p.id,
             name=p.name,
             phone=p.phone,
-            role=p.role,
-            status=p.status,
+            role=Role(p.role),
+            status=PersonStatus(p.status),
             language=p.language,
             place=names.get(p.place_id) if p.place_id is not None else None,
             lat=p.home_lat,

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db import transaction, utcnow
+from app.enums import AuditAction, AuditEntity, Direction, Precision
 from app.models import Alert, AuditLog, Incident, Message, Person, Place, UssdSession
 from app.phones import country, normalize
 from app.services import ussd_menu as menu
@@ -94,7 +95,7 @@ def _resolver(*, runtime: Runtime, session: Session, caller: Caller, phone: str)
         # The index is asked for only when a place is typed: most steps type none.
         index = runtime.pipeline.places.get(session)
         found = index.resolve(name.split(), home=caller.home, area=caller.area, country=where)
-        return found.place.name if found.place is not None and found.precision == "place" else None
+        return found.place.name if found.place is not None and found.precision == Precision.PLACE else None
 
     return resolve
 
@@ -204,8 +205,8 @@ def _set_language(*, session: Session, person_id: int, language: str, now: datet
     session.add(
         AuditLog(
             actor=f"ussd:{person_id}",
-            action="set_language",
-            entity="person",
+            action=AuditAction.SET_LANGUAGE,
+            entity=AuditEntity.PERSON,
             entity_id=str(person_id),
             details=details,
             at=now,
@@ -229,7 +230,7 @@ def _stored_id(*, runtime: Runtime, provider: str, provider_id: str) -> int | No
     with runtime.factory() as session:
         return session.scalar(
             select(Message.id).where(
-                Message.direction == "inbound",
+                Message.direction == Direction.INBOUND,
                 Message.provider == provider,
                 Message.provider_message_id == provider_id,
             )

@@ -1,0 +1,120 @@
+"""The closed sets of values the service stores and compares: statuses, purposes, roles, outcomes.
+
+Each is a `StrEnum`: a member is its string, so the columns stay `String` (no database enum type,
+no migration), a row read back compares equal to a member, and JSON, logs, metric labels and
+idempotency keys read exactly as before. One module because models, schemas, services and routes
+all use them, and schemas do not import the models.
+
+Defined elsewhere, because the packages that produce them must not import the app:
+`gateways.base.MessageKind` (sms|beep), `gateways.base.DeliveryStatus` (what a receipt says) and
+`keywords.parser.Intent` / `Via` (what a message means, how it was read).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Direction(StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class MessageStatus(StrEnum):
+    """Inbound rows are `received`; outbound ones go queued, sending, sent, delivered, or end `failed`."""
+
+    RECEIVED = "received"
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class Purpose(StrEnum):
+    """Why an outbound SMS is sent."""
+
+    ALERT_FORWARD = "alert_forward"  # a new incident, to the officers of its area
+    ESCALATION = "escalation"  # not acknowledged in time, or a forward that failed: someone else
+    NOTICE = "notice"  # who acknowledged or closed; focal points gone silent
+    UPDATE = "update"  # a new report on an incident, to the officer who acknowledged it
+    REPLY = "reply"  # the answer to an inbound message
+    CHECKIN = "checkin"  # a scheduled "is all well?" to a focal point
+
+
+class Outcome(StrEnum):
+    """What processing made of an inbound message."""
+
+    ALERT = "alert"
+    COMMAND = "command"
+    UNKNOWN = "unknown"  # not understood: for a human to read (triage)
+    ERROR = "error"  # processing failed every time: parked for triage
+
+
+class IncidentStatus(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    CLOSED = "closed"
+
+
+class Precision(StrEnum):
+    """How a report is located, from worst to best."""
+
+    UNKNOWN = "unknown"
+    COUNTRY = "country"  # the centre of the sender's phone's country: it locates nothing
+    HOME = "home"  # the sender's home on the roster
+    PLACE = "place"  # a place of the gazetteer the message names
+
+
+class Role(StrEnum):
+    """A person's role on the roster."""
+
+    FOCAL_POINT = "focal_point"
+    OFFICER = "officer"
+    ADMIN = "admin"
+
+
+class PersonStatus(StrEnum):
+    APPROVED = "approved"
+    PENDING = "pending"  # a self-registration (JOIN) waiting for an admin
+    REJECTED = "rejected"
+
+
+class ApiRole(StrEnum):
+    """An API token's role, lowest first: each may do what the ones before it may."""
+
+    VIEWER = "viewer"
+    OFFICER = "officer"
+    ADMIN = "admin"
+
+
+class AuditEntity(StrEnum):
+    INCIDENT = "incident"
+    PERSON = "person"
+
+
+class AuditAction(StrEnum):
+    """What an audit log row records."""
+
+    # an incident's steps (its history in the API)
+    FORWARD = "forward"
+    ESCALATE = "escalate"
+    FAILOVER = "failover"
+    ACK = "ack"
+    ACK_REFUSED = "ack_refused"  # an SMS acknowledgement from someone who is not an officer
+    CLOSE = "close"
+    CLOSE_REFUSED = "close_refused"
+    MERGE = "merge"
+    MOVE_REPORT = "move_report"
+    # a person's
+    PERSON_CREATE = "person_create"
+    PERSON_UPDATE = "person_update"
+    PERSON_APPROVE = "person_approve"
+    PERSON_REJECT = "person_reject"
+    PERSON_DEACTIVATE = "person_deactivate"
+    JOIN_REQUEST = "join_request"
+    OPT_OUT = "opt_out"
+    OPT_IN = "opt_in"
+    SET_LANGUAGE = "set_language"
+    SILENT = "silent"
+    SILENT_CLEARED = "silent_cleared"
