@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app.db import transaction, utcnow
-from app.enums import ApiRole
-from app.models import ApiToken
+from app.enums import ApiRole, AuditAction, AuditEntity
+from app.models import ApiToken, AuditLog
 from gateways.base import secrets_equal
 
 ROLES = tuple(ApiRole)
@@ -35,6 +37,53 @@ def hash_token(token: str) -> str:
 
 def new_token() -> str:
     return "kg_" + secrets.token_urlsafe(32)
+
+
+# -- tokens, as the command line manages them -----------------------------------------------------
+class TokenError(ValueError):
+    """A token command that cannot be done; the message names the token."""
+
+
+def create_token(*, session: Session, name: str, role: ApiRole, actor: str) -> str:
+    """Store a new token (its hash only) and return it; a name is given to one live token at a time."""
+    taken = session.scalar(select(ApiToken.id).where(ApiToken.name == name, ApiToken.revoked_at.is_(None)))
+    if taken is not None:  # `token revoke NAME` must know which token it revokes
+        raise TokenError(f"a token named {name!r} exists; revoke it first or choose another name")
+    token = new_token()
+    row = ApiToken(name=name, role=role, token_hash=hash_token(token))
+    session.add(row)
+    session.flush()
+    _audit(session, actor, AuditAction.TOKEN_CREATE, row, role=str(role))
+    return token
+
+
+def list_tokens(*, session: Session) -> Sequence[ApiToken]:
+    """Every token ever created, oldest first (revoked ones too)."""
+    return session.scalars(select(ApiToken).order_by(ApiToken.created_at, ApiToken.id)).all()
+
+
+def revoke_token(*, session: Session, name: str, actor: str, now: datetime | None = None) -> int:
+    """Revoke the live tokens of this name (answered 401 from now on); how many were live."""
+    rows = session.scalars(select(ApiToken).where(ApiToken.name == name)).all()
+    if not rows:
+        raise TokenError(f"no token named {name!r}")
+    live = [row for row in rows if row.revoked_at is None]
+    for row in live:
+        row.revoked_at = now or utcnow()
+        _audit(session, actor, AuditAction.TOKEN_REVOKE, row)
+    return len(live)
+
+
+def _audit(session: Session, actor: str, action: AuditAction, row: ApiToken, **details: object) -> None:
+    session.add(
+        AuditLog(
+            actor=actor,
+            action=action,
+            entity=AuditEntity.TOKEN,
+            entity_id=str(row.id),
+            details={"name": row.name, **details},
+        )
+    )
 
 
 def authenticate(request: Request) -> Principal:

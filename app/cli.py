@@ -23,6 +23,7 @@ from app.config import Settings
 from app.phones import scrub
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
     from sqlalchemy.orm import Session
 
     from app.services.roster import Rules
@@ -334,24 +335,108 @@ def cmd_roster_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _database(settings: Settings) -> Engine:
+    """The engine of a command that reads or writes the database (migrated first on SQLite)."""
+    from app.db import make_engine
+
+    if settings.is_sqlite:
+        _upgrade(settings)
+    return make_engine(settings.database_url)
+
+
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from app.auth import ROLES, hash_token, new_token
-    from app.db import make_engine, make_sessionmaker, transaction
-    from app.models import ApiToken
+    from app.auth import ROLES, TokenError, create_token
+    from app.db import make_sessionmaker, transaction
+    from app.enums import ApiRole
 
     if args.role not in ROLES:
         raise CliError(f"--role: {args.role!r} is not one of {', '.join(ROLES)}")
     if not args.name.strip():
         raise CliError("--name: empty")
-    settings = _settings()
-    if settings.is_sqlite:
-        _upgrade(settings)
-    engine = make_engine(settings.database_url)
-    token = new_token()
-    with transaction(make_sessionmaker(engine)) as session:
-        session.add(ApiToken(name=args.name.strip(), role=args.role, token_hash=hash_token(token)))
-    engine.dispose()
+    engine = _database(_settings())
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            token = create_token(
+                session=session, name=args.name.strip(), role=ApiRole(args.role), actor=f"cli:{_user()}"
+            )
+    except TokenError as exc:
+        raise CliError(f"--name: {exc}") from None
+    finally:
+        engine.dispose()
     print(token)
+    return EXIT_OK
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value is not None else "-"
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    from app.auth import list_tokens
+    from app.db import make_sessionmaker, transaction
+
+    engine = _database(_settings())
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            rows = [
+                (t.name, t.role, _when(t.created_at), _when(t.last_used_at), _when(t.revoked_at))
+                for t in list_tokens(session=session)
+            ]
+    finally:
+        engine.dispose()
+    if not rows:
+        print("no API tokens")
+        return EXIT_OK
+    table = [("NAME", "ROLE", "CREATED", "LAST USED", "REVOKED"), *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from app.auth import TokenError, revoke_token
+    from app.db import make_sessionmaker, transaction
+
+    engine = _database(_settings())
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            revoked = revoke_token(session=session, name=args.name, actor=f"cli:{_user()}")
+    except TokenError as exc:
+        raise CliError(f"token revoke: {exc}") from None
+    finally:
+        engine.dispose()
+    if revoked:
+        print(f"revoked {args.name!r}: it is refused from now on")
+    else:
+        print(f"{args.name!r} was revoked already")
+    return EXIT_OK
+
+
+def cmd_retention_run(args: argparse.Namespace) -> int:
+    from app.db import make_sessionmaker
+    from app.services.retention import run_retention
+
+    settings = _settings()
+    logs.configure("WARNING", settings.log_format)
+    engine = _database(settings)
+    try:
+        report = run_retention(
+            factory=make_sessionmaker(engine),
+            days=settings.retention_days,
+            actor=f"cli:{_user()}",
+            dry_run=args.dry_run,
+        )
+    finally:
+        engine.dispose()
+    print(
+        f"retention: rows older than {report.days} days (before {_when(report.before)})"
+        + ("; dry run, nothing changed" if report.dry_run else "")
+    )
+    print("would remove:" if report.dry_run else "removed:")
+    width = max(len(kind) for kind in report.counts)
+    for kind, n in report.counts.items():
+        print(f"  {kind.ljust(width)}  {n}")
     return EXIT_OK
 
 
@@ -420,6 +505,20 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--role", required=True)
     create.add_argument("--name", required=True)
     create.set_defaults(func=cmd_token_create)
+    token_sub.add_parser(
+        "list", help="every token: name, role, created, last used, revoked (never the token)"
+    ).set_defaults(func=cmd_token_list)
+    revoke = token_sub.add_parser("revoke", help="refuse the token of this name from now on")
+    revoke.add_argument("name")
+    revoke.set_defaults(func=cmd_token_revoke)
+
+    retention = sub.add_parser("retention", help="removing old texts and numbers")
+    retention_sub = retention.add_subparsers(dest="retention_command", required=True)
+    retention_run = retention_sub.add_parser(
+        "run", help="remove texts and unregistered numbers older than KENGELE_RETENTION_DAYS; print counts"
+    )
+    retention_run.add_argument("--dry-run", action="store_true", help="count only; change nothing")
+    retention_run.set_defaults(func=cmd_retention_run)
     return parser
 
 

@@ -13,6 +13,19 @@ from gateways import PROVIDERS
 
 # Values people paste from examples; refused outside development so no deployment runs with them.
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "xxx", "test", "token", "example"}
+# Production refuses a token or key shorter than this: a guessable one lets anyone in.
+MIN_SECRET_LENGTH = 32
+
+
+def weak_secret(value: str) -> str | None:
+    """Say why a secret cannot be used in production, or None if it can."""
+    if value.lower() in PLACEHOLDER_SECRETS:
+        return "is a placeholder"
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"is too short ({len(value)} of the {MIN_SECRET_LENGTH} characters needed)"
+    if len(set(value)) == 1:
+        return "is one character repeated"
+    return None
 
 
 def _alias(*names: str) -> AliasChoices:
@@ -37,6 +50,8 @@ class Settings(BaseSettings):
     ack_timeout: int = Field(600, ge=1)
     dedup_window: int = Field(21600, ge=1)
     dedup_radius_km: float = Field(10.0, gt=0)
+    # Days after which messages lose their texts and the numbers of unregistered senders (retention).
+    retention_days: int = Field(90, ge=1)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
@@ -153,6 +168,13 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _retention_covers_dedup(self) -> Settings:
+        # Retention removes the senders that dedup's "same sender counted once" compares.
+        if self.retention_days * 86400 <= self.dedup_window:
+            raise ValueError("KENGELE_RETENTION_DAYS must be longer than KENGELE_DEDUP_WINDOW")
+        return self
+
+    @model_validator(mode="after")
     def _production_secrets(self) -> Settings:
         if self.env != "production":
             return self
@@ -164,8 +186,9 @@ class Settings(BaseSettings):
             "KENGELE_AT_WEBHOOK_SECRET": self.at_webhook_secret,
         }
         for name, secret in secrets.items():
-            if secret is not None and secret.get_secret_value().lower() in PLACEHOLDER_SECRETS:
-                raise ValueError(f"{name} is a placeholder; set a real secret in production")
+            why = weak_secret(secret.get_secret_value()) if secret is not None else None
+            if why is not None:
+                raise ValueError(f"{name} {why}; set a real secret in production")
         for name in self.gateway:
             # A provider we send through must be able to tell us what became of its SMS.
             provider = PROVIDERS[name]

@@ -91,6 +91,8 @@ class ApiRole(StrEnum):
 class AuditEntity(StrEnum):
     INCIDENT = "incident"
     PERSON = "person"
+    TOKEN = "token"  # noqa: S105 (an API token, by name; not a secret)
+    DATABASE = "database"  # the whole database (a retention run)
 
 
 class AuditAction(StrEnum):
@@ -118,3 +120,8 @@ class AuditAction(StrEnum):
     SET_LANGUAGE = "set_language"
     SILENT = "silent"
     SILENT_CLEARED = "silent_cleared"
+    # an API token's (names, not secrets)
+    TOKEN_CREATE = "token_create"  # noqa: S105
+    TOKEN_REVOKE = "token_revoke"  # noqa: S105
+    # the database's: what a retention run removed
+    RETENTION = "retention"

@@ -159,6 +159,9 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Inbound: when the sender sent it (Africa's Talking `date`), else when it arrived.
     reported_at: Mapped[datetime | None]
+    # Inbound: the provider's date as given (ISO 8601) where it was not taken as reported_at
+    # (too far in the past or the future); text, not a timestamp, so no value can overflow.
+    given_date: Mapped[str | None] = mapped_column(String(40))
     raw: Mapped[str | None] = mapped_column(Text)
     # Inbound processing: a row with processed_at NULL is picked up again after a crash.
     processed_at: Mapped[datetime | None]

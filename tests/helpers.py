@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -14,7 +15,34 @@ from twilio.request_validator import RequestValidator
 from app.models import Message
 
 TWILIO_TOKEN = "twilio-test-token-abcdef0123456789"
-AT_SECRET = "s3cr3t-path"  # the Africa's Talking webhook path secret of the test settings
+# The Africa's Talking webhook path secret of the test settings (long enough for production too).
+AT_SECRET = "s3cr3t-path-6f1d0c9b8a7e5d4c3b2a1f0e"
+WEEK = timedelta(weeks=1)
+
+
+def weeks_to_now(latest: datetime, now: datetime | None = None) -> timedelta:
+    """The whole weeks that move `latest` into the week before now: weekday and hour are kept.
+
+    Fixed test dates stay inside the 30 days in which Africa's Talking's `date` is believed.
+    """
+    now = now or datetime.now(UTC)
+    return WEEK * ((now - latest) // WEEK)
+
+
+def moved(value: str, shift: timedelta) -> str:
+    """An ISO 8601 (or `YYYY-MM-DD HH:MM:SS`) date moved by `shift`, written the same way."""
+    when = datetime.fromisoformat(value) + shift
+    return when.isoformat() if "T" in value else when.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def recent(value: str) -> str:
+    """A fixed test date moved into the last week (a date without offset is UTC), written the same way."""
+    when = datetime.fromisoformat(value)
+    return moved(value, weeks_to_now(when if when.tzinfo else when.replace(tzinfo=UTC)))
+
+
+# Africa's Talking's `date` in the tests: a Friday morning of the last week.
+AT_DATE = recent("2026-11-20 07:30:00")
 
 
 def twilio_form(
@@ -46,7 +74,7 @@ def at_form(
     sender: str = "+243810000002",
     text: str = "a3 fataki",
     pid: str | None = None,
-    date: str | None = "2026-11-20 07:30:00",
+    date: str | None = AT_DATE,
 ) -> dict[str, str]:
     form = {
         "from": sender,

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, select, update
 
-from app.models import ApiToken, Message
+from app.models import Alert, ApiToken, Message
+from tests.helpers import recent
 from tests.server import KENGELE
 
 
@@ -43,10 +46,11 @@ def test_simulate_shows_stored_message_and_reply(db_url: str) -> None:
 
 
 def test_simulate_report_time_and_errors(db_url: str) -> None:
-    r = run("simulate", "--sender", "0810000002", "--at", "2026-11-20T08:10:00+02:00", "RAS", db_url=db_url)
+    at = recent("2026-11-20T08:10:00+02:00")
+    r = run("simulate", "--sender", "0810000002", "--at", at, "RAS", db_url=db_url)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["message"]["reported_at"].startswith("2026-11-20T06:10:00")
+    assert out["message"]["reported_at"] == datetime.fromisoformat(at).astimezone(UTC).isoformat()
     assert out["message"]["sender"] == "+243810000002" and out["alert"] is None
     bad = run("simulate", "--sender", "+243810000001", "--at", "tomorrow", "x", db_url=db_url)
     assert (
@@ -90,6 +94,8 @@ def test_token_create(db_url: str) -> None:
         ({"KENGELE_DEFAULT_REGION": "XX"}, "default_region"),
         ({"KENGELE_TIMEZONE": "Mars/Olympus"}, "timezone"),
         ({"KENGELE_ENV": "production", "KENGELE_GATEWAY": "twilio"}, "TWILIO_AUTH_TOKEN"),
+        ({"KENGELE_ENV": "production", "KENGELE_ADMIN_TOKEN": "1"}, "KENGELE_ADMIN_TOKEN is too short"),
+        ({"KENGELE_ENV": "production", "AT_API_KEY": "k" * 64}, "AT_API_KEY is one character repeated"),
     ],
 )
 def test_bad_configuration_is_one_line(tmp_path: Path, env: dict[str, str], needle: str) -> None:
@@ -116,3 +122,77 @@ def test_python_dash_m_app(tmp_path: Path) -> None:
         [sys.executable, "-m", "app", "parse", "RAS"], capture_output=True, text=True, cwd=tmp_path
     )
     assert r.returncode == 0 and json.loads(r.stdout)["intent"] == "checkin"
+
+
+def test_token_list_and_revoke(client: TestClient, db_url: str) -> None:
+    tokens = {}
+    for role, name in (("officer", "duty post Bunia"), ("viewer", "viewer Goma")):
+        r = run("token", "create", "--role", role, "--name", name, db_url=db_url)
+        assert r.returncode == 0, r.stderr
+        tokens[name] = r.stdout.strip()
+    bunia = {"Authorization": f"Bearer {tokens['duty post Bunia']}"}
+    assert client.get("/api/v1/messages", headers=bunia).status_code == 200
+    listed = run("token", "list", db_url=db_url)
+    assert listed.returncode == 0, listed.stderr
+    header, *lines = listed.stdout.splitlines()
+    assert header.split() == ["NAME", "ROLE", "CREATED", "LAST", "USED", "REVOKED"]
+    assert [line.split("  ")[0] for line in lines] == ["duty post Bunia", "viewer Goma"]
+    assert "officer" in lines[0] and "viewer" in lines[1]
+    assert lines[0].count("UTC") == 2 and lines[1].count("UTC") == 1  # created; last used (Bunia only)
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        hashes = conn.execute(select(ApiToken.token_hash)).scalars().all()
+    engine.dispose()
+    for secret in [*tokens.values(), *hashes]:
+        assert secret not in listed.stdout
+
+    revoked = run("token", "revoke", "duty post Bunia", db_url=db_url)
+    assert revoked.returncode == 0 and "revoked" in revoked.stdout
+    assert client.get("/api/v1/messages", headers=bunia).status_code == 401  # at once
+    viewer = {"Authorization": f"Bearer {tokens['viewer Goma']}"}
+    assert client.get("/api/v1/incidents", headers=viewer).status_code == 200
+    assert run("token", "list", db_url=db_url).stdout.splitlines()[1].count("UTC") == 3
+    again = run("token", "revoke", "duty post Bunia", db_url=db_url)
+    assert again.returncode == 0 and "already" in again.stdout
+    unknown = run("token", "revoke", "nobody", db_url=db_url)
+    assert unknown.returncode == 2 and len(unknown.stderr.splitlines()) == 1 and "'nobody'" in unknown.stderr
+    taken = run("token", "create", "--role", "admin", "--name", "viewer Goma", db_url=db_url)
+    assert taken.returncode == 2 and "'viewer Goma'" in taken.stderr
+    # a revoked token's name may be given to a new token
+    assert (
+        run("token", "create", "--role", "officer", "--name", "duty post Bunia", db_url=db_url).returncode
+        == 0
+    )
+
+
+def test_retention_run_and_dry_run(db_url: str) -> None:
+    r = run("simulate", "--sender", "+243820000041", "A1 Djugu appelez 0810000041", db_url=db_url)
+    assert r.returncode == 0, r.stderr
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        then = datetime.now(UTC) - timedelta(days=100)
+        conn.execute(update(Message).values(created_at=then, status="sent"))
+        conn.execute(update(Message).where(Message.direction == "inbound").values(status="received"))
+        conn.execute(update(Alert).values(created_at=then))
+    dry = run("retention", "run", "--dry-run", db_url=db_url, KENGELE_RETENTION_DAYS="90")
+    assert dry.returncode == 0, dry.stderr
+    first, heading, *kinds = dry.stdout.splitlines()
+    assert "older than 90 days" in first and "dry run" in first and heading == "would remove:"
+    counted = {line.rsplit(None, 1)[0].strip(): int(line.rsplit(None, 1)[1]) for line in kinds}
+    assert counted["inbound texts"] == counted["sender numbers"] == counted["alert senders"] == 1
+    assert counted["outbound texts"] == counted["recipient numbers"] == 1  # the reply
+    with engine.connect() as conn:
+        assert conn.execute(select(Message.sender).where(Message.direction == "inbound")).scalar()
+    done = run("retention", "run", db_url=db_url, KENGELE_RETENTION_DAYS="90")
+    assert done.returncode == 0 and done.stdout.splitlines()[1] == "removed:"
+    assert done.stdout.splitlines()[2:] == dry.stdout.splitlines()[2:]
+    with engine.connect() as conn:
+        assert conn.execute(
+            select(Message.text, Message.sender).where(Message.direction == "inbound")
+        ).one() == (
+            "",
+            None,
+        )
+    engine.dispose()
+    again = run("retention", "run", db_url=db_url)
+    assert again.returncode == 0 and all(line.endswith(" 0") for line in again.stdout.splitlines()[2:])

@@ -12,6 +12,9 @@ from app.config import Settings
 from app.logs import JsonFormatter, TextFormatter
 from app.phones import mask, normalize, scrub
 
+TWILIO_AUTH = "0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c"  # a Twilio auth token is 32 hex characters
+AT_KEY = "9a8b7c6d5e4f3a2b1c0d" * 3 + "9a8b"  # an Africa's Talking API key, 64
+
 
 def make(**values: object) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -75,10 +78,10 @@ def test_refused(values: dict[str, object]) -> None:
     [
         ({"gateway": "twilio"}, "TWILIO_AUTH_TOKEN"),
         (
-            {"gateway": "console,africastalking", "at_username": "u", "at_api_key": "k" * 32},
+            {"gateway": "console,africastalking", "at_username": "u", "at_api_key": AT_KEY},
             "KENGELE_AT_WEBHOOK_SECRET",
         ),
-        ({"twilio_auth_token": "t" * 32, "twilio_webhook_key": "secret"}, "KENGELE_TWILIO_WEBHOOK_KEY"),
+        ({"twilio_auth_token": TWILIO_AUTH, "twilio_webhook_key": "secret"}, "KENGELE_TWILIO_WEBHOOK_KEY"),
     ],
 )
 def test_production_refusals_name_the_setting(values: dict[str, object], named: str) -> None:
@@ -94,8 +97,55 @@ def test_empty_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_production_with_real_secrets() -> None:
-    s = make(env="production", gateway="twilio", twilio_auth_token="0f9e8d7c6b5a", admin_token="k" * 32)
+    s = make(
+        env="production",
+        gateway="twilio,africastalking",
+        twilio_auth_token=TWILIO_AUTH,
+        twilio_webhook_key="b" * 16 + "c" * 16,
+        at_username="kengele",
+        at_api_key=AT_KEY,
+        at_webhook_secret="p4th-" + "0123456789abcdef" * 2,
+        admin_token="kg_x3Jq9ZtR1vWm8Lp2Kd7Fh4Sa6Yb0Nc5Ge",
+    )
     assert s.env == "production"
+
+
+SECRETS = {
+    "admin_token": "KENGELE_ADMIN_TOKEN",
+    "twilio_auth_token": "TWILIO_AUTH_TOKEN",
+    "twilio_webhook_key": "KENGELE_TWILIO_WEBHOOK_KEY",
+    "at_api_key": "AT_API_KEY",
+    "at_webhook_secret": "KENGELE_AT_WEBHOOK_SECRET",
+}
+WEAK = {
+    "1": "too short",  # production accepted KENGELE_ADMIN_TOKEN=1
+    "0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5": "too short",  # 31 characters
+    "a" * 32: "one character repeated",
+    "0" * 64: "one character repeated",
+    "changeme": "placeholder",
+}
+
+
+@pytest.mark.parametrize("setting", SECRETS)
+@pytest.mark.parametrize("value", WEAK)
+def test_production_refuses_weak_secrets_naming_the_setting(setting: str, value: str) -> None:
+    with pytest.raises(ValidationError, match=f"{SECRETS[setting]} .*{WEAK[value]}") as refused:
+        make(env="production", **{setting: value})
+    message = refused.value.errors()[0]["msg"]  # what `kengele` prints: never the value
+    assert len(value) < 8 or value not in message
+
+
+@pytest.mark.parametrize("setting", SECRETS)
+def test_weak_secrets_are_fine_outside_production(setting: str) -> None:
+    assert make(env="test", **{setting: "1"}).env == "test"
+
+
+def test_retention_must_outlast_the_dedup_window() -> None:
+    assert make().retention_days == 90
+    with pytest.raises(ValidationError, match="KENGELE_RETENTION_DAYS"):
+        make(retention_days=1, dedup_window=86400)
+    with pytest.raises(ValidationError):
+        make(retention_days=0)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select
@@ -15,11 +16,15 @@ from app.config import Settings
 from app.db import transaction
 from app.models import Alert, AuditLog, Incident, Message, Person
 from app.services import gazetteer
+from app.services.dedup import EARLIEST, LATEST, find_incident, shifted
 from app.services.geotag import distance_km
 from app.services.runtime import Runtime
 from gateways.base import InboundSms
+from tests.helpers import weeks_to_now
 
+# A Friday morning of the last week: inside the 30 days in which a provider's date is believed.
 BASE = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+BASE += weeks_to_now(BASE + timedelta(days=1))  # the latest report of a test is earlier
 CODES = {"attack": 1, "armed_presence": 2, "looting": 6}
 
 
@@ -172,3 +177,24 @@ def sms_id(runtime: Runtime, sender: str, text: str) -> int:
     )
     assert stored.message_id is not None
     return stored.message_id
+
+
+@pytest.mark.parametrize("at", [EARLIEST, EARLIEST + timedelta(hours=1), LATEST, LATEST - timedelta(hours=1)])
+def test_the_window_stops_at_the_ends_of_time(settings: Settings, at: datetime) -> None:
+    """No report time makes the window's arithmetic raise (a year-0001 date once failed processing)."""
+    runtime = Runtime(settings)
+    with runtime.factory() as session:
+        for lat, lon in ((None, None), (1.9, 30.5)):
+            found = find_incident(
+                session,
+                category="attack",
+                lat=lat,
+                lon=lon,
+                sender="+243820000001",
+                at=at,
+                radius_km=10.0,
+                window=timedelta(days=365),
+            )
+            assert found is None
+    assert shifted(at, timedelta(days=365)) <= LATEST and shifted(at, -timedelta(days=365)) >= EARLIEST
+    runtime.engine.dispose()

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, insert, select
 
 from app.config import Settings
 from app.main import create_app
+from app.models import Alert, Person
+from app.services.intake import report_time
+from gateways.africastalking import parse_date
 from tests.helpers import (
+    AT_DATE,
     AT_SECRET,
     TWILIO_TOKEN,
     at_form,
@@ -22,6 +28,8 @@ from tests.helpers import (
 )
 
 TW_URL = "http://testserver/webhooks/twilio/sms"
+OFFICER = "+243990000001"
+NOW = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -71,11 +79,11 @@ def test_twilio_retry_changes_nothing(secured: TestClient, db_url: str) -> None:
 
 
 def test_at_message_uses_date_as_report_time(secured: TestClient, db_url: str) -> None:
-    form = at_form(date="2026-11-20 07:30:00")
+    form = at_form(date=AT_DATE)
     r = secured.post(f"/webhooks/africastalking/{AT_SECRET}/sms", data=form)
     assert r.status_code == 200
     (row,) = messages(db_url, direction="inbound")
-    assert row.reported_at.isoformat().startswith("2026-11-20T07:30:00")
+    assert row.reported_at.isoformat().startswith(AT_DATE.replace(" ", "T"))
     assert secured.post(f"/webhooks/africastalking/{AT_SECRET}/sms", data=form).status_code == 200
     assert count(db_url, direction="inbound") == 1
 
@@ -299,6 +307,74 @@ def test_at_dates_out_of_range_are_422(secured: TestClient, db_url: str, date: s
     r = secured.post(f"/webhooks/africastalking/{AT_SECRET}/sms", data=at_form(date=date))
     assert r.status_code == 422 and r.json()["detail"].startswith("date")
     assert count(db_url) == 0
+
+
+def _ago(**delta: float) -> str:
+    return (datetime.now(UTC) - timedelta(**delta)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# Africa's Talking dates accepted (they parse) but not all believed: where each report is placed.
+GIVEN, ARRIVAL, NOT_BELIEVED = "given", "arrival", "not believed"  # the last keeps the date in details
+DATES = [
+    ("0001-01-01 00:00:00", NOT_BELIEVED),  # a phone's clock at zero: once three OverflowErrors, triage
+    ("0001-01-01T00:00:00Z", NOT_BELIEVED),
+    ("0001-01-01T00:00:00-00:00", NOT_BELIEVED),
+    ("1970-01-01 00:00:00", NOT_BELIEVED),
+    ("9999-12-31 23:59:59", NOT_BELIEVED),
+    ("9999-12-31T23:59:59.999999+00:00", NOT_BELIEVED),
+    (_ago(days=31), NOT_BELIEVED),
+    (_ago(days=29), GIVEN),  # a backlog delivered late after an outage keeps its hour
+    (_ago(hours=1), GIVEN),
+    (_ago(hours=-2), ARRIVAL),  # ahead of our clock by less than a day: a clock running fast
+    (_ago(days=-2), NOT_BELIEVED),
+]
+
+
+@pytest.mark.parametrize(("date", "placed"), DATES, ids=[d for d, _ in DATES])
+def test_at_dates_far_off_are_not_the_report_time(
+    secured: TestClient, db_url: str, date: str, placed: str
+) -> None:
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(insert(Person).values(name="Capt. Alain Dufour", phone=OFFICER, role="officer", level=1))
+    try:
+        r = secured.post(
+            f"/webhooks/africastalking/{AT_SECRET}/sms", data=at_form(text="A1 Djugu", date=date)
+        )
+        assert r.status_code == 200
+        wait_for(lambda: messages(db_url, direction="inbound")[0].processed_at is not None)
+        (message,) = messages(db_url, direction="inbound")
+        assert (message.outcome, message.error, message.attempts) == ("alert", None, 0)
+        with engine.connect() as conn:
+            alert = conn.execute(select(Alert.reported_at, Alert.details)).one()
+        given = parse_date(date)
+        assert alert.reported_at == message.reported_at == (given if placed == GIVEN else message.created_at)
+        kept = given.isoformat() if placed == NOT_BELIEVED else None
+        assert message.given_date == alert.details.get("given_date") == kept
+        forward = messages(db_url, direction="outbound", purpose="alert_forward")
+        assert [m.recipient for m in forward] == [OFFICER]  # an officer is told
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("given", "now", "expected"),
+    [
+        (None, NOW, (NOW, None)),
+        (NOW, NOW, (NOW, None)),
+        (NOW - timedelta(days=30), NOW, (NOW - timedelta(days=30), None)),
+        (NOW - timedelta(days=30, seconds=1), NOW, (NOW, NOW - timedelta(days=30, seconds=1))),
+        (NOW + timedelta(seconds=1), NOW, (NOW, None)),
+        (NOW + timedelta(days=1), NOW, (NOW, None)),
+        (NOW + timedelta(days=1, seconds=1), NOW, (NOW, NOW + timedelta(days=1, seconds=1))),
+        (datetime.min.replace(tzinfo=UTC), NOW, (NOW, datetime.min.replace(tzinfo=UTC))),
+        (datetime.max.replace(tzinfo=UTC), NOW, (NOW, datetime.max.replace(tzinfo=UTC))),
+    ],
+)
+def test_report_time(
+    given: datetime | None, now: datetime, expected: tuple[datetime, datetime | None]
+) -> None:
+    assert report_time(given, now=now) == expected
 
 
 def test_repeated_fields_are_signed_like_twilio_signs_them(secured: TestClient, db_url: str) -> None:

@@ -10,7 +10,7 @@ the cost does not grow with the number of alerts stored.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
@@ -60,7 +60,7 @@ def find_incident(
     window: timedelta,
 ) -> Incident | None:
     """The open incident this report belongs to, if any."""
-    times = {"category": category, "since": at - window, "until": at + window}
+    times = {"category": category, "since": shifted(at, -window), "until": shifted(at, window)}
     if lat is None or lon is None:
         # Nowhere to compare: only the same sender repeating themselves joins. Their own recent
         # reports (found through the sender index) name the candidates.
@@ -78,6 +78,19 @@ def find_incident(
         if d <= radius_km and (best is None or d < best[0]):
             best = (d, incident)
     return best[1] if best else None
+
+
+# The ends of time, for a window that would run past them.
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def shifted(at: datetime, delta: timedelta) -> datetime:
+    """`at + delta`, stopped at the ends of time rather than raising OverflowError."""
+    try:
+        return at + delta
+    except OverflowError:
+        return LATEST if delta > timedelta(0) else EARLIEST
 
 
 # Built once: constructing a statement costs more than running it (see bench/).

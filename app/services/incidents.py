@@ -115,6 +115,8 @@ def record_report(
         details["beep"] = True
     if result.corrections:
         details["corrections"] = result.corrections
+    if message.given_date is not None:  # the provider's date, not believed (app/services/intake.py)
+        details["given_date"] = message.given_date
     if where.written and where.matched and normalize_name(where.matched) != where.written:
         details["place"] = f"{where.written} -> {where.matched}"
     home = _home_place(session, person) if where.precision == Precision.HOME else None

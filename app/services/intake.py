@@ -49,12 +49,35 @@ def clean_text(text: str) -> str:
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
+# A provider's date further back or ahead than this is not believed: a phone's clock set to 0001
+# or 2099 would place the report where no incident is, or overflow the dedup window's arithmetic.
+GIVEN_DATE_PAST = timedelta(days=30)
+GIVEN_DATE_FUTURE = timedelta(days=1)
+
+
+def report_time(given: datetime | None, *, now: datetime) -> tuple[datetime, datetime | None]:
+    """The time a report is placed at, and the given date where it was not believed.
+
+    A date of the last 30 days is taken (a backlog delivered late after an outage stays at the
+    hour it was sent). A date up to a day ahead of our clock is a clock running a little fast:
+    no report comes from the future, so it is placed at its arrival. A date further back or
+    further ahead is not believed: arrival time, and the given date is kept.
+    """
+    if given is None:
+        return now, None
+    if now - GIVEN_DATE_PAST <= given <= now:
+        return given, None
+    if now < given <= now + GIVEN_DATE_FUTURE:
+        return now, None
+    return now, given
+
+
 def message_row(
     sms: InboundSms, *, region: str, now: datetime, claim_token: str | None, lease: timedelta
 ) -> dict[str, Any]:
     """The messages row for one inbound SMS."""
     phone = normalize(sms.sender, region)
-    reported = sms.reported_at if sms.reported_at is not None and sms.reported_at <= now else now
+    reported, given = report_time(sms.reported_at, now=now)
     return {
         "direction": _INBOUND,
         "provider": sms.provider,
@@ -67,6 +90,7 @@ def message_row(
         "status": _RECEIVED,
         "created_at": now,
         "reported_at": reported,
+        "given_date": given.isoformat() if given is not None else None,
         "raw": json.dumps(sms.raw, ensure_ascii=False),
         "claimed_until": now + lease if claim_token else None,
         "claim_token": claim_token,

@@ -462,6 +462,7 @@ def record_delivery(*, session: Session, report: DeliveryReport, gateways: int =
             report.status == DeliveryStatus.FAILED
             and message.status != MessageStatus.DELIVERED
             and message.gateway_index + 1 < gateways
+            and message.text  # one that retention emptied is history: never sent again, blank
         ):
             message.status = MessageStatus.QUEUED
             message.error = f"{report.provider}: {report.error or report.provider_status}"

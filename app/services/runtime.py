@@ -16,6 +16,7 @@ from app.services.intake import IntakeWriter
 from app.services.outbox import Dispatcher, RetryPolicy
 from app.services.pipeline import PipelineConfig
 from app.services.processing import Processor
+from app.services.retention import RetentionJob
 from app.services.worker import Signals, Worker
 from keywords.parser import lexicon
 
@@ -95,12 +96,17 @@ class Runtime:
             signals=self.signals,
         )
         self.scheduler = Scheduler(engine=self.engine, checkins=self.checkins, signals=self.signals)
+        # In every scheduling process: hourly it looks in the audit log for a run a day old. A run
+        # is idempotent, and with PostgreSQL one replica at a time runs it.
+        self.retention = RetentionJob(
+            factory=self.factory, engine=self.engine, days=settings.retention_days, signals=self.signals
+        )
         self._started: list[Worker] = []
 
     def start(
         self, *, intake: bool = True, processor: bool = True, dispatcher: bool = True, scheduler: bool = True
     ) -> None:
-        """Start the checkpointer and the workers asked for (`scheduler`: escalations and check-ins)."""
+        """Start the checkpointer and the workers wanted (`scheduler`: escalations, check-ins, retention)."""
         if self.checkpointer is not None:
             self.checkpointer.start()
         if intake:
@@ -112,6 +118,7 @@ class Runtime:
             (dispatcher, self.dispatcher),
             (scheduler, self.escalator),
             (scheduler, self.scheduler),
+            (scheduler, self.retention),
         ]
         for want, worker in wanted:
             if want:
