@@ -91,6 +91,7 @@ class ApiRole(StrEnum):
 class AuditEntity(StrEnum):
     INCIDENT = "incident"
     PERSON = "person"
+    ALERT = "alert"
     TOKEN = "token"  # noqa: S105 (an API token, by name; not a secret)
     DATABASE = "database"  # the whole database (a retention run)
 
@@ -108,6 +109,8 @@ class AuditAction(StrEnum):
     CLOSE_REFUSED = "close_refused"
     MERGE = "merge"
     MOVE_REPORT = "move_report"
+    # a report's
+    REVEAL_PHONE = "reveal_phone"  # an admin was shown a reporter's number (details: the reason)
     # a person's
     PERSON_CREATE = "person_create"
     PERSON_UPDATE = "person_update"

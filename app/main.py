@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from app.config import Settings
 from app.routes import api, health, incidents, network, people, webhooks
+from app.routes.headers import SECURITY_HEADERS, SecurityHeaders
 from app.services.runtime import Runtime
 
 
@@ -36,6 +37,9 @@ def create_app(
 
     app = FastAPI(title="Kengele", version="0.1.0", lifespan=lifespan)
     app.state.runtime = rt
+    # Added first, so it runs inside the webhooks' middleware: webhooks add the same headers on
+    # their own fast path (routes/webhooks.respond) and never pay for this layer.
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(webhooks.Webhooks, runtime=rt)
     app.include_router(api.router)
     app.include_router(incidents.router)
@@ -48,6 +52,12 @@ def create_app(
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "body", "path"))
         return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        # Answered from outside every middleware, so it names the security headers itself.
+        headers = {name.decode(): value.decode() for name, value in SECURITY_HEADERS}
+        return JSONResponse({"detail": "internal error"}, status_code=500, headers=headers)
 
     return app
 

@@ -17,9 +17,29 @@ from app.enums import (
     Purpose,
     Role,
 )
+from app.phones import scrub_data
 from keywords.parser import Intent
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+
+def for_viewer(view: M) -> M:
+    """Mask every number-like run in every text of a view, nested views included (in place).
+
+    Field by field would miss the next field someone adds; every `str` of the view is scrubbed,
+    while times, numbers and enums (the service's own values) stay as they are.
+    """
+    for name in type(view).model_fields:
+        value = getattr(view, name)
+        if isinstance(value, BaseModel):
+            for_viewer(value)
+        elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            for item in value:
+                for_viewer(item)
+        else:
+            setattr(view, name, scrub_data(value))
+    return view
 
 
 class Page(BaseModel, Generic[T]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import shutil
 import socket
@@ -17,8 +18,10 @@ from sqlalchemy import create_engine, text
 
 from app.config import Settings
 from app.db import upgrade
+from app.logs import JsonFormatter
 from app.main import create_app
 from app.models import Base
+from tests import leaks, server
 from tests.fakes import FakeProvider, start_fake
 from tests.helpers import AT_SECRET, TWILIO_TOKEN
 
@@ -44,6 +47,31 @@ def _loopback_only(self: socket.socket, address: Any) -> Any:
 
 
 socket.socket.connect = _loopback_only  # type: ignore[method-assign]
+
+
+# -- every log line of the run, through the app's formatter, checked for numbers at the end ------
+@pytest.fixture(scope="session", autouse=True)
+def session_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Write every record of the run (INFO and up) as the app would; at the end, grep it all.
+
+    The servers' own log files (tests/server.py) are read too. A line holding 7 digits in a row,
+    or 7 consecutive digits of a phone a property test wrote (in any notation), fails the run.
+    """
+    path = tmp_path_factory.mktemp("logs") / "session.log"
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(min(level, logging.INFO))
+    yield path
+    root.removeHandler(handler)
+    root.setLevel(level)
+    handler.close()
+    bad = leaks.scan_logs([path, *server.LOGS], leaks.PHONES)
+    if bad:
+        pytest.fail(f"{len(bad)} log lines hold a number:\n" + "\n".join(bad[:20]), pytrace=False)
 
 
 # -- databases -----------------------------------------------------------------------------------

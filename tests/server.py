@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 
 KENGELE = str(Path(sys.executable).parent / "kengele")
+# Every log file a server of this run wrote: the session's log check reads them all (conftest).
+LOGS: list[Path] = []
 
 
 def free_port() -> int:
@@ -40,6 +42,7 @@ class Server:
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / f"serve-{self.port}.log"
+        LOGS.append(self.log)
 
     def start(self, timeout: float = 30.0) -> Server:
         with open(self.log, "ab") as out:

@@ -5,9 +5,10 @@ Each decision is a call to services/incidents, the same one the SMS commands mak
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from sqlalchemy import select
@@ -21,6 +22,7 @@ from app.routes.api import MAX_ID, Limit, Offset, RowId, as_utc, paged
 from app.schemas import AlertPublic, IncidentDetail, IncidentPublic, MergeRequest, MoveRequest, Page
 from app.services import incidents as actions
 
+log = logging.getLogger("kengele.api")
 router = APIRouter(prefix="/api/v1", tags=["incidents"])
 Viewer = Annotated[Principal, Depends(require(ApiRole.VIEWER))]
 Officer = Annotated[Principal, Depends(require(ApiRole.OFFICER))]
@@ -40,7 +42,7 @@ def _detail(session: Session, incident: Incident, principal: Principal) -> Incid
 @router.get("/incidents", response_model=Page[IncidentPublic])
 def list_incidents(
     request: Request,
-    _: Viewer,
+    principal: Viewer,
     status: IncidentStatus | None = None,
     category: str | None = None,
     since: datetime | None = None,
@@ -56,23 +58,29 @@ def list_incidents(
     if since:
         query = query.where(Incident.last_reported_at >= as_utc(since))
     order = (Incident.last_reported_at.desc(), Incident.id.desc())
-    items, total = paged(request, query, order, IncidentPublic.model_validate, limit, offset)
+    full = principal.at_least(ApiRole.OFFICER)
+    items, total = paged(
+        request, query, order, lambda i: actions.incident_view(incident=i, full=full), limit, offset
+    )
     return Page[IncidentPublic](items=items, total=total)
 
 
 @router.get("/incidents.geojson")
-def incidents_geojson(request: Request, _: Viewer, status: IncidentStatus | None = None) -> dict[str, Any]:
+def incidents_geojson(
+    request: Request, principal: Viewer, status: IncidentStatus | None = None
+) -> dict[str, Any]:
     """Located incidents as a GeoJSON FeatureCollection (for a map)."""
     query = select(Incident).where(Incident.lat.is_not(None))
     if status:
         query = query.where(Incident.status == status)
+    full = principal.at_least(ApiRole.OFFICER)
     with transaction(request.app.state.runtime.factory) as session:
         features = [
             {
                 "type": "Feature",
                 "id": i.id,
                 "geometry": {"type": "Point", "coordinates": [i.lon, i.lat]},
-                "properties": IncidentPublic.model_validate(i).model_dump(mode="json"),
+                "properties": actions.incident_view(incident=i, full=full).model_dump(mode="json"),
             }
             for i in session.scalars(query.order_by(Incident.id.desc()).limit(5000))
         ]
@@ -157,6 +165,36 @@ def list_alerts(
         request, query, (Alert.id.desc(),), lambda a: actions.report_view(alert=a, full=full), limit, offset
     )
     return Page[AlertPublic](items=items, total=total)
+
+
+@router.get("/alerts/{alert_id}", response_model=AlertPublic)
+def get_alert(
+    request: Request,
+    alert_id: RowId,
+    principal: Viewer,
+    reveal: Literal["phone"] | None = None,
+    reason: Annotated[str | None, Query(max_length=500)] = None,
+) -> AlertPublic:
+    """One report; `reveal=phone` shows an admin its sender's number, audit-logged with the `reason`."""
+    if reveal and not principal.at_least(ApiRole.ADMIN):
+        raise HTTPException(403, f"role {ApiRole.ADMIN} required to reveal a phone")
+    if reveal and not (reason or "").strip():
+        raise HTTPException(422, "reason: required to reveal a phone (who asked is logged, and why)")
+    with transaction(request.app.state.runtime.factory) as session:
+        alert = session.get(Alert, alert_id)
+        if alert is None:
+            raise HTTPException(404, f"no alert {alert_id}")
+        if not reveal:
+            return actions.report_view(alert=alert, full=principal.at_least(ApiRole.OFFICER))
+        view = actions.reveal_sender(
+            session=session,
+            alert=alert,
+            actor=actions.Actor.api(principal.name),
+            reason=(reason or "").strip(),
+            now=utcnow(),
+        )
+    log.info("reporter phone revealed", extra={"alert": alert_id, "actor": principal.name})
+    return view
 
 
 @router.post("/alerts/{alert_id}/move", response_model=IncidentDetail)

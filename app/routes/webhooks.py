@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 import gateways
 from app.config import Settings
 from app.metrics import WEBHOOK_REJECTED
+from app.routes.headers import SECURITY_HEADERS
 from app.services import ussd
 from app.services.outbox import receive_receipt
 from app.services.runtime import Runtime
@@ -128,7 +129,11 @@ async def respond(send: Send, status: int, body: bytes, content_type: bytes) -> 
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+                *SECURITY_HEADERS,
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

@@ -120,6 +120,16 @@ class Escalation:
     def _language(self, person: Person) -> str:
         return language_for(lexicon=self.lexicon, roster=person.language)
 
+    def _place(self, incident: Incident) -> str:
+        """The incident's place name as officers are told it.
+
+        Where no place matched, the name is the words the reporter typed, which may hold a number
+        (theirs, or someone's to call); it reaches officers' phones only where the network chose
+        to forward reporters' numbers (KENGELE_FORWARD_REPORTER_PHONE).
+        """
+        name = incident.place_name or "?"
+        return name if self.reporter_phones else scrub(name)
+
     def _text(
         self, template: str, person: Person, incident: Incident, people: int | None, beep: bool = False
     ) -> tuple[str, str]:
@@ -128,7 +138,7 @@ class Escalation:
         values = {
             "code": incident.code or "",
             "category": grammar.category_names.get(incident.category, incident.category),
-            "place": incident.place_name or "?",
+            "place": self._place(incident),
             "people": (f" {people}" if people else "") + (f" {grammar.replies['beep']}" if beep else ""),
             "reports": str(incident.report_count),
             "time": incident.last_reported_at.astimezone(self.tz).strftime("%H:%M"),

@@ -15,8 +15,15 @@ from sqlalchemy.orm import Session
 
 from app.enums import AuditAction, AuditEntity, Direction, IncidentStatus, Precision, Purpose
 from app.models import Alert, AuditLog, Incident, Message, Person, Place
-from app.phones import mask, scrub
-from app.schemas import AlertPublic, HistoryEntry, IncidentDetail, IncidentPublic, Notification
+from app.phones import mask
+from app.schemas import (
+    AlertPublic,
+    HistoryEntry,
+    IncidentDetail,
+    IncidentPublic,
+    Notification,
+    for_viewer,
+)
 from app.services.dedup import count_report, find_incident, refresh, severity
 from app.services.escalation import Escalation
 from app.services.gazetteer import normalize_name
@@ -345,13 +352,33 @@ def by_code(*, session: Session, code: str) -> Incident | None:
 
 
 def report_view(*, alert: Alert, full: bool) -> AlertPublic:
-    """Show a report; without `full` (a viewer) the numbers in it are masked."""
+    """Show a report; without `full` (a viewer) every number in it is masked."""
     view = AlertPublic.model_validate(alert)
-    if not full:  # a reporter's number can get them killed
-        view.sender = mask(view.sender) or ""
-        view.text = scrub(view.text)
-        view.place_name = scrub(view.place_name) if view.place_name else None
-    return view
+    if full:
+        return view
+    view.sender = mask(view.sender) or ""  # a reporter's number can get them killed
+    return for_viewer(view)
+
+
+def incident_view(*, incident: Incident, full: bool) -> IncidentPublic:
+    """Show an incident; without `full` (a viewer) every number in its texts is masked."""
+    view = IncidentPublic.model_validate(incident)
+    return view if full else for_viewer(view)
+
+
+def reveal_sender(*, session: Session, alert: Alert, actor: Actor, reason: str, now: datetime) -> AlertPublic:
+    """Show a report with its sender's number, and audit-log who asked and why (never the number)."""
+    session.add(
+        AuditLog(
+            actor=actor.audit,
+            action=AuditAction.REVEAL_PHONE,
+            entity=AuditEntity.ALERT,
+            entity_id=str(alert.id),
+            details={"reason": reason, "incident": alert.incident_id},
+            at=now,
+        )
+    )
+    return report_view(alert=alert, full=True)
 
 
 def detail(*, session: Session, incident: Incident, full: bool) -> IncidentDetail:
@@ -378,12 +405,10 @@ def detail(*, session: Session, incident: Incident, full: bool) -> IncidentDetai
     if not full:
         for note in notifications:
             note.recipient = mask(note.recipient)
-            note.error = scrub(note.error) if note.error else None
-        for entry in history:
-            entry.details = {k: scrub(v) if isinstance(v, str) else v for k, v in entry.details.items()}
-    return IncidentDetail(
+    view = IncidentDetail(
         **IncidentPublic.model_validate(incident).model_dump(),
         reports=[report_view(alert=a, full=full) for a in reports],
         notifications=notifications,
         history=history,
     )
+    return view if full else for_viewer(view)

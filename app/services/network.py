@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from app.enums import PersonStatus, Role
 from app.models import CheckIn, CheckInRound, Person, Place
 from app.phones import mask
-from app.schemas import AreaHealth, NetworkHealth, SilentFocalPoint
+from app.schemas import AreaHealth, NetworkHealth, SilentFocalPoint, for_viewer
 from app.services.incidents import person_area
 
 _PEOPLE = (
@@ -26,7 +26,8 @@ _LAST_ROUNDS = select(CheckInRound.area, func.max(CheckInRound.scheduled_for)).g
 def health(*, session: Session, full: bool) -> NetworkHealth:
     """Count per area the focal points, how many the last round asked and answered, and the silent ones.
 
-    Without `full` (a viewer) the silent focal points' numbers are masked.
+    Without `full` (a viewer) the silent focal points' numbers are masked, and so is every number
+    typed into a name or an area.
     """
     people: dict[str, list[Person]] = defaultdict(list)
     for person, admin2, admin1 in session.execute(_PEOPLE):
@@ -67,8 +68,9 @@ def health(*, session: Session, full: bool) -> NetworkHealth:
                 ],
             )
         )
-    return NetworkHealth(
+    view = NetworkHealth(
         areas=areas,
         focal_points=sum(a.focal_points for a in areas),
         silent=sum(a.silent for a in areas),
     )
+    return view if full else for_viewer(view)
