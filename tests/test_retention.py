@@ -233,9 +233,8 @@ def test_the_daily_job_runs_once_a_day(runtime: Runtime) -> None:
     assert len(runs) == 1
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # SQLite deployments run one process
 def test_a_run_under_way_in_another_replica_is_not_run_twice(runtime: Runtime, db_url: str) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("SQLite deployments run one process")
     job = RetentionJob(factory=runtime.factory, engine=runtime.engine, days=90, signals=Signals())
     with runtime.engine.connect() as other:
         other.execute(text("SELECT pg_advisory_lock(:k)"), {"k": 0x4B454E52})
