@@ -19,6 +19,21 @@ _GLUED = re.compile(r"^([a-z]+)(\d{1,2})$")
 _INCIDENT_CODE = re.compile(r"^k?(\d{1,7})$")
 _NUMBER_GLUED = re.compile(r"^(\d{1,6})([a-z]{3,})$")
 _CLOCK = re.compile(r"\b\d{1,2}[:h]\d{2}\b|\b\d{1,2}/\d{1,2}(?:/\d{2,4})?\b")
+# A phone number written in a text ("appelez 081.000.0003", "tel0810000003", "+243 81 000 0001"):
+# digits joined by . - / ( ) or glued to letters, or space-separated groups after a leading 0 or
+# +. Seven digits or more are a number to call, never a count of people nor a place word.
+_PHONE_LIKE = re.compile(r"(?:\+|\b0)\d+(?: \d{2,4})+|\+?[\d().\-/]*\d[\d().\-/]*")
+PHONE_DIGITS = 7
+
+
+def _drop_phone_numbers(text: str) -> str:
+    """Blank out what reads as a phone number, leaving the letters around it."""
+
+    def blank(match: re.Match[str]) -> str:
+        digits = sum(c.isdigit() for c in match.group())
+        return " " if digits >= PHONE_DIGITS else match.group()
+
+    return _PHONE_LIKE.sub(blank, text) if any(c.isdigit() for c in text) else text
 
 
 class Intent(StrEnum):
@@ -194,7 +209,7 @@ def parse(text: str, context: SenderContext | None = None, *, lex: Lexicon | Non
     """Read one SMS: what the sender means, in which language, and how sure we are."""
     context = context or SenderContext()
     lex = lex or lexicon()
-    text = _CLOCK.sub(" ", text[:2000])  # "5:30", "06/05": times and dates are not counts
+    text = _CLOCK.sub(" ", _drop_phone_numbers(text[:2000]))  # "5:30", "06/05": not counts either
     original = list(words_of(text))
     tokens = [fold(t) for t in original]
     pairs = [(o, t) for o, t in zip(original, tokens, strict=True) if t]
