@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 
 KENGELE = str(Path(sys.executable).parent / "kengele")
+# The key every test encrypts phone numbers under (tests that are about keys choose their own).
+TEST_SECRET_KEY = "kengele-test-key-5f1d0c9e8b7a6f5e4d3c2b1a"
 
 
 def free_port() -> int:
@@ -35,6 +37,7 @@ class Server:
                 "KENGELE_GATEWAY": "console",
                 "KENGELE_LOG_LEVEL": "WARNING",
                 "KENGELE_DISPATCH_POLL": "0.1",
+                "KENGELE_SECRET_KEY": TEST_SECRET_KEY,
                 **env,
             }
         )

@@ -11,13 +11,14 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from app.models import ApiToken, Message
-from tests.server import KENGELE
+from tests.server import KENGELE, TEST_SECRET_KEY
 
 
 def run(
     *args: str, db_url: str | None = None, cwd: Path | None = None, **env: str
 ) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("KENGELE_", "TWILIO_", "AT_"))}
+    environ["KENGELE_SECRET_KEY"] = TEST_SECRET_KEY
     if db_url:
         environ["KENGELE_DATABASE_URL"] = db_url
     environ.update(env)

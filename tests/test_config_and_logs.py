@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from app.config import Settings
 from app.logs import JsonFormatter, TextFormatter
 from app.phones import mask, normalize, scrub
+from tests.server import TEST_SECRET_KEY
 
 
 def make(**values: object) -> Settings:
@@ -60,9 +61,15 @@ def test_dotenv_is_read(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # t
         {"public_url": "kengele.example.org"},
         {"at_webhook_secret": "a/b"},
         {"ack_timeout": 0},
-        {"env": "production", "admin_token": "changeme"},
-        {"env": "production", "gateway": "twilio"},
-        {"env": "production", "gateway": "africastalking", "at_username": "u", "at_api_key": "k"},
+        {"env": "production", "admin_token": "changeme", "secret_key": TEST_SECRET_KEY},
+        {"env": "production", "gateway": "twilio", "secret_key": TEST_SECRET_KEY},
+        {
+            "env": "production",
+            "gateway": "africastalking",
+            "at_username": "u",
+            "at_api_key": "k",
+            "secret_key": TEST_SECRET_KEY,
+        },
     ],
 )
 def test_refused(values: dict[str, object]) -> None:
@@ -83,7 +90,7 @@ def test_refused(values: dict[str, object]) -> None:
 )
 def test_production_refusals_name_the_setting(values: dict[str, object], named: str) -> None:
     with pytest.raises(ValidationError, match=named):
-        make(env="production", admin_token="a" * 8 + "b" * 24, **values)
+        make(env="production", admin_token="a" * 8 + "b" * 24, secret_key=TEST_SECRET_KEY, **values)
 
 
 def test_empty_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,7 +101,13 @@ def test_empty_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_production_with_real_secrets() -> None:
-    s = make(env="production", gateway="twilio", twilio_auth_token="0f9e8d7c6b5a", admin_token="k" * 32)
+    s = make(
+        env="production",
+        gateway="twilio",
+        twilio_auth_token="0f9e8d7c6b5a",
+        admin_token="k" * 32,
+        secret_key=TEST_SECRET_KEY,
+    )
     assert s.env == "production"
 
 
