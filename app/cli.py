@@ -45,9 +45,18 @@ def _settings() -> Settings:
 
 
 def _upgrade(settings: Settings) -> None:
+    from app.crypto import keyring_for
     from app.db import upgrade
 
-    upgrade(settings.database_url)
+    upgrade(settings.database_url, keyring=keyring_for(settings))
+
+
+def _engine(settings: Settings) -> Engine:
+    """An engine on the configured database that reads and writes the encrypted columns."""
+    from app.crypto import keyring_for
+    from app.db import make_engine
+
+    return make_engine(settings.database_url, keyring=keyring_for(settings))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -102,6 +111,97 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     _upgrade(settings)
     print(f"database at head: {settings.database_url.split('@')[-1]}")
     return EXIT_OK
+
+
+# -- keys for phone numbers at rest (app/crypto.py, app/services/keys.py) ------------------------
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from app.crypto import generate_secret
+
+    print(generate_secret())
+    return EXIT_OK
+
+
+def cmd_keys_status(args: argparse.Namespace) -> int:
+    from app.crypto import keyring_of
+    from app.services import keys
+
+    settings = _settings()
+    if settings.is_sqlite:
+        _upgrade(settings)
+    engine = _engine(settings)
+    try:
+        keyring = keyring_of(engine)
+        todo = keys.pending(engine)
+    finally:
+        engine.dispose()
+    print(f"keys configured, newest first: {', '.join(keyring.ids)}")
+    for table, rows in todo.items():
+        print(f"{table}: {rows} rows not under key {keyring.newest.id}")
+    if not any(todo.values()):
+        print(f"every row is under key {keyring.newest.id}")
+    return EXIT_OK
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from app.crypto import CryptoError, keyring_of
+    from app.services import keys
+
+    if args.batch < 1:
+        raise CliError("--batch: at least 1")
+    settings = _settings()
+    if settings.is_sqlite:
+        _upgrade(settings)
+    engine = _engine(settings)
+    keyring = keyring_of(engine)
+    bar = _ProgressBar(sys.stderr)
+    try:
+        rows = keys.rotate(engine, batch=args.batch, progress=bar.update)
+    except CryptoError as exc:
+        raise CliError(f"keys rotate: {exc}") from None
+    finally:
+        bar.close()
+        engine.dispose()
+    if args.vacuum:
+        from app.db import compact
+
+        compact(settings.database_url, [s.table.name for s in keys.sealed_tables()])
+    older = keyring.ids[1:]
+    after = f"; the older keys ({', '.join(older)}) can be removed" if older else ""
+    print(f"{rows} rows encrypted again: every row is under key {keyring.newest.id}{after}")
+    return EXIT_OK
+
+
+class _ProgressBar:
+    """A bar redrawn in place on a terminal; a line a tenth of the way elsewhere (logs, CI)."""
+
+    WIDTH = 30
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.tty = bool(getattr(out, "isatty", lambda: False)())
+        self._shown: tuple[str, int] | None = None
+        self._drawn = False
+
+    def update(self, table: str, done: int, total: int) -> None:
+        if self.tty:
+            filled = self.WIDTH * done // total if total else self.WIDTH
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            self.out.write(f"\r{table:<16} [{bar}] {done:>9,}/{total:,}")
+            self._drawn = True
+            if done >= total:
+                self.out.write("\n")
+                self._drawn = False
+            self.out.flush()
+            return
+        tenth = 10 * done // total if total else 10
+        if self._shown != (table, tenth):
+            self._shown = (table, tenth)
+            print(f"{table}: {done}/{total} rows", file=self.out, flush=True)
+
+    def close(self) -> None:
+        if self._drawn:
+            self.out.write("\n")
+            self.out.flush()
 
 
 def cmd_parse(args: argparse.Namespace) -> int:
@@ -274,7 +374,7 @@ def _roster_rules(settings: Settings, session: Session) -> Rules:
 
 
 def cmd_roster_import(args: argparse.Namespace) -> int:
-    from app.db import make_engine, make_sessionmaker
+    from app.db import make_sessionmaker
     from app.services import roster
 
     settings = _settings()
@@ -284,7 +384,7 @@ def cmd_roster_import(args: argparse.Namespace) -> int:
         raise CliError(f"{args.file}: cannot read: {exc.strerror}") from None
     if settings.is_sqlite:
         _upgrade(settings)
-    engine = make_engine(settings.database_url)
+    engine = _engine(settings)
     try:
         report = roster.import_csv(
             make_sessionmaker(engine),
@@ -312,13 +412,13 @@ def cmd_roster_import(args: argparse.Namespace) -> int:
 
 
 def cmd_roster_export(args: argparse.Namespace) -> int:
-    from app.db import make_engine, make_sessionmaker, transaction
+    from app.db import make_sessionmaker, transaction
     from app.services import roster
 
     settings = _settings()
     if settings.is_sqlite:
         _upgrade(settings)
-    engine = make_engine(settings.database_url)
+    engine = _engine(settings)
     try:
         with transaction(make_sessionmaker(engine)) as session:
             text = roster.export_csv(session, _roster_rules(settings, session).places)
@@ -337,11 +437,9 @@ def cmd_roster_export(args: argparse.Namespace) -> int:
 
 def _database(settings: Settings) -> Engine:
     """The engine of a command that reads or writes the database (migrated first on SQLite)."""
-    from app.db import make_engine
-
     if settings.is_sqlite:
         _upgrade(settings)
-    return make_engine(settings.database_url)
+    return _engine(settings)
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
@@ -465,6 +563,21 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
+
+    keys = sub.add_parser("keys", help="the keys phone numbers are encrypted under (KENGELE_SECRET_KEY[S])")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys_sub.add_parser("generate", help="print a new secret key").set_defaults(func=cmd_keys_generate)
+    keys_sub.add_parser("status", help="rows not yet under the newest key").set_defaults(func=cmd_keys_status)
+    rotate = keys_sub.add_parser(
+        "rotate", help="encrypt every row again under the newest key (resumable, in batches)"
+    )
+    rotate.add_argument("--batch", type=int, default=500, help="rows per transaction")
+    rotate.add_argument(
+        "--vacuum",
+        action="store_true",
+        help="then rewrite the tables so no copy under an old key remains (locks them while it runs)",
+    )
+    rotate.set_defaults(func=cmd_keys_rotate)
 
     parse = sub.add_parser("parse", help="print the parse of TEXT as JSON; touches no database")
     parse.add_argument("text")

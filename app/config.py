@@ -101,6 +101,40 @@ class Settings(BaseSettings):
     at_webhook_secret: SecretStr | None = None
     at_api_base: str | None = None
 
+    # -- keys sealing phone numbers and provider forms at rest (app/crypto.py) --------------------
+    # KENGELE_SECRET_KEY is the newest key; KENGELE_SECRET_KEYS lists more, newest first, whose rows
+    # stay readable until `kengele keys rotate` moves them to the newest. Development without
+    # either makes a key file in the data folder; production and test refuse to start.
+    secret_key: SecretStr | None = None
+    secret_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+
+    @field_validator("secret_key", mode="before")
+    @classmethod
+    def _secret_key_empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("secret_keys", mode="before")
+    @classmethod
+    def _split_secret_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _secret_key_outside_development(self) -> Settings:
+        if self.env != "development" and not self.key_secrets:
+            raise ValueError(
+                f"KENGELE_SECRET_KEY is required in {self.env}: phone numbers are stored encrypted "
+                "under it (`kengele keys generate` prints a new one)"
+            )
+        return self
+
+    @property
+    def key_secrets(self) -> list[str]:
+        """The configured key secrets, newest first."""
+        given = [self.secret_key, *self.secret_keys]
+        return list(dict.fromkeys(s.get_secret_value().strip() for s in given if s is not None))
+
     @field_validator(
         "admin_token",
         "twilio_account_sid",
@@ -189,6 +223,11 @@ class Settings(BaseSettings):
             why = weak_secret(secret.get_secret_value()) if secret is not None else None
             if why is not None:
                 raise ValueError(f"{name} {why}; set a real secret in production")
+        for index, key in enumerate(self.key_secrets):
+            why = weak_secret(key)
+            if why is not None:
+                name = "KENGELE_SECRET_KEY" if index == 0 and self.secret_key else "KENGELE_SECRET_KEYS"
+                raise ValueError(f"{name} {why}; `kengele keys generate` prints a real key")
         for name in self.gateway:
             # A provider we send through must be able to tell us what became of its SMS.
             provider = PROVIDERS[name]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 import migrations
+from app.crypto import Keyring, attach
 
 log = logging.getLogger("kengele.db")
 
@@ -63,10 +65,44 @@ def durable() -> Iterator[None]:
 
 
 def make_engine(
-    url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 10, background_checkpoints: bool = False
+    url: str,
+    *,
+    keyring: Keyring | None = None,
+    sqlite_synchronous: str = "FULL",
+    pool_size: int = 10,
+    background_checkpoints: bool = False,
 ) -> Engine:
-    """Create an engine with the pragmas and pool the service needs on each backend."""
+    """Create an engine with the pragmas and pool the service needs on each backend.
+
+    `keyring` seals and opens the encrypted columns (app/crypto.py); an engine without one can
+    still migrate an empty database, read and write everything else.
+    """
+    engine = _make_engine(url, sqlite_synchronous, pool_size, background_checkpoints)
+    return attach(engine, keyring) if keyring is not None else engine
+
+
+def private_file(path: str) -> None:
+    """Create the SQLite file readable by its owner only; warn if an existing one is not.
+
+    SQLite gives the -wal and -shm files the mode of the database file, so they are private too.
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileNotFoundError:  # no such folder: SQLite says so when it connects, as it always did
+        return
+    except FileExistsError:
+        mode = os.stat(path).st_mode & 0o777
+        if mode & 0o077:
+            log.warning(
+                "the database file %s can be read by other users (mode %o): `chmod 600` it", path, mode
+            )
+
+
+def _make_engine(url: str, sqlite_synchronous: str, pool_size: int, background_checkpoints: bool) -> Engine:
     if url.startswith("sqlite"):
+        path = sqlite_path(url)
+        if path:
+            private_file(path)
         # SQLite has one writer at a time. One connection per process makes threads queue in
         # Python (woken at once) instead of in SQLite's busy handler (which sleeps up to 100 ms),
         # and BEGIN IMMEDIATE takes the write lock up front, so a transaction that reads and then
@@ -186,9 +222,39 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def upgrade(url: str) -> None:
-    """Apply every migration to the database at `url`."""
+def upgrade(url: str, *, keyring: Keyring | None = None) -> None:
+    """Apply every migration to the database at `url`; `keyring` encrypts rows stored in clear (0004)."""
     path = sqlite_path(url)
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    command.upgrade(alembic_config(url), "head")
+    cfg = alembic_config(url)
+    cfg.attributes["keyring"] = keyring
+    command.upgrade(cfg, "head")
+    if cfg.attributes.get("sealed"):  # numbers were stored in clear before: leave no old copy behind
+        compact(url, cfg.attributes["sealed"])
+
+
+def compact(url: str, tables: list[str]) -> None:
+    """Rewrite the tables (SQLite: the whole file, and empty its WAL) so no old copy of a row remains.
+
+    An UPDATE leaves the previous version of a row in free pages (SQLite) or as a dead tuple
+    (PostgreSQL) until the space is reused: after numbers are sealed, their clear text would stay
+    readable in the file. Locks the tables while it runs (VACUUM FULL) and needs autocommit.
+    """
+    path = sqlite_path(url)
+    if path:
+        file = sqlite3.connect(path, timeout=60, isolation_level=None)
+        try:
+            file.execute("VACUUM")
+            file.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            file.close()
+        return
+    if url.startswith("sqlite"):
+        return
+    engine = make_engine(url).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("VACUUM FULL " + ", ".join(f'"{t}"' for t in tables))
+    finally:
+        engine.dispose()

@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Connection,
     Float,
     ForeignKey,
     Index,
@@ -17,9 +18,12 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
+    inspect,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column
 
+from app.crypto import BlindIndex, Encrypted, blind_indexes, keyring_of
 from app.db import UTCDateTime, utcnow
 from app.enums import IncidentStatus, PersonStatus, Precision
 from gateways.base import MessageKind
@@ -39,6 +43,19 @@ NAMING = {
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+
+
+@event.listens_for(Base, "before_update", propagate=True)
+def _refresh_blind_indexes(_mapper: Mapper[Any], connection: Connection, target: Base) -> None:
+    """An ORM change of an indexed number changes its blind index (inserts fill it by default)."""
+    pairs = blind_indexes(target.__table__)
+    if not pairs:
+        return
+    state = inspect(target)
+    for source, index in pairs:
+        if state.attrs[source].history.has_changes():
+            value = getattr(target, source)
+            setattr(target, index, None if value is None else keyring_of(connection).index(value))
 
 
 class Place(Base):
@@ -69,7 +86,8 @@ class Person(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    phone: Mapped[str] = mapped_column(String(32), unique=True)
+    phone: Mapped[str] = mapped_column(Encrypted())
+    phone_index: Mapped[str] = mapped_column(String(64), unique=True, default=BlindIndex("phone"))
     phone_valid: Mapped[bool] = mapped_column(Boolean, default=True)
     role: Mapped[str] = mapped_column(String(20))  # Role
     status: Mapped[str] = mapped_column(String(12), default=PersonStatus.APPROVED)
@@ -145,8 +163,8 @@ class Message(Base):
     direction: Mapped[str] = mapped_column(String(8))  # Direction
     provider: Mapped[str | None] = mapped_column(String(20))
     provider_message_id: Mapped[str | None] = mapped_column(String(100))
-    sender: Mapped[str | None] = mapped_column(String(40))
-    recipient: Mapped[str | None] = mapped_column(String(40))
+    sender: Mapped[str | None] = mapped_column(Encrypted())
+    recipient: Mapped[str | None] = mapped_column(Encrypted())
     kind: Mapped[str] = mapped_column(String(8), default=MessageKind.SMS)  # or a beep (a missed call)
     phone_valid: Mapped[bool] = mapped_column(Boolean, default=True)
     text: Mapped[str] = mapped_column(Text, default="")
@@ -162,7 +180,8 @@ class Message(Base):
     # Inbound: the provider's date as given (ISO 8601) where it was not taken as reported_at
     # (too far in the past or the future); text, not a timestamp, so no value can overflow.
     given_date: Mapped[str | None] = mapped_column(String(40))
-    raw: Mapped[str | None] = mapped_column(Text)
+    # The provider's whole form, as JSON; loaded (and decrypted) only when read.
+    raw: Mapped[str | None] = mapped_column(Encrypted(), deferred=True)
     # Inbound processing: a row with processed_at NULL is picked up again after a crash.
     processed_at: Mapped[datetime | None]
     claimed_until: Mapped[datetime | None]
@@ -206,7 +225,9 @@ class Alert(Base):
     lon: Mapped[float | None] = mapped_column(Float)
     precision: Mapped[str] = mapped_column(String(12), default=Precision.UNKNOWN)
     language: Mapped[str | None] = mapped_column(String(8))
-    sender: Mapped[str] = mapped_column(String(40), index=True)
+    sender: Mapped[str] = mapped_column(Encrypted())
+    # Reports of one sender (dedup: the same person reporting again is not a second reporter).
+    sender_index: Mapped[str] = mapped_column(String(64), index=True, default=BlindIndex("sender"))
     reported_at: Mapped[datetime]
     text: Mapped[str] = mapped_column(Text)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -227,7 +248,7 @@ class DeliveryEvent(Base):
     provider_status: Mapped[str] = mapped_column(String(40))
     error: Mapped[str | None] = mapped_column(Text)
     occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
-    raw: Mapped[str | None] = mapped_column(Text)
+    raw: Mapped[str | None] = mapped_column(Encrypted(), deferred=True)
 
 
 class CheckInRound(Base):
@@ -265,7 +286,7 @@ class UssdSession(Base):
     __tablename__ = "ussd_sessions"
 
     session_id: Mapped[str] = mapped_column(String(100), primary_key=True)
-    phone: Mapped[str] = mapped_column(String(40))
+    phone: Mapped[str] = mapped_column(Encrypted())
     service_code: Mapped[str | None] = mapped_column(String(40))
     language: Mapped[str | None] = mapped_column(String(8))
     text: Mapped[str] = mapped_column(Text, default="")  # the provider's input so far ("1*2*3")

@@ -16,10 +16,13 @@ from typing import Any
 from sqlalchemy import create_engine, insert
 
 from app.config import Settings
+from app.crypto import attach
 from app.db import upgrade
 from app.models import Message, Person
 from app.services.runtime import Runtime
 from bench.common import (
+    KEYRING,
+    SECRET_KEY,
     any_message,
     count_messages,
     expect,
@@ -38,7 +41,7 @@ AREAS = 20
 def fill(url: str, n: int) -> None:
     """`n` approved focal points in AREAS areas; one in a hundred said STOP."""
     upgrade(url)
-    engine = create_engine(url)
+    engine = attach(create_engine(url), KEYRING)
     languages = ("fr", "en", "sw")
     rows = [
         {
@@ -64,7 +67,7 @@ def reachable_people(n: int) -> int:
 
 def settings(**values: Any) -> Settings:
     """Settings from these values only, not from the environment or a .env file."""
-    return Settings(_env_file=None, log_level="WARNING", **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, log_level="WARNING", secret_key=SECRET_KEY, **values)  # type: ignore[call-arg]
 
 
 def round_time(url: str) -> tuple[float, int]:

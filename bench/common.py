@@ -11,7 +11,13 @@ from pathlib import Path
 
 from sqlalchemy import ColumnElement, Engine, create_engine, func, select, text
 
+from app.crypto import Keyring, attach
 from app.models import Message
+from tests.server import TEST_SECRET_KEY
+
+# Every benchmark encrypts phone numbers under this key, the servers it starts included.
+SECRET_KEY = TEST_SECRET_KEY
+KEYRING = Keyring([SECRET_KEY])
 
 PG_URL = os.environ.get("KENGELE_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -36,7 +42,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def reader(url: str) -> Engine:
     """An engine that only reads, beside a running server: plain transactions, no write lock taken."""
-    return create_engine(url)
+    return attach(create_engine(url), KEYRING)
 
 
 def count_messages(engine: Engine, *where: ColumnElement[bool]) -> int:

@@ -29,7 +29,7 @@ from sqlalchemy.orm import aliased
 from app.db import make_engine, make_sessionmaker, transaction, upgrade
 from app.models import Incident, Message, Person
 from app.services import gazetteer
-from bench.common import expect, percentile, reader, scratch
+from bench.common import KEYRING, expect, percentile, reader, scratch
 from bench.loadgen import read_response
 from tests.server import Server
 
@@ -103,7 +103,7 @@ class Arrivals:
 
 def prepare(url: str, names: list[str]) -> None:
     upgrade(url)
-    engine = make_engine(url)
+    engine = make_engine(url, keyring=KEYRING)
     rows = [  # a grid 0.25 degrees (about 28 km) apart: every village its own incident
         gazetteer.PlaceRow(
             f"bench-{i}",

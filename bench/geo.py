@@ -28,7 +28,7 @@ from app.services import gazetteer
 from app.services.dedup import count_report, find_incident, severity
 from app.services.geotag import PlaceIndex
 from app.services.intake import message_row, store_batch
-from bench.common import expect, percentile, reader, scratch
+from bench.common import KEYRING, expect, percentile, reader, scratch
 from gateways.base import InboundSms
 from tests.server import Server
 
@@ -38,7 +38,7 @@ CATEGORIES = ("attack", "armed_presence", "looting", "abduction")
 
 def store_places(url: str, rows: list[gazetteer.PlaceRow]) -> None:
     upgrade(url)
-    engine = make_engine(url)
+    engine = make_engine(url, keyring=KEYRING)
     gazetteer.store(engine, rows)
     engine.dispose()
 
@@ -50,7 +50,7 @@ def typo(name: str, rnd: random.Random) -> str:
 
 def resolution(url: str, rows: list[gazetteer.PlaceRow], n: int = 20_000) -> dict[str, float]:
     """Lookups against the index the service builds from the places table at `url`."""
-    engine = make_engine(url)
+    engine = make_engine(url, keyring=KEYRING)
     started = time.perf_counter()
     with make_sessionmaker(engine)() as session:
         index = PlaceIndex.load(session)
@@ -92,7 +92,7 @@ def inbound_row(provider: str, message_id: str, sender: str, text: str, at: date
 
 def fill(url: str, alerts: int) -> None:
     """`alerts` reports over four years, 10 per incident, spread over Ituri and North Kivu."""
-    engine = make_engine(url)
+    engine = make_engine(url, keyring=KEYRING)
     rnd = random.Random(1)
     start = datetime(2022, 1, 1, tzinfo=UTC)
     span = (datetime(2026, 11, 1, tzinfo=UTC) - start).total_seconds()
@@ -161,7 +161,7 @@ def dedup_cost(url: str, n: int = 300) -> float:
 
     The message is stored first, as intake does; what is timed is what processing does with it.
     """
-    engine = make_engine(url)
+    engine = make_engine(url, keyring=KEYRING)
     factory = make_sessionmaker(engine)
     rnd = random.Random(3)
     now = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)

@@ -27,7 +27,20 @@ def run_migrations_online() -> None:
         return
     engine = make_engine(config.get_main_option("sqlalchemy.url") or "")
     with engine.connect() as conn:
-        _run(conn)
+        if conn.dialect.name != "sqlite":
+            _run(conn)
+        else:
+            # A batch migration copies a table and drops the old one. With foreign keys on, SQLite
+            # deletes the old table's rows first, and its ON DELETE actions would empty or unlink
+            # every table that references it (alerts, delivery events, check-ins). The pragma only
+            # takes effect outside a transaction: set it on the driver's connection, before any.
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            driver.execute("PRAGMA foreign_keys=OFF")
+            try:
+                _run(conn)
+            finally:
+                driver.execute("PRAGMA foreign_keys=ON")
     engine.dispose()
 
 

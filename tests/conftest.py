@@ -24,6 +24,7 @@ from app.models import Base
 from tests import leaks, server
 from tests.fakes import FakeProvider, start_fake
 from tests.helpers import AT_SECRET, TWILIO_TOKEN
+from tests.server import TEST_SECRET_KEY
 
 PG_ADMIN_URL = os.environ.get("KENGELE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("KENGELE_TEST_REQUIRE_PG") == "1" or os.environ.get("CI") == "true"
@@ -131,6 +132,7 @@ def make_settings(db_url: str) -> Callable[..., Settings]:
             "env": "test",
             "database_url": db_url,
             "admin_token": ADMIN_TOKEN,
+            "secret_key": TEST_SECRET_KEY,
             "gateway": "console",
             # Outside development a provider's webhooks exist only with their check configured.
             "at_webhook_secret": AT_SECRET,

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import phonenumbers
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import ColumnElement, Engine, create_engine, func, select
 from twilio.request_validator import RequestValidator
 
-from app.models import Message
+from app.crypto import Keyring, attach
+from app.models import Message, Person
+from tests.server import TEST_SECRET_KEY
 
 TWILIO_TOKEN = "twilio-test-token-abcdef0123456789"
 # The Africa's Talking webhook path secret of the test settings (long enough for production too).
@@ -43,6 +49,12 @@ def recent(value: str) -> str:
 
 # Africa's Talking's `date` in the tests: a Friday morning of the last week.
 AT_DATE = recent("2026-11-20 07:30:00")
+TEST_KEYRING = Keyring([TEST_SECRET_KEY])
+
+
+def engine(db_url: str, keyring: Keyring = TEST_KEYRING) -> Engine:
+    """A plain engine on a test database that reads the encrypted columns (close it with dispose())."""
+    return attach(create_engine(db_url), keyring)
 
 
 def twilio_form(
@@ -100,31 +112,57 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         time.sleep(interval)
 
 
+def phone_is(phone: str) -> ColumnElement[bool]:
+    """The roster entry of this number (found by its blind index, as the service finds it)."""
+    return Person.phone_index == TEST_KEYRING.index(phone)
+
+
 def messages(db_url: str, **where: Any) -> list[Message]:
-    engine = create_engine(db_url)
+    db = engine(db_url)
     try:
-        with engine.connect() as conn:
+        with db.connect() as conn:
             query = select(Message)
             for key, value in where.items():
                 query = query.where(getattr(Message, key) == value)
             return list(conn.execute(query.order_by(Message.id)).all())  # type: ignore[arg-type]
     finally:
-        engine.dispose()
+        db.dispose()
 
 
 def count(db_url: str, **where: Any) -> int:
-    engine = create_engine(db_url)
+    db = engine(db_url)
     try:
-        with engine.connect() as conn:
+        with db.connect() as conn:
             query = select(func.count()).select_from(Message)
             for key, value in where.items():
                 query = query.where(getattr(Message, key) == value)
             return int(conn.execute(query).scalar_one())
     finally:
-        engine.dispose()
+        db.dispose()
 
 
 def api(client: TestClient, path: str, token: str, **params: Any) -> Any:
     r = client.get(path, params=params, headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200, r.text
     return r.json()
+
+
+def stored_bytes(db_url: str) -> bytes:
+    """Everything someone who takes the database gets: the SQLite file and its WAL, or a `pg_dump`."""
+    if db_url.startswith("sqlite"):
+        path = Path(db_url.removeprefix("sqlite:///"))
+        parts = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+        return b"".join(p.read_bytes() for p in parts if p.exists())
+    url = db_url.replace("postgresql+psycopg://", "postgresql://")
+    return subprocess.run(["/usr/bin/pg_dump", "--dbname", url], capture_output=True, check=True).stdout
+
+
+def number_pattern(e164: str) -> re.Pattern[bytes]:
+    """The national digits of a number in any notation: spaced, dotted, dashed, bracketed, any prefix."""
+    digits = phonenumbers.national_significant_number(phonenumbers.parse(e164))
+    return re.compile(rb"[\s.\-/()]{0,3}".join(d.encode() for d in digits))
+
+
+def leaks(data: bytes, numbers: Iterable[str]) -> list[str]:
+    """The numbers found in `data`."""
+    return sorted(n for n in set(numbers) if number_pattern(n).search(data))

@@ -15,6 +15,8 @@ import httpx
 KENGELE = str(Path(sys.executable).parent / "kengele")
 # Every log file a server of this run wrote: the session's log check reads them all (conftest).
 LOGS: list[Path] = []
+# The key every test encrypts phone numbers under (tests that are about keys choose their own).
+TEST_SECRET_KEY = "kengele-test-key-5f1d0c9e8b7a6f5e4d3c2b1a"
 
 
 def free_port() -> int:
@@ -37,6 +39,7 @@ class Server:
                 "KENGELE_GATEWAY": "console",
                 "KENGELE_LOG_LEVEL": "WARNING",
                 "KENGELE_DISPATCH_POLL": "0.1",
+                "KENGELE_SECRET_KEY": TEST_SECRET_KEY,
                 **env,
             }
         )

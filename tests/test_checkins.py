@@ -23,6 +23,7 @@ from app.services.runtime import Runtime
 from app.services.worker import Signals
 from tests.conftest import ADMIN_TOKEN
 from tests.fakes import FakeProvider
+from tests.helpers import phone_is
 from tests.server import Server
 from tests.test_corpus import CORPUS, load_roster
 from tests.test_escalation import sms, told
@@ -121,7 +122,7 @@ def test_silent_focal_points_are_flagged_once_and_cleared_by_their_next_message(
         assert [s["phone"] for s in djugu["silent_focal_points"]] == ["+243*****0005", "+243*****0007"]
         sms(runtime, PIERRE, "RAS", "back")
         with runtime.factory() as session:
-            pierre = session.scalars(select(Person).where(Person.phone == PIERRE)).one()
+            pierre = session.scalars(select(Person).where(phone_is(PIERRE))).one()
             assert pierre.silent_since is None and pierre.last_seen_at is not None
             actions = session.scalars(select(AuditLog.action).where(AuditLog.entity == "person")).all()
             assert sorted(actions) == ["silent"] * 6 + ["silent_cleared"]
@@ -262,5 +263,5 @@ def test_any_message_answers_the_check_in(runtime: Runtime) -> None:
         from app.models import CheckIn
 
         answered = session.scalars(select(CheckIn.person_id).where(CheckIn.answered_at.is_not(None))).all()
-        pierre = session.scalars(select(Person.id).where(Person.phone == PIERRE)).one()
+        pierre = session.scalars(select(Person.id).where(phone_is(PIERRE))).one()
     assert answered == [pierre]

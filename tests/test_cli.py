@@ -13,14 +13,16 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select, update
 
 from app.models import Alert, ApiToken, Message
+from tests.helpers import engine as helpers_engine
 from tests.helpers import recent
-from tests.server import KENGELE
+from tests.server import KENGELE, TEST_SECRET_KEY
 
 
 def run(
     *args: str, db_url: str | None = None, cwd: Path | None = None, **env: str
 ) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("KENGELE_", "TWILIO_", "AT_"))}
+    environ["KENGELE_SECRET_KEY"] = TEST_SECRET_KEY
     if db_url:
         environ["KENGELE_DATABASE_URL"] = db_url
     environ.update(env)
@@ -168,7 +170,7 @@ def test_token_list_and_revoke(client: TestClient, db_url: str) -> None:
 def test_retention_run_and_dry_run(db_url: str) -> None:
     r = run("simulate", "--sender", "+243820000041", "A1 Djugu appelez 0810000041", db_url=db_url)
     assert r.returncode == 0, r.stderr
-    engine = create_engine(db_url)
+    engine = helpers_engine(db_url)
     with engine.begin() as conn:
         then = datetime.now(UTC) - timedelta(days=100)
         conn.execute(update(Message).values(created_at=then, status="sent"))

@@ -14,6 +14,7 @@ from app import logs
 from app.config import Settings
 from app.logs import JsonFormatter, TextFormatter
 from app.phones import normalize
+from tests.server import TEST_SECRET_KEY
 
 TWILIO_AUTH = "0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c"  # a Twilio auth token is 32 hex characters
 AT_KEY = "9a8b7c6d5e4f3a2b1c0d" * 3 + "9a8b"  # an Africa's Talking API key, 64
@@ -66,9 +67,15 @@ def test_dotenv_is_read(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # t
         {"public_url": "kengele.example.org"},
         {"at_webhook_secret": "a/b"},
         {"ack_timeout": 0},
-        {"env": "production", "admin_token": "changeme"},
-        {"env": "production", "gateway": "twilio"},
-        {"env": "production", "gateway": "africastalking", "at_username": "u", "at_api_key": "k"},
+        {"env": "production", "admin_token": "changeme", "secret_key": TEST_SECRET_KEY},
+        {"env": "production", "gateway": "twilio", "secret_key": TEST_SECRET_KEY},
+        {
+            "env": "production",
+            "gateway": "africastalking",
+            "at_username": "u",
+            "at_api_key": "k",
+            "secret_key": TEST_SECRET_KEY,
+        },
     ],
 )
 def test_refused(values: dict[str, object]) -> None:
@@ -89,7 +96,7 @@ def test_refused(values: dict[str, object]) -> None:
 )
 def test_production_refusals_name_the_setting(values: dict[str, object], named: str) -> None:
     with pytest.raises(ValidationError, match=named):
-        make(env="production", admin_token="a" * 8 + "b" * 24, **values)
+        make(env="production", admin_token="a" * 8 + "b" * 24, secret_key=TEST_SECRET_KEY, **values)
 
 
 def test_empty_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,6 +116,7 @@ def test_production_with_real_secrets() -> None:
         at_api_key=AT_KEY,
         at_webhook_secret="p4th-" + "0123456789abcdef" * 2,
         admin_token="kg_x3Jq9ZtR1vWm8Lp2Kd7Fh4Sa6Yb0Nc5Ge",
+        secret_key=TEST_SECRET_KEY,
     )
     assert s.env == "production"
 
@@ -119,6 +127,7 @@ SECRETS = {
     "twilio_webhook_key": "KENGELE_TWILIO_WEBHOOK_KEY",
     "at_api_key": "AT_API_KEY",
     "at_webhook_secret": "KENGELE_AT_WEBHOOK_SECRET",
+    "secret_key": "KENGELE_SECRET_KEY",
 }
 WEAK = {
     "1": "too short",  # production accepted KENGELE_ADMIN_TOKEN=1
@@ -133,14 +142,14 @@ WEAK = {
 @pytest.mark.parametrize("value", WEAK)
 def test_production_refuses_weak_secrets_naming_the_setting(setting: str, value: str) -> None:
     with pytest.raises(ValidationError, match=f"{SECRETS[setting]} .*{WEAK[value]}") as refused:
-        make(env="production", **{setting: value})
+        make(env="production", **{"secret_key": TEST_SECRET_KEY, setting: value})
     message = refused.value.errors()[0]["msg"]  # what `kengele` prints: never the value
     assert len(value) < 8 or value not in message
 
 
 @pytest.mark.parametrize("setting", SECRETS)
 def test_weak_secrets_are_fine_outside_production(setting: str) -> None:
-    assert make(env="test", **{setting: "1"}).env == "test"
+    assert make(env="test", **{"secret_key": TEST_SECRET_KEY, setting: "1"}).env == "test"
 
 
 def test_retention_must_outlast_the_dedup_window() -> None:

@@ -164,11 +164,12 @@ def _run(case: Case, via: str, settings: Settings) -> tuple[dict[str, Any], str,
 
             def answered() -> str | None:
                 with runtime.factory() as session:
-                    return session.scalar(
-                        select(Message.text).where(
-                            Message.id > marks[0], Message.purpose == "reply", Message.recipient == DIALLO
+                    replies = session.execute(
+                        select(Message.text, Message.recipient).where(
+                            Message.id > marks[0], Message.purpose == "reply"
                         )
                     )
+                    return next((text for text, to in replies if to == DIALLO), None)
 
             reply = wait_for(answered)
             actor = SMS_ACTOR

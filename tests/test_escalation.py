@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.config import Settings
+from app.crypto import keyring_for
 from app.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.main import create_app
 from app.models import AuditLog, Incident, Message, Person
@@ -21,7 +22,7 @@ from app.services.shifts import normalize_shifts, on_duty, parse_shifts
 from gateways.base import InboundSms
 from tests.conftest import ADMIN_TOKEN
 from tests.fakes import FakeProvider
-from tests.helpers import AT_SECRET, signed_headers
+from tests.helpers import AT_SECRET, phone_is, signed_headers
 from tests.test_corpus import CORPUS, load_roster
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -221,7 +222,7 @@ def add_officer(
 
 def set_shifts(runtime: Runtime, phone: str, table: str | None) -> None:
     with transaction(runtime.factory) as session:
-        person = session.scalars(select(Person).where(Person.phone == phone)).one()
+        person = session.scalars(select(Person).where(phone_is(phone))).one()
         person.shifts = table
 
 
@@ -367,9 +368,11 @@ def test_a_stopped_server_escalates_what_fell_due_once_when_it_starts(
     runtime = setup(lambda **kw: settings)
     sms(runtime, "+243810000001", "A1 Djugu", "t1")
     runtime.stop()
-    with transaction(make_sessionmaker(make_engine(settings.database_url))) as session:
+    engine = make_engine(settings.database_url, keyring=keyring_for(settings))
+    with transaction(make_sessionmaker(engine)) as session:
         incident = session.scalars(select(Incident)).one()  # ten minutes of downtime, and more
         incident.next_escalation_at = utcnow() - timedelta(minutes=25)
+    engine.dispose()
     again = Runtime(settings)
     assert again.escalator.run_once() == 1
     assert again.escalator.run_once() == 0

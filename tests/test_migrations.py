@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import JSON, MetaData, Table, create_engine, inspect, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from app.db import alembic_config, make_engine, upgrade
-from app.models import Base
+from app.db import alembic_config, make_engine, upgrade, utcnow
+from app.models import Alert, Base, Message, Person, UssdSession
+from app.services import roster
+from app.services.pipeline import load_senders
+from tests.helpers import TEST_KEYRING, leaks, stored_bytes
+from tests.helpers import engine as keyed_engine
 
 
 def test_models_and_migrations_agree(db_url: str) -> None:
@@ -41,8 +53,6 @@ def test_sqlite_pragmas(tmp_path) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_downgrade_and_upgrade_again(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from alembic import command
-
     url = f"sqlite:///{tmp_path}/k.db"
     upgrade(url)
     command.downgrade(alembic_config(url), "base")
@@ -50,3 +60,124 @@ def test_downgrade_and_upgrade_again(tmp_path) -> None:  # type: ignore[no-untyp
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     engine.dispose()
     upgrade(url)
+
+
+# -- 0004: a database stored in clear is encrypted -------------------------------------------------
+JEANNE, OFFICER, SERVICE = "+243810000001", "+243990000001", "+243990001000"
+CLEAR_ROWS: dict[str, list[dict[str, Any]]] = {
+    "people": [
+        {"id": 1, "name": "Jeanne", "phone": JEANNE, "role": "focal_point", "status": "approved"},
+        {"id": 2, "name": "Officer", "phone": OFFICER, "role": "officer", "status": "approved"},
+    ],
+    "messages": [
+        {
+            "id": 1,
+            "direction": "inbound",
+            "provider": "twilio",
+            "provider_message_id": "SM1",
+            "sender": JEANNE,
+            "recipient": SERVICE,
+            "status": "received",
+            "text": "A1 Djugu",
+            "raw": json.dumps({"From": ["+243 81 000 0001"], "To": [SERVICE]}),
+        },
+        {"id": 2, "direction": "outbound", "recipient": OFFICER, "status": "sent", "text": "K1 attack"},
+    ],
+    "alerts": [
+        {"id": 1, "message_id": 1, "sender": JEANNE, "category": "attack", "severity": "high", "text": "A1"}
+    ],
+    "delivery_events": [
+        {
+            "id": 1,
+            "message_id": 2,
+            "provider": "twilio",
+            "provider_message_id": "SM2",
+            "status": "delivered",
+            "provider_status": "delivered",
+            "raw": json.dumps({"To": [OFFICER]}),
+        }
+    ],
+    "ussd_sessions": [{"session_id": "ATUid_1", "phone": JEANNE, "screen": "start"}],
+}
+ENCRYPTED = {
+    "people": ["phone"],
+    "messages": ["sender", "recipient", "raw"],
+    "alerts": ["sender"],
+    "delivery_events": ["raw"],
+    "ussd_sessions": ["phone"],
+}
+
+
+def _filled(table: Table, values: dict[str, Any]) -> dict[str, Any]:
+    """A row with `values` and something of the right type in every other required column."""
+    empty = {int: 0, bool: False, float: 0.0, str: "", dict: {}, datetime: datetime.now(UTC)}
+    row = dict(values)
+    for column in table.columns:
+        if column.name not in row and not column.nullable and not column.primary_key:
+            kind = dict if isinstance(column.type, JSON) else column.type.python_type
+            row[column.name] = empty[kind]
+    return row
+
+
+def _insert_clear(db_url: str) -> None:
+    engine = create_engine(db_url)
+    meta = MetaData()
+    meta.reflect(engine)
+    with engine.begin() as conn:
+        for name, rows in CLEAR_ROWS.items():
+            for row in rows:
+                conn.execute(meta.tables[name].insert(), _filled(meta.tables[name], row))
+    engine.dispose()
+
+
+def _stored(db_url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """The encrypted columns as stored (not decrypted), by table."""
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        out = {t: conn.execute(text(f"SELECT {', '.join(c)} FROM {t}")).all() for t, c in ENCRYPTED.items()}
+    engine.dispose()
+    return out
+
+
+def test_0004_encrypts_a_database_stored_in_clear(db_url: str) -> None:
+    cfg = alembic_config(db_url)
+    command.downgrade(cfg, "0003")
+    try:
+        _insert_clear(db_url)
+        with pytest.raises(RuntimeError, match="KENGELE_SECRET_KEY"):
+            upgrade(db_url)  # rows in clear and no key: nothing is half done
+        assert _stored(db_url)["people"] == [(JEANNE,), (OFFICER,)]
+
+        upgrade(db_url, keyring=TEST_KEYRING)
+        for table, rows in _stored(db_url).items():
+            for value in (v for row in rows for v in row if v is not None):
+                assert value.startswith(f"k1:{TEST_KEYRING.newest.id}:"), (table, value)
+        assert leaks(stored_bytes(db_url), [JEANNE, OFFICER, SERVICE]) == []
+
+        db = keyed_engine(db_url)
+        with Session(db) as session:
+            people = session.scalars(select(Person).order_by(Person.id)).all()
+            assert [(p.phone, p.phone_index) for p in people] == [
+                (JEANNE, TEST_KEYRING.index(JEANNE)),
+                (OFFICER, TEST_KEYRING.index(OFFICER)),
+            ]
+            inbound = session.get(Message, 1)
+            assert inbound is not None and (inbound.sender, inbound.recipient) == (JEANNE, SERVICE)
+            assert json.loads(inbound.raw or "")["From"] == ["+243 81 000 0001"]
+            alert = session.get(Alert, 1)
+            assert alert is not None and alert.sender_index == TEST_KEYRING.index(JEANNE)
+            assert session.get(UssdSession, "ATUid_1").phone == JEANNE  # type: ignore[union-attr]
+            # found by number, as the pipeline and the roster look them up
+            assert set(load_senders(session, {JEANNE}, utcnow()).people) == {JEANNE}
+            with pytest.raises(roster.Conflict, match="person 2"):
+                roster._phone_free(session, OFFICER)
+            session.add(Person(name="again", phone=JEANNE, role="focal_point"))
+            with pytest.raises(IntegrityError):
+                session.flush()  # one number, one person: the unique constraint is on the index
+        db.dispose()
+
+        cfg.attributes["keyring"] = TEST_KEYRING
+        command.downgrade(cfg, "0003")  # and back: the numbers in clear again
+        assert _stored(db_url)["people"] == [(JEANNE,), (OFFICER,)]
+    finally:
+        upgrade(db_url, keyring=TEST_KEYRING)  # the session's PostgreSQL database stays at head

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.config import Settings
+from app.crypto import keyring_for
 from app.db import make_engine, make_sessionmaker, transaction
 from app.main import create_app
 from app.models import DeliveryEvent, Message
@@ -208,7 +209,7 @@ class CountingGateway(Gateway):
 
 
 def test_two_dispatchers_never_send_a_row_twice(settings: Settings) -> None:
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, keyring=keyring_for(settings))
     factory = make_sessionmaker(engine)
     with transaction(factory) as session:
         for i in range(200):
@@ -216,7 +217,7 @@ def test_two_dispatchers_never_send_a_row_twice(settings: Settings) -> None:
     gateway = CountingGateway()
     dispatchers = [
         Dispatcher(
-            factory=make_sessionmaker(make_engine(settings.database_url)),
+            factory=make_sessionmaker(make_engine(settings.database_url, keyring=keyring_for(settings))),
             gateways=[gateway],
             policy=RetryPolicy(1, 0.01, 0.01),
             signals=Signals(),

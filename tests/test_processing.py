@@ -14,6 +14,7 @@ from app.models import Alert, AuditLog, Incident, Message, Person
 from app.services import pipeline
 from app.services.runtime import Runtime
 from gateways.base import InboundSms
+from tests.helpers import phone_is
 
 OFFICER = "+243990000001"
 
@@ -60,7 +61,7 @@ def test_stop_and_start(runtime: Runtime) -> None:
     stop = inbound(runtime, "+243810000004", "STOP", "s1")
     runtime.processor.process([stop])
     with runtime.factory() as session:
-        assert session.scalar(select(Person.opted_out).where(Person.phone == "+243810000004")) is True
+        assert session.scalar(select(Person.opted_out).where(phone_is("+243810000004"))) is True
     help_ = inbound(runtime, "+243810000004", "HELP", "s2")
     runtime.processor.process([help_])
     assert help_ not in replies(runtime)  # nothing but the STOP confirmation while opted out
@@ -69,7 +70,7 @@ def test_stop_and_start(runtime: Runtime) -> None:
     out = replies(runtime)
     assert stop in out and start in out
     with runtime.factory() as session:
-        assert session.scalar(select(Person.opted_out).where(Person.phone == "+243810000004")) is False
+        assert session.scalar(select(Person.opted_out).where(phone_is("+243810000004"))) is False
 
 
 def test_officer_acknowledges_and_others_are_refused(runtime: Runtime) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, create_engine, delete, func, select
 from app.models import AuditLog, Person, Place
 from app.services import gazetteer, roster
 from app.services.runtime import Runtime
+from tests.helpers import engine as keyed_engine
 from tests.test_api import add_token
 from tests.test_cli import run
 from tests.test_corpus import CORPUS
@@ -74,7 +75,7 @@ def load_places(engine: Engine) -> None:
 
 def people(db_url: str) -> dict[str, dict[str, Any]]:
     """Every person by name, with their stored values."""
-    engine = create_engine(db_url)
+    engine = keyed_engine(db_url)
     with engine.connect() as conn:
         rows = conn.execute(select(Person).order_by(Person.id)).all()
     engine.dispose()

@@ -27,7 +27,7 @@ from app.services.geotag import distance_km
 from app.services.runtime import Runtime
 from keywords.grammar import GRAMMAR_DIR, USSD, GrammarError, load_grammar
 from keywords.parser import lexicon
-from tests.helpers import AT_SECRET
+from tests.helpers import AT_SECRET, phone_is
 from tests.test_corpus import CORPUS, load_roster, wait_processed
 
 URL = f"/webhooks/africastalking/{AT_SECRET}/ussd"
@@ -189,7 +189,7 @@ def runtime(client: TestClient) -> Runtime:
 
 def person(runtime: Runtime, phone: str) -> Person:
     with runtime.factory() as session:
-        found = session.scalar(select(Person).where(Person.phone == phone))
+        found = session.scalar(select(Person).where(phone_is(phone)))
         assert found is not None
         return found
 
@@ -271,7 +271,7 @@ def test_change_language(client: TestClient, runtime: Runtime) -> None:
     # A stranger's choice holds for the session only.
     expect(dial(client, "ATUid_lang3", STRANGER, "3*3*2"), "CON Language: English", "1 Report an alert")
     with runtime.factory() as session:
-        assert session.scalar(select(func.count()).select_from(Person).where(Person.phone == STRANGER)) == 0
+        assert session.scalar(select(func.count()).select_from(Person).where(phone_is(STRANGER))) == 0
 
 
 def test_timeout_ends_the_session_and_stores_nothing(client: TestClient, runtime: Runtime) -> None:

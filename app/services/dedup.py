@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
+from app.crypto import keyring_of
 from app.enums import IncidentStatus, Precision
 from app.models import Alert, Incident
 from app.services.geotag import distance_km
@@ -64,7 +65,8 @@ def find_incident(
     if lat is None or lon is None:
         # Nowhere to compare: only the same sender repeating themselves joins. Their own recent
         # reports (found through the sender index) name the candidates.
-        mine = list(session.scalars(_SENDERS_INCIDENTS, {"sender": sender}))
+        senders = keyring_of(session).indexes(sender)
+        mine = list(session.scalars(_SENDERS_INCIDENTS, {"senders": senders}))
         if not mine:
             return None
         return session.scalars(_UNLOCATED, times | {"mine": mine}).first()
@@ -114,7 +116,7 @@ _NEARBY = _CANDIDATES.where(
 ).limit(50)
 _SENDERS_INCIDENTS = (
     select(Alert.incident_id)
-    .where(Alert.sender == bindparam("sender"), Alert.incident_id.is_not(None))
+    .where(Alert.sender_index.in_(bindparam("senders", expanding=True)), Alert.incident_id.is_not(None))
     .order_by(Alert.id.desc())
     .limit(20)
 )
@@ -131,7 +133,8 @@ def count_report(
     others = None
     if incident.report_count:  # a new incident has no other report
         with session.no_autoflush:
-            others = session.scalar(_OTHER_REPORT_OF_SENDER, {"incident": incident.id, "sender": sender})
+            senders = keyring_of(session).indexes(sender)
+            others = session.scalar(_OTHER_REPORT_OF_SENDER, {"incident": incident.id, "senders": senders})
     incident.report_count = (incident.report_count or 0) + 1
     if not incident.reporter_count or others is None:
         incident.reporter_count = (incident.reporter_count or 0) + 1
@@ -146,7 +149,10 @@ def count_report(
 
 _OTHER_REPORT_OF_SENDER = (
     select(Alert.id)
-    .where(Alert.incident_id == bindparam("incident"), Alert.sender == bindparam("sender"))
+    .where(
+        Alert.incident_id == bindparam("incident"),
+        Alert.sender_index.in_(bindparam("senders", expanding=True)),
+    )
     .limit(1)
 )
 
@@ -154,16 +160,15 @@ _OTHER_REPORT_OF_SENDER = (
 def refresh(session: Session, incident: Incident) -> None:
     """Recompute an incident's counts, times and severity from its reports."""
     row = session.execute(
-        select(
-            func.count(Alert.id),
-            func.count(func.distinct(Alert.sender)),
-            func.min(Alert.reported_at),
-            func.max(Alert.reported_at),
-        ).where(Alert.incident_id == incident.id)
+        select(func.count(Alert.id), func.min(Alert.reported_at), func.max(Alert.reported_at)).where(
+            Alert.incident_id == incident.id
+        )
     ).one()
-    incident.report_count, incident.reporter_count = int(row[0]), int(row[1])
-    if row[2] is not None:
-        incident.first_reported_at, incident.last_reported_at = row[2], row[3]
+    # Counted from the numbers, not their blind indexes: mid-rotation one number has two of those.
+    reporters = set(session.scalars(select(Alert.sender).where(Alert.incident_id == incident.id)))
+    incident.report_count, incident.reporter_count = int(row[0]), len(reporters)
+    if row[1] is not None:
+        incident.first_reported_at, incident.last_reported_at = row[1], row[2]
     counts = [a for a in session.scalars(select(Alert.details).where(Alert.incident_id == incident.id))]
     people = max(
         (int(d["count"]) for d in counts if isinstance(d, dict) and d.get("count") is not None), default=None

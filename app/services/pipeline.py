@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from app.crypto import keyring_of
 from app.db import utcnow
 from app.enums import AuditAction, AuditEntity, Outcome, PersonStatus, Purpose, Role
 from app.metrics import PROCESSED
@@ -110,7 +111,8 @@ def load_senders(session: Session, phones: set[str], now: datetime) -> Senders:
     """Load the senders of a batch of messages in two queries."""
     if not phones:
         return Senders({}, set())
-    people = {p.phone: p for p in session.scalars(_PEOPLE_BY_PHONE, {"phones": list(phones)})}
+    indexes = keyring_of(session).indexes_of(phones)
+    people = {p.phone: p for p in session.scalars(_PEOPLE_BY_PHONE, {"indexes": indexes})}
     pending: set[int] = set()
     if people:
         params = {"ids": [p.id for p in people.values()], "since": now - CHECKIN_PENDING_FOR}
@@ -119,7 +121,7 @@ def load_senders(session: Session, phones: set[str], now: datetime) -> Senders:
 
 
 # Built once: constructing a statement costs more than running it (see bench/).
-_PEOPLE_BY_PHONE = select(Person).where(Person.phone.in_(bindparam("phones", expanding=True)))
+_PEOPLE_BY_PHONE = select(Person).where(Person.phone_index.in_(bindparam("indexes", expanding=True)))
 _PENDING_CHECKINS = select(CheckIn.person_id).where(
     CheckIn.person_id.in_(bindparam("ids", expanding=True)),
     CheckIn.answered_at.is_(None),

@@ -94,21 +94,22 @@ WRITTEN_DETAILS = ("words", "corrections", "place")
 NUMBER_COLUMNS: dict[str, tuple[str, ...]] = {
     "messages.sender": ("sender",),
     "messages.recipient": ("recipient",),
-    "alerts.sender": ("sender",),
+    "alerts.sender": ("sender", "sender_index"),
 }
 
 
 def cleared_number(table: str, column: str, replacement: str | None = None) -> dict[str, Any]:
-    """The values that remove a number from a row: the column and every column derived from it."""
-    return {name: replacement if name == column else None for name in NUMBER_COLUMNS[f"{table}.{column}"]}
+    """The values that remove a number from a row: the column and every column derived from it.
 
-
-def on_roster(number: ColumnElement[Any]) -> ColumnElement[bool]:
-    """Whether a number is someone's on the roster (their number is kept where they wrote or were sent).
-
-    Numbers are compared as stored; numbers stored encrypted are compared by their blind index.
+    A pseudonym is its own blind index: no number hashes to `~...`, so it joins no real sender's
+    reports, and it marks the row as done for the next run.
     """
-    return exists().where(Person.phone == number)
+    return {name: replacement for name in NUMBER_COLUMNS[f"{table}.{column}"]}
+
+
+def roster_numbers(session: Session) -> frozenset[str]:
+    """The numbers on the roster (kept where their owners wrote or were sent): decrypted, once a run."""
+    return frozenset(session.scalars(select(Person.phone)))
 
 
 # -- one run -------------------------------------------------------------------------------------
@@ -155,9 +156,11 @@ def run_retention(
     report = Report(days=days, before=now - timedelta(days=days), dry_run=dry_run)
     # The key of this run's pseudonyms: kept nowhere, so a pseudonym leads back to no number.
     key = secrets.token_bytes(32)
+    with factory() as session:
+        roster = roster_numbers(session)
     sweeps: list[Sweep] = [
-        _messages_sweep(report.before),
-        _alerts_sweep(report.before, key),
+        _messages_sweep(report.before, roster),
+        _alerts_sweep(report.before, key, roster),
         _incidents_sweep(report.before),
         _receipts_sweep(report.before),
     ]
@@ -279,34 +282,23 @@ def _has_digit(column: ColumnElement[Any]) -> ColumnElement[bool]:
 
 
 # -- messages ------------------------------------------------------------------------------------
-def _messages_sweep(before: datetime) -> Sweep:
+def _messages_sweep(before: datetime, roster: frozenset[str]) -> Sweep:
     m = _table(Message).c
     inbound = and_(m.direction == Direction.INBOUND, m.processed_at.is_not(None))
     outbound = and_(m.direction == Direction.OUTBOUND, m.status.in_(FINAL))
-    sender_kept = on_roster(m.sender)
-    recipient_kept = on_roster(m.recipient)
+    # Numbers are stored encrypted: whether one is on the roster is decided here, not in SQL.
     candidates = and_(
         m.created_at < before,
         or_(
-            and_(inbound, or_(m.text != "", m.raw.is_not(None), and_(m.sender.is_not(None), ~sender_kept))),
-            and_(outbound, or_(m.text != "", and_(m.recipient.is_not(None), ~recipient_kept))),
+            and_(inbound, or_(m.text != "", m.raw.is_not(None), m.sender.is_not(None))),
+            and_(outbound, or_(m.text != "", m.recipient.is_not(None))),
         ),
     )
-    columns = (
-        m.direction,
-        m.text,
-        m.raw,
-        m.parse,
-        m.error,
-        m.sender,
-        m.recipient,
-        sender_kept.label("sender_kept"),
-        recipient_kept.label("recipient_kept"),
-    )
-    return Sweep(_table(Message), columns, candidates, _message_change)
+    columns = (m.direction, m.text, m.raw, m.parse, m.error, m.sender, m.recipient)
+    return Sweep(_table(Message), columns, candidates, lambda row: _message_change(row, roster))
 
 
-def _message_change(row: Row[Any]) -> Change:
+def _message_change(row: Row[Any], roster: frozenset[str]) -> Change:
     values: dict[str, Any] = {}
     kinds: list[str] = []
     inbound = row.direction == Direction.INBOUND
@@ -322,27 +314,27 @@ def _message_change(row: Row[Any]) -> Change:
     if inbound and row.raw is not None:
         values["raw"] = None
         kinds.append("raw forms")
-    if inbound and row.sender is not None and not row.sender_kept:
+    if inbound and row.sender is not None and row.sender not in roster:
         values |= cleared_number("messages", "sender")
         kinds.append("sender numbers")
-    if not inbound and row.recipient is not None and not row.recipient_kept:
+    if not inbound and row.recipient is not None and row.recipient not in roster:
         values |= cleared_number("messages", "recipient")
         kinds.append("recipient numbers")
     return values, kinds
 
 
 # -- alerts --------------------------------------------------------------------------------------
-def _alerts_sweep(before: datetime, key: bytes) -> Sweep:
+def _alerts_sweep(before: datetime, key: bytes, roster: frozenset[str]) -> Sweep:
     a = _table(Alert).c
     later = aliased(Alert)
     # The same sender's report of the same incident inside the window: their number is in the
     # database for that one anyway, and replacing it in the old ones now would give them a
     # pseudonym the later one cannot share.
     reports_again = exists().where(
-        later.sender == a.sender, later.incident_id == a.incident_id, later.created_at >= before
+        later.sender_index == a.sender_index, later.incident_id == a.incident_id, later.created_at >= before
     )
-    sender_kept = on_roster(a.sender)
-    replaceable = and_(not_(a.sender.startswith(PSEUDONYM)), a.sender != "", ~sender_kept, ~reports_again)
+    # Not yet a pseudonym (its index is the pseudonym), and no report again: the roster is checked below.
+    replaceable = and_(not_(a.sender_index.startswith(PSEUDONYM)), ~reports_again)
     candidates = and_(
         a.created_at < before,
         or_(a.text != "", a.place_query.is_not(None), replaceable, _has_digit(a.place_name)),
@@ -366,7 +358,12 @@ def _alerts_sweep(before: datetime, key: bytes) -> Sweep:
             if details is not None:
                 values["details"] = details
             kinds.append("alert texts")
-        if row.replaceable:
+        if (
+            row.replaceable
+            and row.sender
+            and row.sender not in roster
+            and not row.sender.startswith(PSEUDONYM)
+        ):
             values |= cleared_number("alerts", "sender", pseudonym(key, row.incident_id, row.sender))
             kinds.append("alert senders")
         place = _scrubbed(row.place_name)

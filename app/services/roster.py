@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.crypto import keyring_of
 from app.db import transaction
 from app.enums import AuditAction, AuditEntity, PersonStatus, Role
 from app.models import AuditLog, Person, Place
@@ -396,9 +397,11 @@ def apply(session: Session, report: Report, entries: list[Entry], *, actor: str)
     An imported person is approved: an admin's list approves pending self-registrations too.
     """
     phones = [e.phone for e in entries]
+    keyring = keyring_of(session)
     known: dict[str, Person] = {}
-    for i in range(0, len(phones), 500):
-        chunk = select(Person).where(Person.phone.in_(phones[i : i + 500]))
+    step = 500 // len(keyring.keys) or 1  # parameters per query, whatever the number of keys
+    for i in range(0, len(phones), step):
+        chunk = select(Person).where(Person.phone_index.in_(keyring.indexes_of(phones[i : i + step])))
         known |= {p.phone: p for p in session.scalars(chunk)}
     for entry in entries:
         person = known.get(entry.phone)
@@ -580,7 +583,8 @@ def _checked(row: dict[str, str], rules: Rules, *, need_home: bool = True) -> En
 
 
 def _phone_free(session: Session, phone: str, but: int | None = None) -> None:
-    other = session.scalar(select(Person.id).where(Person.phone == phone, Person.id != (but or 0)))
+    taken = Person.phone_index.in_(keyring_of(session).indexes(phone))
+    other = session.scalar(select(Person.id).where(taken, Person.id != (but or 0)))
     if other is not None:
         raise Conflict(f"phone: already on the roster (person {other})")
 

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 
 import gateways
 from app.config import Settings
+from app.crypto import keyring_for
 from app.db import Checkpointer, make_engine, make_sessionmaker, sqlite_path
 from app.services.checkins import CheckIns, Scheduler
 from app.services.escalation import Escalation, Escalator
@@ -32,6 +33,7 @@ class Runtime:
         self.checkpointer = Checkpointer(path) if path else None
         self.engine = engine or make_engine(
             settings.database_url,
+            keyring=keyring_for(settings),
             sqlite_synchronous=settings.sqlite_synchronous,
             background_checkpoints=self.checkpointer is not None,
         )

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.crypto import keyring_of
 from app.db import transaction, utcnow
 from app.enums import AuditAction, AuditEntity, Direction, Precision
 from app.models import Alert, AuditLog, Incident, Message, Person, Place, UssdSession
@@ -46,7 +47,7 @@ NEARBY_KM = 50.0  # half the side of the box they are looked for in
 # -- the caller, from the roster and the gazetteer ------------------------------------------------
 def _caller(*, session: Session, phone: str, lex: Lexicon) -> Caller:
     """Look the caller up on the roster; a stranger is a `Caller()` the menu asks for a language."""
-    person = session.scalar(select(Person).where(Person.phone == phone))
+    person = session.scalar(select(Person).where(Person.phone_index.in_(keyring_of(session).indexes(phone))))
     if person is None:
         return Caller()
     home: tuple[float, float] | None = None
