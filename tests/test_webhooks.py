@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, insert, select
+from sqlalchemy import insert, select
 
 from app.config import Settings
 from app.main import create_app
@@ -26,6 +26,7 @@ from tests.helpers import (
     twilio_form,
     wait_for,
 )
+from tests.helpers import engine as test_engine
 
 TW_URL = "http://testserver/webhooks/twilio/sms"
 OFFICER = "+243990000001"
@@ -334,7 +335,7 @@ DATES = [
 def test_at_dates_far_off_are_not_the_report_time(
     secured: TestClient, db_url: str, date: str, placed: str
 ) -> None:
-    engine = create_engine(db_url)
+    engine = test_engine(db_url)
     with engine.begin() as conn:
         conn.execute(insert(Person).values(name="Capt. Alain Dufour", phone=OFFICER, role="officer", level=1))
     try:
