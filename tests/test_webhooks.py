@@ -26,7 +26,7 @@ from tests.helpers import (
     twilio_form,
     wait_for,
 )
-from tests.helpers import engine as test_engine
+from tests.helpers import engine as keyed_engine
 
 TW_URL = "http://testserver/webhooks/twilio/sms"
 OFFICER = "+243990000001"
@@ -335,7 +335,7 @@ DATES = [
 def test_at_dates_far_off_are_not_the_report_time(
     secured: TestClient, db_url: str, date: str, placed: str
 ) -> None:
-    engine = test_engine(db_url)
+    engine = keyed_engine(db_url)
     with engine.begin() as conn:
         conn.execute(insert(Person).values(name="Capt. Alain Dufour", phone=OFFICER, role="officer", level=1))
     try:
