@@ -51,6 +51,8 @@ log = logging.getLogger("kengele.crypto")
 
 VERSION = "k1"
 NONCE_BYTES = 12
+# What a number removed by retention is replaced with starts with this (app/services/retention.py).
+PSEUDONYM = "~"
 DEV_KEY_FILE = "kengele.key"
 
 
@@ -147,11 +149,19 @@ class Keyring:
         return self._prefix
 
     def index(self, text: str) -> str:
-        """The blind index of `text` under the newest key (what new rows store)."""
+        """The blind index of `text` under the newest key (what new rows store).
+
+        A retention pseudonym (`~letters`) is no number and is its own index, under every key: it
+        joins no real sender's reports, and a rotation keeps it.
+        """
+        if text.startswith(PSEUDONYM):
+            return text
         return hmac.digest(self.newest.index_key, _normal(text).encode(), "sha256").hex()
 
     def indexes(self, text: str) -> list[str]:
         """The blind index of `text` under every key: what a lookup matches while old rows remain."""
+        if text.startswith(PSEUDONYM):
+            return [text]
         data = _normal(text).encode()
         return [hmac.digest(k.index_key, data, "sha256").hex() for k in self.keys]
 

@@ -217,3 +217,18 @@ def test_production_refuses_to_start_without_a_key_naming_it(
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "KENGELE_SECRET_KEY is required in production" in r.stderr
     assert not (tmp_path / "k.db").exists() and not (tmp_path / "kengele.key").exists()
+
+
+def test_a_retention_pseudonym_is_its_own_index_under_every_key() -> None:
+    """Retention replaces an old sender by `~letters`; a key rotation must not turn it into a hash."""
+    from app.crypto import PSEUDONYM, Keyring
+
+    old, new = (
+        Keyring(["a-first-key-0123456789abcdef0123"]),
+        Keyring(["b-second-key-0123456789abcdef012", "a-first-key-0123456789abcdef0123"]),
+    )
+    pseudonym = PSEUDONYM + "qwertyuiopas"
+    assert old.index(pseudonym) == new.index(pseudonym) == pseudonym
+    assert new.indexes(pseudonym) == [pseudonym]
+    assert old.index("+243810000001") != new.index("+243810000001")
+    assert len(new.indexes("+243810000001")) == 2

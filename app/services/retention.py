@@ -54,6 +54,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from app.crypto import PSEUDONYM  # what an alert's sender starts with once replaced
 from app.db import transaction, utcnow
 from app.enums import AuditAction, AuditEntity, Direction, MessageStatus
 from app.models import Alert, AuditLog, DeliveryEvent, Incident, Message, Person, UssdSession
@@ -65,7 +66,6 @@ log = logging.getLogger("kengele.retention")
 WINDOW = 1000  # primary keys per transaction
 RETENTION_LOCK = 0x4B454E52  # "KENR": the advisory lock of a run (PostgreSQL)
 RUN_EVERY = timedelta(hours=23)  # a run is due this long after the last one (checked hourly)
-PSEUDONYM = "~"  # what an alert's sender starts with once retention replaced the number
 
 # What a run counts, in the order it prints them.
 KINDS = (
