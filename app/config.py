@@ -223,11 +223,11 @@ class Settings(BaseSettings):
             why = weak_secret(secret.get_secret_value()) if secret is not None else None
             if why is not None:
                 raise ValueError(f"{name} {why}; set a real secret in production")
-        for index, key in enumerate(self.key_secrets):
-            why = weak_secret(key)
-            if why is not None:
-                name = "KENGELE_SECRET_KEY" if index == 0 and self.secret_key else "KENGELE_SECRET_KEYS"
-                raise ValueError(f"{name} {why}; `kengele keys generate` prints a real key")
+        # The newest key only: an old, weak key may stay listed while `kengele keys rotate` retires it.
+        why = weak_secret(self.key_secrets[0]) if self.key_secrets else None
+        if why is not None:
+            name = "KENGELE_SECRET_KEY" if self.secret_key else "KENGELE_SECRET_KEYS"
+            raise ValueError(f"{name} {why}; `kengele keys generate` prints a real key")
         for name in self.gateway:
             # A provider we send through must be able to tell us what became of its SMS.
             provider = PROVIDERS[name]

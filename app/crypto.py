@@ -36,7 +36,18 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import Column, ColumnDefault, Connection, Engine, Table, Text
+from sqlalchemy import (
+    Column,
+    ColumnDefault,
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    Text,
+    func,
+    or_,
+    type_coerce,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import operators
@@ -51,6 +62,10 @@ log = logging.getLogger("kengele.crypto")
 
 VERSION = "k1"
 NONCE_BYTES = 12
+KEY_ID_CHARS = 8
+TAG_BYTES = 16
+# "k1:<key id>:" and the base64 of a nonce and a tag: what a sealed "" is, whatever the key.
+EMPTY_SEALED_LENGTH = len(VERSION) + 1 + KEY_ID_CHARS + 1 + 4 * ((NONCE_BYTES + TAG_BYTES + 2) // 3)
 # What a number removed by retention is replaced with starts with this (app/services/retention.py).
 PSEUDONYM = "~"
 DEV_KEY_FILE = "kengele.key"
@@ -84,7 +99,7 @@ class Key:
             return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"kengele", info=purpose).derive(material)
 
         return cls(
-            id=expand(b"kengele key id v1").hex()[:8],
+            id=expand(b"kengele key id v1").hex()[:KEY_ID_CHARS],
             aead=AESGCM(expand(b"kengele encryption v1")),
             index_key=expand(b"kengele blind index v1"),
         )
@@ -154,13 +169,13 @@ class Keyring:
         A retention pseudonym (`~letters`) is no number and is its own index, under every key: it
         joins no real sender's reports, and a rotation keeps it.
         """
-        if text.startswith(PSEUDONYM):
+        if is_pseudonym(text):
             return text
         return hmac.digest(self.newest.index_key, _normal(text).encode(), "sha256").hex()
 
     def indexes(self, text: str) -> list[str]:
         """The blind index of `text` under every key: what a lookup matches while old rows remain."""
-        if text.startswith(PSEUDONYM):
+        if is_pseudonym(text):
             return [text]
         data = _normal(text).encode()
         return [hmac.digest(k.index_key, data, "sha256").hex() for k in self.keys]
@@ -168,6 +183,11 @@ class Keyring:
     def indexes_of(self, texts: Iterable[str]) -> list[str]:
         """The blind indexes of several values under every key, for one `IN` lookup."""
         return [i for text in texts for i in self.indexes(text)]
+
+
+def is_pseudonym(text: str) -> bool:
+    """Whether `text` is a retention pseudonym (`~` and 12 letters), not a sender's number as given."""
+    return len(text) == 13 and text.startswith(PSEUDONYM) and text[1:].isascii() and text[1:].isalpha()
 
 
 def generate_secret() -> str:
@@ -297,6 +317,19 @@ def blind_indexes(table: Table) -> tuple[tuple[str, str], ...]:
         (column.default.arg.source, column.key)
         for column in table.columns
         if isinstance(column.default, ColumnDefault) and isinstance(column.default.arg, BlindIndex)
+    )
+
+
+def sealed_nonempty(column: ColumnElement[Any]) -> ColumnElement[bool]:
+    """Whether an encrypted column holds more than "" (in SQL, without the key): by the sealed length.
+
+    A sealed "" is the prefix and the base64 of nonce and tag only, which ends in "==" (28 bytes);
+    one or two more bytes have the same length but less padding, more are longer.
+    """
+    stored = type_coerce(column, Text)
+    return or_(
+        func.length(stored) != EMPTY_SEALED_LENGTH,
+        func.substr(stored, EMPTY_SEALED_LENGTH - 1, 2) != "==",
     )
 
 

@@ -167,7 +167,7 @@ class Message(Base):
     recipient: Mapped[str | None] = mapped_column(Encrypted())
     kind: Mapped[str] = mapped_column(String(8), default=MessageKind.SMS)  # or a beep (a missed call)
     phone_valid: Mapped[bool] = mapped_column(Boolean, default=True)
-    text: Mapped[str] = mapped_column(Text, default="")
+    text: Mapped[str] = mapped_column(Encrypted(), default="")  # may hold a number someone typed
     purpose: Mapped[str | None] = mapped_column(String(20))  # Purpose, of an outbound row
     status: Mapped[str] = mapped_column(String(12))  # MessageStatus
     incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="SET NULL"))
@@ -229,7 +229,7 @@ class Alert(Base):
     # Reports of one sender (dedup: the same person reporting again is not a second reporter).
     sender_index: Mapped[str] = mapped_column(String(64), index=True, default=BlindIndex("sender"))
     reported_at: Mapped[datetime]
-    text: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Encrypted())
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     confidence: Mapped[float] = mapped_column(Float, default=1.0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -289,7 +289,7 @@ class UssdSession(Base):
     phone: Mapped[str] = mapped_column(Encrypted())
     service_code: Mapped[str | None] = mapped_column(String(40))
     language: Mapped[str | None] = mapped_column(String(8))
-    text: Mapped[str] = mapped_column(Text, default="")  # the provider's input so far ("1*2*3")
+    text: Mapped[str] = mapped_column(Encrypted(), default="")  # the provider's input so far ("1*2*3")
     screen: Mapped[str] = mapped_column(String(40), default="start")
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))

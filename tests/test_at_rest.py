@@ -70,6 +70,15 @@ def run_traffic(client: TestClient, runtime: Runtime) -> set[str]:
     )
     at = {"from": STRANGER_AT, "to": "12345", "text": "attaque Fataki", "id": "AT-x", "linkId": "l"}
     assert client.post(f"/webhooks/africastalking/{AT_SECRET}/sms", data=at).status_code == 200
+    # a number typed in a text (someone to call back) is at rest as sealed as the sender's own
+    typed = {
+        "from": STRANGER_AT,
+        "to": "12345",
+        "text": f"A3 Oicha appelez {JOINER[4:]}",
+        "id": "AT-t",
+        "linkId": "l",
+    }
+    assert client.post(f"/webhooks/africastalking/{AT_SECRET}/sms", data=typed).status_code == 200
     join = {"from": JOINER, "to": "12345", "text": "JOIN Djugu", "id": "AT-join", "linkId": "l"}
     assert client.post(f"/webhooks/africastalking/{AT_SECRET}/sms", data=join).status_code == 200
     for step in ("", "1", "1*1", "1*1*1", "1*1*1*5", "1*1*1*5*1"):

@@ -232,3 +232,20 @@ def test_a_retention_pseudonym_is_its_own_index_under_every_key() -> None:
     assert new.indexes(pseudonym) == [pseudonym]
     assert old.index("+243810000001") != new.index("+243810000001")
     assert len(new.indexes("+243810000001")) == 2
+    for given in ("~12345", "~", "~abc", "~qwertyuiopasd"):  # a sender as given, not a pseudonym: hashed
+        assert new.index(given) != given
+
+
+@pytest.mark.parametrize("text", ["", "a", "ab", "abc", "A1 Djugu 20 appelez 0810000003"])
+def test_sql_tells_an_empty_sealed_text_without_the_key(text: str) -> None:
+    """Retention finds texts still to remove in SQL, where only the sealed value is visible."""
+    from sqlalchemy import column, create_engine, literal, select
+
+    from app.crypto import Keyring, sealed_nonempty
+
+    sealed = Keyring(["c-third-key-0123456789abcdef01234"]).encrypt(text)
+    with create_engine("sqlite://").connect() as conn:
+        nonempty = conn.execute(
+            select(sealed_nonempty(column("t"))).select_from(select(literal(sealed).label("t")).subquery())
+        ).scalar_one()
+    assert bool(nonempty) is (text != "")

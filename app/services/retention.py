@@ -54,7 +54,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from app.crypto import PSEUDONYM  # what an alert's sender starts with once replaced
+from app.crypto import PSEUDONYM, sealed_nonempty
 from app.db import transaction, utcnow
 from app.enums import AuditAction, AuditEntity, Direction, MessageStatus
 from app.models import Alert, AuditLog, DeliveryEvent, Incident, Message, Person, UssdSession
@@ -290,8 +290,8 @@ def _messages_sweep(before: datetime, roster: frozenset[str]) -> Sweep:
     candidates = and_(
         m.created_at < before,
         or_(
-            and_(inbound, or_(m.text != "", m.raw.is_not(None), m.sender.is_not(None))),
-            and_(outbound, or_(m.text != "", m.recipient.is_not(None))),
+            and_(inbound, or_(sealed_nonempty(m.text), m.raw.is_not(None), m.sender.is_not(None))),
+            and_(outbound, or_(sealed_nonempty(m.text), m.recipient.is_not(None))),
         ),
     )
     columns = (m.direction, m.text, m.raw, m.parse, m.error, m.sender, m.recipient)
@@ -337,7 +337,7 @@ def _alerts_sweep(before: datetime, key: bytes, roster: frozenset[str]) -> Sweep
     replaceable = and_(not_(a.sender_index.startswith(PSEUDONYM)), ~reports_again)
     candidates = and_(
         a.created_at < before,
-        or_(a.text != "", a.place_query.is_not(None), replaceable, _has_digit(a.place_name)),
+        or_(sealed_nonempty(a.text), a.place_query.is_not(None), replaceable, _has_digit(a.place_name)),
     )
     columns = (
         a.incident_id,

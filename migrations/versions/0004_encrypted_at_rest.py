@@ -24,10 +24,10 @@ depends_on: str | Sequence[str] | None = None
 # table, primary key, encrypted columns, {index column: the number column it indexes}
 SEALED: list[tuple[str, str, tuple[str, ...], dict[str, str]]] = [
     ("people", "id", ("phone",), {"phone_index": "phone"}),
-    ("alerts", "id", ("sender",), {"sender_index": "sender"}),
-    ("messages", "id", ("sender", "recipient", "raw"), {}),
+    ("alerts", "id", ("sender", "text"), {"sender_index": "sender"}),
+    ("messages", "id", ("sender", "recipient", "raw", "text"), {}),
     ("delivery_events", "id", ("raw",), {}),
-    ("ussd_sessions", "session_id", ("phone",), {}),
+    ("ussd_sessions", "session_id", ("phone", "text"), {}),
 ]
 BATCH = 1000
 SEALED_PREFIX = "k1:"
