@@ -142,26 +142,19 @@ def record_report(
     area = report_area(place=where.place, precision=where.precision, home=home, person=person)
     new = incident is None
     if incident is None:
-        incident = Incident(
+        incident = _open(
+            session,
             category=category,
             severity=severity(category, result.count, 1),
-            status=IncidentStatus.OPEN,
             place_id=where.place.id if where.place else None,
             place_name=place_name,
             lat=where.lat,
             lon=where.lon,
             precision=where.precision,
             area=area,
-            first_reported_at=reported_at,
-            last_reported_at=reported_at,
-            report_count=0,
-            reporter_count=0,
-            escalation_level=0,
-            created_at=now,
+            at=reported_at,
+            now=now,
         )
-        session.add(incident)
-        session.flush()
-        incident.code = f"K{incident.id}"
     elif PRECISION_RANK[where.precision] > PRECISION_RANK[incident.precision]:
         incident.place_id = where.place.id if where.place else None  # a report that says where it is
         incident.place_name, incident.lat, incident.lon = place_name, where.lat, where.lon
@@ -274,26 +267,19 @@ def move(
     """Move one report out of its incident, into `target` or into an incident of its own."""
     source = session.get(Incident, alert.incident_id) if alert.incident_id else None
     if target is None:
-        target = Incident(
+        target = _open(
+            session,
             category=alert.category,
             severity=alert.severity,
-            status=IncidentStatus.OPEN,
             place_id=alert.place_id,
             place_name=alert.place_name,
             lat=alert.lat,
             lon=alert.lon,
             precision=alert.precision,
             area=_alert_area(session, alert),
-            first_reported_at=alert.reported_at,
-            last_reported_at=alert.reported_at,
-            report_count=0,
-            reporter_count=0,
-            escalation_level=0,
-            created_at=now,
+            at=alert.reported_at,
+            now=now,
         )
-        session.add(target)
-        session.flush()
-        target.code = f"K{target.id}"
     elif target.category != alert.category:
         raise Refused(f"incident_id: {target.code} is {target.category}, the report is {alert.category}")
     elif target.status == IncidentStatus.CLOSED:
@@ -317,6 +303,44 @@ def move(
         source=source.code if source else None,
     )
     return Decision(target, changed=True)
+
+
+def _open(
+    session: Session,
+    *,
+    category: str,
+    severity: str,
+    place_id: int | None,
+    place_name: str | None,
+    lat: float | None,
+    lon: float | None,
+    precision: str,
+    area: str | None,
+    at: datetime,
+    now: datetime,
+) -> Incident:
+    """Open an incident with no report counted yet, and give it its code (`K<id>`)."""
+    incident = Incident(
+        category=category,
+        severity=severity,
+        status=IncidentStatus.OPEN,
+        place_id=place_id,
+        place_name=place_name,
+        lat=lat,
+        lon=lon,
+        precision=precision,
+        area=area,
+        first_reported_at=at,
+        last_reported_at=at,
+        report_count=0,
+        reporter_count=0,
+        escalation_level=0,
+        created_at=now,
+    )
+    session.add(incident)
+    session.flush()
+    incident.code = f"K{incident.id}"
+    return incident
 
 
 def _alert_area(session: Session, alert: Alert) -> str | None:

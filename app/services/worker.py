@@ -17,6 +17,7 @@ import logging
 import queue
 import threading
 import time
+from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -86,7 +87,7 @@ class Pass(StrEnum):
     DONE = "done"  # the stop sentinel came through the worker's queue
 
 
-class Worker:
+class Worker(ABC):
     """A named background thread that runs `step` one pass at a time; subclasses write the pass."""
 
     name: ClassVar[str]
@@ -118,14 +119,14 @@ class Worker:
         self._thread: threading.Thread | None = None
 
     # -- what a subclass writes ----------------------------------------------------------------
+    @abstractmethod
     def step(self) -> Pass:
         """Run one pass; say what the loop does next."""
-        raise NotImplementedError
 
-    def prepare(self) -> None:
+    def prepare(self) -> None:  # noqa: B027  (optional hook: most workers need none)
         """Run once in the worker's thread, before the first pass."""
 
-    def interrupt(self) -> None:
+    def interrupt(self) -> None:  # noqa: B027  (optional hook)
         """Wake the thread from a wait of its own when stopping (a queue-fed worker's sentinel)."""
 
     # -- lifecycle -----------------------------------------------------------------------------
