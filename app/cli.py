@@ -327,7 +327,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_gazetteer_import(args: argparse.Namespace) -> int:
     from app.db import make_engine
-    from app.services import gazetteer
+    from app.services import areas, gazetteer
 
     settings = _settings()
     country = args.country.upper() if args.country else None
@@ -335,24 +335,35 @@ def cmd_gazetteer_import(args: argparse.Namespace) -> int:
         raise CliError(f"--country: {args.country!r} is not an ISO alpha-2 code")
     if (args.file is None) == (not args.builtin):
         raise CliError("give FILE or --builtin (GeoNames' places of 1,000 people or more)")
-    try:
-        if args.builtin:
-            rows = gazetteer.read_builtin(country or settings.default_region)
-        else:
-            rows = gazetteer.read_file(Path(args.file), country)
-    except gazetteer.GazetteerError as exc:
-        raise CliError(str(exc)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CliError(f"{args.file}: cannot read: {exc}") from None
     if settings.is_sqlite:
         _upgrade(settings)
     engine = make_engine(settings.database_url)
-    if args.if_empty and gazetteer.count(engine):
+    try:
+        if args.if_empty and gazetteer.count(engine):
+            print("the gazetteer has places already: nothing loaded")
+            return EXIT_OK
+        with engine.connect() as conn:
+            book = gazetteer.area_book(conn)
+        try:
+            if args.builtin:
+                rows = gazetteer.read_builtin(country or settings.default_region, areas=book)
+            elif areas.is_admin_file(Path(args.file)):
+                result = gazetteer.store_areas(engine, areas.read_admin_file(Path(args.file)))
+                print(
+                    f"{result.added + result.updated + result.unchanged} areas read: {result.added} added, "
+                    f"{result.updated} updated, {result.unchanged} unchanged; "
+                    f"{result.places_renamed} places named again"
+                )
+                return EXIT_OK
+            else:
+                rows = gazetteer.read_file(Path(args.file), country, areas=book)
+        except (gazetteer.GazetteerError, areas.AreaFileError) as exc:
+            raise CliError(str(exc)) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"{args.file}: cannot read: {exc}") from None
+        added, updated = gazetteer.store(engine, rows)
+    finally:
         engine.dispose()
-        print("the gazetteer has places already: nothing loaded")
-        return EXIT_OK
-    added, updated = gazetteer.store(engine, rows)
-    engine.dispose()
     print(f"{len(rows)} places read: {added} added, {updated} updated")
     return EXIT_OK
 
@@ -593,7 +604,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     gaz = sub.add_parser("gazetteer", help="places")
     gaz_sub = gaz.add_subparsers(dest="gazetteer_command", required=True)
-    gaz_import = gaz_sub.add_parser("import", help="load places from CSV or a GeoNames dump (.txt)")
+    gaz_import = gaz_sub.add_parser(
+        "import",
+        help="load places (CSV, GeoNames dump .txt) or area names (admin1CodesASCII.txt, admin2Codes.txt)",
+    )
     gaz_import.add_argument("file", nargs="?")
     gaz_import.add_argument("--country", help="keep only this country (ISO alpha-2)")
     gaz_import.add_argument("--builtin", action="store_true", help="GeoNames data shipped with Kengele")

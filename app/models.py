@@ -71,12 +71,29 @@ class Place(Base):
     alt_names: Mapped[str] = mapped_column(Text, default="")
     lat: Mapped[float] = mapped_column(Float)
     lon: Mapped[float] = mapped_column(Float)
+    # Area names (app/services/areas.py), never GeoNames codes: officers' areas are names.
     admin1: Mapped[str | None] = mapped_column(String(120))
     admin2: Mapped[str | None] = mapped_column(String(120))
+    # A GeoNames place's codes as its dump gives them ("11", "219056"): named again when an admin
+    # code file is imported later.
+    admin1_code: Mapped[str | None] = mapped_column(String(20))
+    admin2_code: Mapped[str | None] = mapped_column(String(80))
     country: Mapped[str | None] = mapped_column(String(2))
     kind: Mapped[str | None] = mapped_column(String(40))
     population: Mapped[int | None] = mapped_column(BigInteger)
     source: Mapped[str] = mapped_column(String(40), default="csv")
+
+
+class AdminArea(Base):
+    """A province or district imported from GeoNames' admin code files (the shipped ones are not rows)."""
+
+    __tablename__ = "areas"
+
+    code: Mapped[str] = mapped_column(String(100), primary_key=True)  # "CD.11", "CD.11.219056"
+    name: Mapped[str] = mapped_column(String(200))
+    ascii_name: Mapped[str] = mapped_column(String(200), default="")
+    level: Mapped[int] = mapped_column(Integer)
+    geonameid: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Person(Base):

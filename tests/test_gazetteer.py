@@ -63,10 +63,13 @@ def test_geonames_dump(db_url: str, tmp_path: Path) -> None:
     engine = create_engine(db_url)
     with engine.connect() as conn:
         (row,) = conn.execute(
-            select(Place.ext_id, Place.name, Place.alt_names, Place.admin1, Place.population)
+            select(
+                Place.ext_id, Place.name, Place.alt_names, Place.admin1, Place.admin1_code, Place.population
+            )
         ).all()
     engine.dispose()
-    assert tuple(row) == ("geonames:217100", "Djugu", "Djougou;Dzhugu", "17", 41409)
+    # The admin code is kept apart; the area is its name.
+    assert tuple(row) == ("geonames:217100", "Djugu", "Djougou;Dzhugu", "Ituri", "17", 41409)
     path.write_text("217100\tDjugu\n", encoding="utf-8")
     bad = run("gazetteer", "import", str(path), db_url=db_url)
     assert bad.returncode == 2 and "row 1" in bad.stderr and "19" in bad.stderr

@@ -181,3 +181,47 @@ def test_0004_encrypts_a_database_stored_in_clear(db_url: str) -> None:
         assert _stored(db_url)["people"] == [(JEANNE,), (OFFICER,)]
     finally:
         upgrade(db_url, keyring=TEST_KEYRING)  # the session's PostgreSQL database stays at head
+
+
+def test_0006_names_the_areas_geonames_gave_as_codes(db_url: str) -> None:
+    cfg = alembic_config(db_url)
+    command.downgrade(cfg, "0005")
+    engine = create_engine(db_url)
+    meta = MetaData()
+    meta.reflect(engine)
+    places, incidents, people = (meta.tables[t] for t in ("places", "incidents", "people"))
+    beni = {"id": 1, "name": "Beni", "name_norm": "beni", "lat": 0.49, "lon": 29.47, "country": "CD"}
+    with engine.begin() as conn:
+        conn.execute(
+            places.insert(),
+            _filled(places, beni | {"admin1": "11", "admin2": "219056", "source": "geonames"}),
+        )
+        conn.execute(
+            places.insert(), _filled(places, {**beni, "id": 2, "admin1": "Nord-Kivu", "source": "csv"})
+        )
+        conn.execute(
+            incidents.insert(), _filled(incidents, {"id": 1, "code": "K1", "place_id": 1, "area": "219056"})
+        )
+        conn.execute(people.insert(), _filled(people, {"id": 1, "phone_index": "a", "area": "North Kivu"}))
+        conn.execute(people.insert(), _filled(people, {"id": 2, "phone_index": "b", "area": "Djugu"}))
+    upgrade(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(
+            text("SELECT admin1, admin2, admin1_code, admin2_code FROM places ORDER BY id")
+        ).all() == [
+            ("Nord-Kivu", "Beni", "11", "219056"),
+            ("Nord-Kivu", None, None, None),  # the network's own place is left as it was
+        ]
+        assert conn.execute(text("SELECT area FROM incidents")).scalar_one() == "Beni"
+        assert conn.execute(text("SELECT area FROM people ORDER BY id")).scalars().all() == [
+            "Nord-Kivu",
+            "Djugu",
+        ]
+    command.downgrade(cfg, "0005")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT admin1, admin2 FROM places ORDER BY id")).all() == [
+            ("11", "219056"),
+            ("Nord-Kivu", None),
+        ]
+    engine.dispose()
+    upgrade(db_url)

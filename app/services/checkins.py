@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import insert_ignoring_conflicts, transaction, utcnow
 from app.enums import AuditAction, AuditEntity, PersonStatus, Purpose, Role
 from app.models import AuditLog, CheckIn, CheckInRound, Message, Person, Place
+from app.services.areas import normalize_name
 from app.services.escalation import area_names
-from app.services.gazetteer import normalize_name
 from app.services.incidents import person_area
 from app.services.language import language_for
 from app.services.outbox import enqueue, outbound_row

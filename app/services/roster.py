@@ -23,7 +23,7 @@ from app.enums import AuditAction, AuditEntity, PersonStatus, Role
 from app.models import AuditLog, Person, Place
 from app.phones import normalize
 from app.schemas import PersonOut
-from app.services.gazetteer import normalize_name
+from app.services.areas import AreaBook, normalize_name
 from app.services.geotag import PlaceIndex, PlaceIndexHolder, Spot, distance_km
 from app.services.shifts import normalize_shifts
 
@@ -63,6 +63,11 @@ class Rules:
     region: str
     languages: frozenset[str]
     places: PlaceIndex
+
+    @property
+    def areas(self) -> AreaBook:
+        """The areas a person's `area` may name: the gazetteer's and GeoNames'."""
+        return self.places.areas
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +264,11 @@ def check_row(
     area = get("area") or None
     if area is not None and len(area) > MAX_AREA:
         bad("area", f"longer than {MAX_AREA} characters")
+    elif area is not None:
+        known = rules.areas.canonical(area, country=rules.region)
+        if known is None:
+            bad("area", f"{area!r} is no known area (a province or district: name or GeoNames code)")
+        area = known
     active = FLAGS.get(get("active").lower())
     if active is None:
         bad("active", f"{get('active')!r} is not true or false")
