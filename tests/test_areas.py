@@ -10,6 +10,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from app.models import Incident, Message, Person, Place
+from app.services import network
 from app.services.areas import AreaBook, AreaFileError, is_admin_file, read_admin_file, shipped
 from app.services.geotag import PlaceIndex, Spot
 from tests.helpers import engine as keyed_engine
@@ -209,9 +210,12 @@ def test_the_readme_sequence_imports_on_top_of_the_builtin_places(db_url: str) -
             m.recipient
             for m in Session(conn).scalars(select(Message).where(Message.purpose == "alert_forward"))
         ]
+        areas = [a.area for a in network.health(session=Session(conn), full=True).areas]
     engine.dispose()
     assert incident.area == "Beni"
     assert forwards == ["+243990000002"]  # Lt. Sara Okello, Beni's level-1 officer
+    # Names, never GeoNames codes; "" is the focal point whose home is coordinates, not a place.
+    assert areas == ["", "Beni", "Djugu"]
 
 
 # -- two place lists living together ----------------------------------------------------------------
