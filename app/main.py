@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from app.config import Settings
-from app.routes import api, health, incidents, network, people, webhooks
+from app.routes import api, docs, health, incidents, network, people, webhooks
 from app.routes.headers import SECURITY_HEADERS, SecurityHeaders
 from app.services.runtime import Runtime
 
@@ -35,7 +35,8 @@ def create_app(
         finally:
             rt.stop()
 
-    app = FastAPI(title="Kengele", version="0.1.0", lifespan=lifespan)
+    # /docs and /redoc are served from local files (routes/docs.py), not FastAPI's CDN pages.
+    app = FastAPI(title="Kengele", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.runtime = rt
     # Added first, so it runs inside the webhooks' middleware: webhooks add the same headers on
     # their own fast path (routes/webhooks.respond) and never pay for this layer.
@@ -46,6 +47,8 @@ def create_app(
     app.include_router(people.router)
     app.include_router(health.router)
     app.include_router(network.router)
+    app.include_router(docs.router)
+    app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
