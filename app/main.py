@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -49,6 +50,24 @@ def create_app(
     app.include_router(network.router)
     app.include_router(docs.router)
     app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")
+
+    build_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """Build the API document once: the routes, then the provider webhooks the middleware answers."""
+        if app.openapi_schema is None:
+            schema = build_openapi()
+            schema["paths"].update(webhooks.openapi_paths(settings))
+            operations = [op for item in schema["paths"].values() for op in item.values()]
+            tags = dict.fromkeys(tag for op in operations for tag in op.get("tags", ()))
+            schema["tags"] = [
+                {"name": tag} | ({"description": webhooks.TAG_DESCRIPTION} if tag == webhooks.TAG else {})
+                for tag in tags
+            ]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend it
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
