@@ -30,7 +30,8 @@ CODE_PREFIX = "K"  # an incident's code is this and its number: K42
 
 
 # -- an incident as people name it: by id or by code ----------------------------------------------
-_INCIDENT_KEY = re.compile(r"(?P<code>[Kk])?(?P<number>[0-9]+)")
+# ASCII only: neither a Kelvin sign (which ignoring case would take for a K) nor other digits.
+_INCIDENT_KEY = re.compile(rf"(?P<code>{CODE_PREFIX})?(?P<number>[0-9]+)", re.IGNORECASE | re.ASCII)
 INCIDENT_KEY_EXPECTED = f"expected an incident id (42) or code ({CODE_PREFIX}42)"
 
 

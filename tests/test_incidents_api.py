@@ -245,6 +245,7 @@ MALFORMED = [
     "1e3",
     "4 2",
     "\u0664\u0662",  # Arabic-Indic 42: a digit to Unicode, not an incident number
+    "\u212a42",  # a Kelvin sign, which a case-blind Unicode match takes for K
     "99999999999999999999",
     "K99999999999999999999",
     "9" * 5000,  # longer than Python's int() reads
