@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from app.config import Settings
-from app.routes import api, health, incidents, network, people, webhooks
+from app.routes import api, docs, health, incidents, network, people, webhooks
 from app.routes.headers import SECURITY_HEADERS, SecurityHeaders
 from app.services.runtime import Runtime
 
@@ -35,7 +36,8 @@ def create_app(
         finally:
             rt.stop()
 
-    app = FastAPI(title="Kengele", version="0.1.0", lifespan=lifespan)
+    # /docs and /redoc are served from local files (routes/docs.py), not FastAPI's CDN pages.
+    app = FastAPI(title="Kengele", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.runtime = rt
     # Added first, so it runs inside the webhooks' middleware: webhooks add the same headers on
     # their own fast path (routes/webhooks.respond) and never pay for this layer.
@@ -46,6 +48,26 @@ def create_app(
     app.include_router(people.router)
     app.include_router(health.router)
     app.include_router(network.router)
+    app.include_router(docs.router)
+    app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")
+
+    build_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """Build the API document once: the routes, then the provider webhooks the middleware answers."""
+        if app.openapi_schema is None:
+            schema = build_openapi()
+            schema["paths"].update(webhooks.openapi_paths(settings))
+            operations = [op for item in schema["paths"].values() for op in item.values()]
+            tags = dict.fromkeys(tag for op in operations for tag in op.get("tags", ()))
+            schema["tags"] = [
+                {"name": tag} | ({"description": webhooks.TAG_DESCRIPTION} if tag == webhooks.TAG else {})
+                for tag in tags
+            ]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend it
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from app.enums import (
     Direction,
@@ -22,6 +24,88 @@ from keywords.parser import Intent
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
+
+MAX_ID = 2**63 - 1  # the largest row id the databases hold (BIGINT)
+CODE_PREFIX = "K"  # an incident's code is this and its number: K42
+
+
+# -- an incident as people name it: by id or by code ----------------------------------------------
+# ASCII only: neither a Kelvin sign (which ignoring case would take for a K) nor other digits.
+_INCIDENT_KEY = re.compile(rf"(?P<code>{CODE_PREFIX})?(?P<number>[0-9]+)", re.IGNORECASE | re.ASCII)
+INCIDENT_KEY_EXPECTED = f"expected an incident id (42) or code ({CODE_PREFIX}42)"
+
+
+class IncidentKey:
+    """An incident as a caller names it: its id (42), or its code (K42, in any case)."""
+
+    __slots__ = ("code", "id")
+
+    def __init__(self, *, id: int | None = None, code: str | None = None) -> None:
+        if (id is None) == (code is None):
+            raise TypeError("an incident key is an id or a code")
+        self.id = id
+        self.code = code
+
+    @classmethod
+    def parse(cls, value: object) -> IncidentKey:
+        """Read an id or a code; raise ValueError saying what was expected."""
+        if isinstance(value, bool):  # JSON true is no incident, though Python counts it as 1
+            raise ValueError(INCIDENT_KEY_EXPECTED)
+        if isinstance(value, int):
+            digits, is_code = str(value), False
+        elif isinstance(value, str) and (found := _INCIDENT_KEY.fullmatch(value)):
+            digits, is_code = found["number"].lstrip("0") or "0", found["code"] is not None
+        else:
+            raise ValueError(INCIDENT_KEY_EXPECTED)
+        if len(digits) > len(str(MAX_ID)) or not 1 <= int(digits) <= MAX_ID:
+            raise ValueError(f"out of range: an incident's number is 1 to {MAX_ID}")
+        return cls(code=f"{CODE_PREFIX}{digits}") if is_code else cls(id=int(digits))
+
+    def __str__(self) -> str:
+        return self.code if self.code is not None else str(self.id)
+
+    def __repr__(self) -> str:
+        return f"IncidentKey({self})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, IncidentKey) and (self.id, self.code) == (other.id, other.code)
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.code))
+
+
+def _incident_key(value: object) -> IncidentKey:
+    try:
+        return IncidentKey.parse(value)
+    except ValueError as exc:  # the message alone: the field's name is put before it
+        raise PydanticCustomError("incident_key", str(exc)) from None
+
+
+KEY_PATTERN = f"^[{CODE_PREFIX}{CODE_PREFIX.lower()}]?[0-9]+$"
+KEY_DESCRIPTION = f"incident id or code: 42 or {CODE_PREFIX}42 (any case)"
+# An incident named in a path: a string of digits, or the code.
+IncidentPathKey = Annotated[
+    IncidentKey,
+    PlainValidator(_incident_key),
+    PlainSerializer(str),
+    WithJsonSchema({"type": "string", "pattern": KEY_PATTERN, "examples": ["K42", "42"]}),
+]
+# An incident named in a JSON body: its id as a number, or its code as a string.
+IncidentBodyKey = Annotated[
+    IncidentKey,
+    PlainValidator(_incident_key),
+    PlainSerializer(str),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1},
+                {"type": "string", "pattern": KEY_PATTERN},
+            ],
+            "description": KEY_DESCRIPTION,
+            "examples": ["K42", 42],
+        }
+    ),
+]
 
 
 def for_viewer(view: M) -> M:
@@ -152,11 +236,11 @@ class IncidentDetail(IncidentPublic):
 
 
 class MergeRequest(BaseModel):
-    into: int = Field(ge=1, le=2**63 - 1)
+    into: IncidentBodyKey
 
 
 class MoveRequest(BaseModel):
-    incident_id: int | None = Field(None, ge=1, le=2**63 - 1)  # None: an incident of its own
+    incident_id: IncidentBodyKey | None = None  # None: an incident of its own
 
 
 class PersonIn(BaseModel):

@@ -18,6 +18,7 @@ from gateways.base import (
     DeliveryStatus,
     Forbidden,
     Form,
+    FormField,
     Gateway,
     InboundSms,
     MessageKind,
@@ -160,19 +161,79 @@ class AfricasTalkingGateway(Gateway):
     """Africa's Talking: webhooks under a secret path segment; sends through the official SDK."""
 
     name = NAME
+    title = "Africa's Talking"
     path_secret = True
     verification_setting = "KENGELE_AT_WEBHOOK_SECRET"
     webhooks: ClassVar[Mapping[str, Webhook]] = {
         "sms": Webhook(
-            WebhookKind.MESSAGE, parse_inbound, Answer(200, b"", b"text/plain"), frozenset({"text"})
+            WebhookKind.MESSAGE,
+            parse_inbound,
+            Answer(200, b"", b"text/plain"),
+            frozenset({"text"}),
+            summary="inbound SMS",
+            fields=(
+                FormField("id", "the message's id", True, "ATXid_0123456789abcdef"),
+                FormField("from", "the sender's number", True, "+243810000001"),
+                FormField("text", "the text, as written (may be empty)", True, "A1 Djugu 20"),
+                FormField("to", "the short code or number the SMS was sent to (ours)", example="12345"),
+                FormField(
+                    "date",
+                    "when it was sent (ISO 8601, or YYYY-MM-DD HH:MM:SS as UTC): the report's time",
+                    example="2026-11-20 07:30:00",
+                ),
+                FormField("linkId", "the session of a premium SMS (kept, not used)", example="lnk"),
+                FormField("networkCode", "the sender's network (kept, not used)", example="63902"),
+            ),
+            answer_description="nothing: replies are sent apart, through the outbox",
         ),
-        "delivery": Webhook(WebhookKind.RECEIPT, parse_delivery, Answer(200, b"", b"text/plain")),
+        "delivery": Webhook(
+            WebhookKind.RECEIPT,
+            parse_delivery,
+            Answer(200, b"", b"text/plain"),
+            summary="delivery report",
+            fields=(
+                FormField(
+                    "id", "the id Africa's Talking gave the sent message", True, "ATXid_0123456789abcdef"
+                ),
+                FormField(
+                    "status",
+                    "Africa's Talking's status: " + ", ".join(s.capitalize() for s in STATUSES),
+                    True,
+                    "Success",
+                ),
+                FormField("failureReason", "why a message failed", example="UserInBlacklist"),
+            ),
+            answer_description="nothing",
+        ),
         # A call is stored as a beep (once per call session), then rejected: free for the caller.
         "voice": Webhook(
-            WebhookKind.MESSAGE, parse_voice, Answer(200, REJECT_XML.encode(), b"application/xml")
+            WebhookKind.MESSAGE,
+            parse_voice,
+            Answer(200, REJECT_XML.encode(), b"application/xml"),
+            summary="incoming call (a beep: recorded once per call, then rejected so it costs nothing)",
+            fields=(
+                FormField("sessionId", "the call's session", True, "ATVId_0123456789abcdef"),
+                FormField("callerNumber", "the caller's number", True, "+243810000001"),
+                FormField("destinationNumber", "the number called (ours)", example="+243990001000"),
+            ),
+            answer_description="voice XML rejecting the call",
         ),
         "ussd": Webhook(
-            WebhookKind.USSD, parse_ussd, Answer(200, b"", b"text/plain; charset=utf-8"), frozenset({"text"})
+            WebhookKind.USSD,
+            parse_ussd,
+            Answer(200, b"", b"text/plain; charset=utf-8"),
+            frozenset({"text"}),
+            summary="USSD session step",
+            fields=(
+                FormField("sessionId", "the USSD session", True, "ATUid_0123456789abcdef"),
+                FormField("phoneNumber", "the caller's number", True, "+243810000001"),
+                FormField(
+                    "text", "every input of the session so far, joined by * (empty at first)", True, "1*2"
+                ),
+                FormField("serviceCode", "the code dialled", example="*384*123#"),
+                FormField("networkCode", "the caller's network", example="63902"),
+            ),
+            answer_description="the next screen: `CON ` and a menu (the session goes on), or `END ` and text",
         ),
     }
 

@@ -195,6 +195,19 @@ Parsed = InboundSms | DeliveryReport | UssdRequest
 
 
 @dataclass(frozen=True, slots=True)
+class FormField:
+    """One field of a webhook's form as the provider names it: what the API document shows.
+
+    `required` means the parser refuses the form without it; `example` is a value it accepts.
+    """
+
+    name: str
+    description: str
+    required: bool = False
+    example: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Webhook:
     """One webhook of a provider: how to read its form and what to answer when it is handled."""
 
@@ -203,6 +216,11 @@ class Webhook:
     answer: Answer  # for USSD: the status and content type; the body is the next screen
     # Fields holding what a person wrote: a NUL there is replaced, anywhere else it is refused.
     text_fields: frozenset[str] = frozenset()
+    # For the API document: what the provider posts it for, the fields the parser reads (the
+    # provider's names), and what the answer's body is.
+    summary: str = ""
+    fields: tuple[FormField, ...] = ()
+    answer_description: str = ""
 
 
 class Gateway(ABC):
@@ -215,6 +233,10 @@ class Gateway(ABC):
     path_secret: ClassVar[bool] = False
     # The setting that configures the verification (named in errors and warnings).
     verification_setting: ClassVar[str] = ""
+    # For the API document: the provider's name as people write it, and the header (if any) that
+    # carries its webhooks' signature.
+    title: ClassVar[str] = ""
+    signature_header: ClassVar[str | None] = None
 
     @classmethod
     @abstractmethod

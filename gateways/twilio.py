@@ -22,6 +22,7 @@ from gateways.base import (
     DeliveryStatus,
     Forbidden,
     Form,
+    FormField,
     Gateway,
     InboundSms,
     MessageKind,
@@ -39,6 +40,7 @@ NAME = "twilio"
 SIGNATURE_HEADER = "x-twilio-signature"
 SIGNATURE_SETTINGS_HEADER = "x-twilio-webhooks-signature-settings"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+SID = "SM0123456789abcdef0123456789abcdef"  # a message id as Twilio writes them (the docs' example)
 # Refusing the call costs the caller nothing: that is what a "beep" relies on.
 REJECT_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response><Reject/></Response>'
 
@@ -201,17 +203,51 @@ class TwilioGateway(Gateway):
     """Twilio: webhooks signed with the auth token; sends through the official `twilio` SDK."""
 
     name = NAME
+    title = "Twilio"
     verification_setting = "TWILIO_AUTH_TOKEN"
+    signature_header = "X-Twilio-Signature"
     webhooks: ClassVar[Mapping[str, Webhook]] = {
         "sms": Webhook(
             WebhookKind.MESSAGE,
             parse_inbound,
             Answer(200, EMPTY_TWIML.encode(), b"text/xml"),
             frozenset({"Body"}),
+            summary="inbound SMS",
+            fields=(
+                FormField("MessageSid", "the message's id (SmsMessageSid or SmsSid when absent)", True, SID),
+                FormField("From", "the sender's number, E.164", True, "+243810000001"),
+                FormField("Body", "the text, as written (may be empty)", True, "A1 Djugu 20"),
+                FormField("To", "the number the SMS was sent to (ours)", example="+243990001000"),
+                FormField("SmsMessageSid", "older name of MessageSid", example=SID),
+                FormField("SmsSid", "older name of MessageSid", example=SID),
+            ),
+            answer_description="empty TwiML: replies are sent apart, through the outbox",
         ),
         # A call to the alert number is stored as a beep, then rejected so it costs the caller nothing.
-        "voice": Webhook(WebhookKind.MESSAGE, parse_voice, Answer(200, REJECT_TWIML.encode(), b"text/xml")),
-        "status": Webhook(WebhookKind.RECEIPT, parse_status, Answer(204, b"", b"text/plain")),
+        "voice": Webhook(
+            WebhookKind.MESSAGE,
+            parse_voice,
+            Answer(200, REJECT_TWIML.encode(), b"text/xml"),
+            summary="incoming call (a beep: recorded, then rejected so it costs the caller nothing)",
+            fields=(
+                FormField("CallSid", "the call's id", True, "CA" + SID[2:]),
+                FormField("From", "the caller's number, E.164", True, "+243810000001"),
+                FormField("To", "the number called (ours)", example="+243990001000"),
+            ),
+            answer_description="TwiML rejecting the call",
+        ),
+        "status": Webhook(
+            WebhookKind.RECEIPT,
+            parse_status,
+            Answer(204, b"", b"text/plain"),
+            summary="delivery status callback",
+            fields=(
+                FormField("MessageSid", "the id Twilio gave the sent message", True, SID),
+                FormField("MessageStatus", "Twilio's status: " + ", ".join(STATUSES), True, "delivered"),
+                FormField("ErrorCode", "Twilio's error code of a failed message", example="30003"),
+            ),
+            answer_description="nothing",
+        ),
     }
 
     def __init__(

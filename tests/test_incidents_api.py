@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -149,3 +151,161 @@ def test_moving_the_only_report_closes_the_emptied_incident(
     client.post(f"/api/v1/alerts/{report['id']}/move", json={}, headers=auth)
     emptied = client.get(f"/api/v1/incidents/{looting['id']}", headers=auth).json()
     assert emptied["status"] == "closed" and emptied["report_count"] == 0
+
+
+# -- incidents named by code (issue 13): every /incidents/{incident_id}/... takes K42 as well as 42 --
+def _keys(incident: dict[str, Any]) -> list[str]:
+    """Every way to name one incident: its id, its code, the code in lower case, padded with zeros."""
+    return [str(incident["id"]), incident["code"], incident["code"].lower(), f"k0{incident['id']}"]
+
+
+def _seen(answer: dict[str, Any]) -> dict[str, Any]:
+    """An incident's detail but its notifications, which the dispatcher updates meanwhile."""
+    return {k: v for k, v in answer.items() if k != "notifications"}
+
+
+DECISIONS = [("get", ""), ("post", "/ack"), ("post", "/close")]
+
+
+def test_an_incident_by_code_is_the_incident_by_id(
+    client: TestClient, auth: dict[str, str], db_url: str
+) -> None:
+    setup(client, db_url)
+    items = client.get("/api/v1/incidents", headers=auth).json()["items"]
+    djugu = next(i for i in items if i["place_name"] == "Djugu")
+    assert djugu["code"] == f"K{djugu['id']}"
+    for method, action in DECISIONS:
+        by_id = client.request(method, f"/api/v1/incidents/{djugu['id']}{action}", headers=auth)
+        assert by_id.status_code == 200, (action, by_id.text)
+        for key in _keys(djugu):
+            by_key = client.request(method, f"/api/v1/incidents/{key}{action}", headers=auth)
+            assert by_key.status_code == 200, (action, key, by_key.text)
+            assert _seen(by_key.json()) == _seen(by_id.json()), (action, key)
+    # The other way round: a decision taken by code is the one the id then shows.
+    looting = next(i for i in items if i["category"] == "looting")
+    acked = client.post(f"/api/v1/incidents/{looting['code'].lower()}/ack", headers=auth).json()
+    assert acked["status"] == "acknowledged" and acked["id"] == looting["id"]
+    shown = client.get(f"/api/v1/incidents/{looting['id']}", headers=auth).json()
+    assert shown["acknowledged_at"] == acked["acknowledged_at"]
+    closed = client.post(f"/api/v1/incidents/{looting['code']}/close", headers=auth).json()
+    assert closed["status"] == client.get(f"/api/v1/incidents/{looting['id']}", headers=auth).json()["status"]
+    assert closed["status"] == "closed"
+
+
+def test_merge_and_move_name_incidents_by_code(client: TestClient, auth: dict[str, str], db_url: str) -> None:
+    setup(client, db_url)
+    items = client.get("/api/v1/incidents", params={"category": "attack"}, headers=auth).json()["items"]
+    djugu = next(i for i in items if i["place_name"] == "Djugu")
+    bunia = next(i for i in items if i["place_name"] == "Bunia")
+    merged = client.post(
+        f"/api/v1/incidents/{bunia['code'].lower()}/merge", json={"into": djugu["code"]}, headers=auth
+    )
+    assert merged.status_code == 200, merged.text
+    assert (merged.json()["id"], merged.json()["report_count"]) == (djugu["id"], 3)
+    report = merged.json()["reports"][-1]
+    moved = client.post(f"/api/v1/alerts/{report['id']}/move", json={"incident_id": None}, headers=auth)
+    back = client.post(
+        f"/api/v1/alerts/{report['id']}/move", json={"incident_id": djugu["code"].lower()}, headers=auth
+    )
+    assert moved.status_code == back.status_code == 200
+    assert back.json()["id"] == djugu["id"] and back.json()["report_count"] == 3
+
+
+UNKNOWN = ["K999999", "k999999", "999999", "K0999999"]
+
+
+def test_an_unknown_incident_is_404_naming_it(client: TestClient, auth: dict[str, str], db_url: str) -> None:
+    setup(client, db_url)
+    item = client.get("/api/v1/incidents", headers=auth).json()["items"][0]
+    for method, action in [*DECISIONS, ("post", "/merge")]:
+        for key in UNKNOWN:
+            body = {"into": item["id"]} if action == "/merge" else None
+            r = client.request(method, f"/api/v1/incidents/{key}{action}", json=body, headers=auth)
+            named = "K999999" if key.lower().startswith("k") else "999999"
+            assert (r.status_code, r.json()) == (404, {"detail": f"no incident {named}"}), (action, key)
+    for field, path in [("into", f"/api/v1/incidents/{item['id']}/merge"), ("incident_id", None)]:
+        if path is None:
+            report = client.get(f"/api/v1/incidents/{item['id']}", headers=auth).json()["reports"][0]
+            path = f"/api/v1/alerts/{report['id']}/move"
+        r = client.post(path, json={field: "k999999"}, headers=auth)
+        assert (r.status_code, r.json()) == (404, {"detail": f"{field}: no incident K999999"}), field
+
+
+MALFORMED = [
+    "K",
+    "k",
+    "42x",
+    "x42",
+    "-1",
+    "0",
+    "K0",
+    "K-1",
+    "KK42",
+    "K42.0",
+    "1e3",
+    "4 2",
+    "\u0664\u0662",  # Arabic-Indic 42: a digit to Unicode, not an incident number
+    "\u212a42",  # a Kelvin sign, which a case-blind Unicode match takes for K
+    "99999999999999999999",
+    "K99999999999999999999",
+    "9" * 5000,  # longer than Python's int() reads
+]
+
+
+def test_a_malformed_incident_is_422_naming_the_parameter(
+    client: TestClient, auth: dict[str, str], db_url: str
+) -> None:
+    setup(client, db_url)
+    for method, action in [*DECISIONS, ("post", "/merge")]:
+        for key in MALFORMED:
+            body = {"into": 1} if action == "/merge" else None
+            r = client.request(method, f"/api/v1/incidents/{key}{action}", json=body, headers=auth)
+            assert r.status_code == 422, (action, key, r.status_code)
+            assert r.json()["detail"].startswith("incident_id: "), (action, key, r.text)
+    item = client.get("/api/v1/incidents", headers=auth).json()["items"][0]
+    report = client.get(f"/api/v1/incidents/{item['id']}", headers=auth).json()["reports"][0]
+    bodies: list[Any] = ["K", "42x", "-1", 0, -1, 1.5, True, [], {"id": 1}, "", "K99999999999999999999"]
+    for field, path in [
+        ("into", f"/api/v1/incidents/{item['code']}/merge"),
+        ("incident_id", f"/api/v1/alerts/{report['id']}/move"),
+    ]:
+        for value in bodies:
+            r = client.post(path, json={field: value}, headers=auth)
+            assert r.status_code == 422, (field, value, r.status_code)
+            assert r.json()["detail"].startswith(f"{field}: "), (field, value, r.text)
+
+
+def test_roles_are_the_same_by_code(client: TestClient, db_url: str) -> None:
+    setup(client, db_url)
+    add_token(db_url, "viewer", "viewer-token")
+    add_token(db_url, "officer", "officer-token")
+    viewer = {"Authorization": "Bearer viewer-token"}
+    officer = {"Authorization": "Bearer officer-token"}
+    item = client.get("/api/v1/incidents", headers=viewer).json()["items"][0]
+    code = item["code"].lower()
+    table: list[tuple[str, str, dict[str, str], int]] = [
+        ("get", f"/api/v1/incidents/{code}", {}, 401),
+        ("get", "/api/v1/incidents/K", {}, 401),  # a malformed key tells nothing before the token
+        ("get", f"/api/v1/incidents/{code}", viewer, 200),
+        ("post", f"/api/v1/incidents/{code}/ack", viewer, 403),
+        ("post", f"/api/v1/incidents/{code}/close", viewer, 403),
+        ("post", "/api/v1/incidents/K/ack", viewer, 403),
+        ("post", f"/api/v1/incidents/{code}/ack", officer, 200),
+        ("post", f"/api/v1/incidents/{code}/close", officer, 200),
+    ]
+    for method, path, headers, status in table:
+        assert client.request(method, path, headers=headers).status_code == status, (method, path, headers)
+    shown = client.get(f"/api/v1/incidents/{item['id']}", headers=viewer).json()
+    assert (shown["status"], shown["acknowledged_by"]) == ("closed", "officer test")
+    assert all(r["sender"].startswith("+243*****") for r in shown["reports"])  # masked by code as by id
+
+
+def test_the_openapi_document_says_id_or_code(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    incident_paths = [p for p in paths if p.startswith("/api/v1/incidents/{")]
+    assert {"/api/v1/incidents/{incident_id}", "/api/v1/incidents/{incident_id}/ack"} <= set(incident_paths)
+    for path in incident_paths:
+        for operation in paths[path].values():
+            (param,) = [p for p in operation["parameters"] if p["in"] == "path"]
+            assert param["name"] == "incident_id" and "id or code" in param["description"], path
+            assert param["schema"]["type"] == "string", path

@@ -13,14 +13,13 @@ from app.auth import Principal, require
 from app.db import transaction
 from app.enums import ApiRole, Direction, MessageStatus, Outcome, Purpose
 from app.models import Message
-from app.schemas import MessagePublic, Page
+from app.schemas import MAX_ID, MessagePublic, Page
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
 T = TypeVar("T")
 
 Limit = Annotated[int, Query(ge=1, le=500)]
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
-MAX_ID = 2**63 - 1
 RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 

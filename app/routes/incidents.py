@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -19,19 +19,34 @@ from app.db import transaction, utcnow
 from app.enums import ApiRole, IncidentStatus
 from app.models import Alert, Incident
 from app.routes.api import MAX_ID, Limit, Offset, RowId, as_utc, paged
-from app.schemas import AlertPublic, IncidentDetail, IncidentPublic, MergeRequest, MoveRequest, Page
+from app.schemas import (
+    KEY_DESCRIPTION,
+    AlertPublic,
+    IncidentDetail,
+    IncidentKey,
+    IncidentPathKey,
+    IncidentPublic,
+    MergeRequest,
+    MoveRequest,
+    Page,
+)
 from app.services import incidents as actions
 
 log = logging.getLogger("kengele.api")
 router = APIRouter(prefix="/api/v1", tags=["incidents"])
 Viewer = Annotated[Principal, Depends(require(ApiRole.VIEWER))]
 Officer = Annotated[Principal, Depends(require(ApiRole.OFFICER))]
+# The incident of every /incidents/{incident_id}/... path: officers only ever see codes, so a code
+# is as good as an id. A malformed one is a validation error (422 naming `incident_id`), checked
+# after the caller's token, as any path parameter is.
+IncidentId = Annotated[IncidentPathKey, Path(description=f"The {KEY_DESCRIPTION}.")]
 
 
-def _incident(session: Session, incident_id: int) -> Incident:
-    incident = session.get(Incident, incident_id)
+def _incident(session: Session, key: IncidentKey, field: str | None = None) -> Incident:
+    """Find the incident a caller named (in the path, or in a body's `field`), else 404 naming it."""
+    incident = actions.find(session=session, key=key)
     if incident is None:
-        raise HTTPException(404, f"no incident {incident_id}")
+        raise HTTPException(404, f"{field}: no incident {key}" if field else f"no incident {key}")
     return incident
 
 
@@ -88,14 +103,14 @@ def incidents_geojson(
 
 
 @router.get("/incidents/{incident_id}", response_model=IncidentDetail)
-def get_incident(request: Request, incident_id: RowId, principal: Viewer) -> IncidentDetail:
+def get_incident(request: Request, incident_id: IncidentId, principal: Viewer) -> IncidentDetail:
     """One incident with its reports."""
     with transaction(request.app.state.runtime.factory) as session:
         return _detail(session, _incident(session, incident_id), principal)
 
 
 def _decide(
-    request: Request, incident_id: int, principal: Principal, decide: Callable[..., actions.Decision]
+    request: Request, incident_id: IncidentKey, principal: Principal, decide: Callable[..., actions.Decision]
 ) -> IncidentDetail:
     """Acknowledge or close (the officers told about the incident learn who), then show it."""
     runtime = request.app.state.runtime
@@ -114,24 +129,24 @@ def _decide(
 
 
 @router.post("/incidents/{incident_id}/ack", response_model=IncidentDetail)
-def ack_incident(request: Request, incident_id: RowId, principal: Officer) -> IncidentDetail:
+def ack_incident(request: Request, incident_id: IncidentId, principal: Officer) -> IncidentDetail:
     """Acknowledge (the first acknowledgement wins; a later one changes nothing)."""
     return _decide(request, incident_id, principal, actions.acknowledge)
 
 
 @router.post("/incidents/{incident_id}/close", response_model=IncidentDetail)
-def close_incident(request: Request, incident_id: RowId, principal: Officer) -> IncidentDetail:
+def close_incident(request: Request, incident_id: IncidentId, principal: Officer) -> IncidentDetail:
     """Close: the incident takes no more reports."""
     return _decide(request, incident_id, principal, actions.close)
 
 
 @router.post("/incidents/{incident_id}/merge", response_model=IncidentDetail)
 def merge_incident(
-    request: Request, incident_id: RowId, body: MergeRequest, principal: Officer
+    request: Request, incident_id: IncidentId, body: MergeRequest, principal: Officer
 ) -> IncidentDetail:
     """Merge this incident into another: its reports move, it is closed."""
     with transaction(request.app.state.runtime.factory) as session:
-        source, target = _incident(session, incident_id), _incident(session, body.into)
+        source, target = _incident(session, incident_id), _incident(session, body.into, "into")
         try:
             decision = actions.merge(
                 session=session,
@@ -204,7 +219,8 @@ def move_alert(request: Request, alert_id: RowId, body: MoveRequest, principal: 
         alert = session.get(Alert, alert_id)
         if alert is None:
             raise HTTPException(404, f"no alert {alert_id}")
-        target = _incident(session, body.incident_id) if body.incident_id is not None else None
+        key = body.incident_id
+        target = _incident(session, key, "incident_id") if key is not None else None
         try:
             decision = actions.move(
                 session=session,

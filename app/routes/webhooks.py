@@ -8,7 +8,8 @@ and named in one warning at start-up. Anywhere else they answer 404, as if they 
 This is the hottest path of the service, so it is a plain ASGI middleware that answers
 `/webhooks/...` itself instead of going through the framework's routing, dependency injection
 and middleware stack (which cost more than everything below on a 2-core machine; see bench/).
-Every other path goes on to the FastAPI application.
+Every other path goes on to the FastAPI application. Not being routes, the webhooks are put in
+the OpenAPI document from the same registry (`openapi_paths`): each provider's own field names.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from gateways.base import (
     DeliveryReport,
     Forbidden,
     Form,
+    Gateway,
     InboundSms,
     PayloadError,
     UssdRequest,
@@ -272,3 +274,109 @@ class Webhooks:
         runtime = self.runtime
         if receive_receipt(factory=runtime.factory, report=report, gateways=len(runtime.gateways)):
             runtime.dispatcher.notify()  # a failed receipt: the next gateway tries it now
+
+
+# -- the API document ----------------------------------------------------------------------------
+TAG = "webhooks"
+TAG_DESCRIPTION = (
+    "Called by the SMS/USSD providers, not by API clients: set these URLs (after KENGELE_PUBLIC_URL) "
+    "in the provider's console. Form-encoded, with the provider's own field names."
+)
+ERRORS: dict[int, str] = {
+    400: "a malformed form: a field given twice, not UTF-8, a NUL character",
+    403: "not the provider's: a bad signature or path secret (nothing is kept)",
+    404: "no such webhook, or its verification is not configured (outside development)",
+    413: f"a body larger than {MAX_BODY} bytes",
+    415: f"a body that is not {FORM_TYPE}",
+    422: "a required field missing or malformed; `detail` names it",
+}
+_DETAIL = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
+_HANDLING: dict[WebhookKind, str] = {
+    WebhookKind.MESSAGE: (
+        "Answered 2xx once the message is committed; the provider's retry of the same id is answered "
+        "2xx and changes nothing."
+    ),
+    WebhookKind.RECEIPT: "Updates the status of the message it is about.",
+    WebhookKind.USSD: "Answered with the next screen of the session.",
+}
+
+
+def openapi_paths(settings: Settings) -> dict[str, Any]:
+    """Describe every provider's webhooks for the OpenAPI document; a path secret only by its name."""
+    paths: dict[str, Any] = {}
+    for name, provider in gateways.PROVIDERS.items():
+        segment = "{secret}/" if provider.path_secret else ""
+        for path, webhook in provider.webhooks.items():
+            paths[f"{PREFIX}{name}/{segment}{path}"] = {
+                "post": _operation(name, path, provider, webhook, settings)
+            }
+    return paths
+
+
+def _verification(provider: type[Gateway], settings: Settings) -> str:
+    """Say how this process checks the provider's webhooks (never with what value)."""
+    setting = provider.verification_setting
+    if provider.verifier(settings) is not None:
+        return f"Verified with {setting}."
+    if settings.env == "development":
+        return f"{setting} is not set: served WITHOUT verification (development only)."
+    return f"{setting} is not set: this process answers 404."
+
+
+def _operation(
+    name: str, path: str, provider: type[Gateway], webhook: Webhook, settings: Settings
+) -> dict[str, Any]:
+    """Describe one webhook: the provider's form, the answer it gets, the refusals."""
+    setting = provider.verification_setting
+    parameters: list[dict[str, Any]] = []
+    if provider.path_secret:
+        parameters.append(
+            {
+                "name": "secret",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": f"the secret path segment: the value of {setting} "
+                f"(`{NO_SECRET}` where it is unset, in development only)",
+            }
+        )
+    if provider.signature_header:
+        parameters.append(
+            {
+                "name": provider.signature_header,
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": f"the provider's signature of the URL and the form, checked with {setting}",
+            }
+        )
+    form = {
+        "type": "object",
+        "properties": {
+            f.name: {"type": "string", "description": f.description}
+            | ({"examples": [f.example]} if f.example else {})
+            for f in webhook.fields
+        },
+        "required": [f.name for f in webhook.fields if f.required],
+        "additionalProperties": {"type": "string"},  # the provider's other fields: kept, not read
+    }
+    answer = webhook.answer
+    handled: dict[str, Any] = {"description": webhook.answer_description or "handled"}
+    if answer.status != 204:
+        media = answer.content_type.decode("latin-1").split(";")[0].strip()
+        example = {"example": answer.body.decode()} if answer.body else {}
+        handled["content"] = {media: {"schema": {"type": "string"}} | example}
+    refused = {
+        str(code): {"description": text, "content": {"application/json": {"schema": _DETAIL}}}
+        for code, text in ERRORS.items()
+    }
+    title = provider.title or name
+    return {
+        "tags": [TAG],
+        "summary": f"{title}: {webhook.summary or path}",
+        "description": f"Posted by {title}. {_HANDLING[webhook.kind]} {_verification(provider, settings)}",
+        "operationId": f"webhook_{name}_{path}",
+        "parameters": parameters,
+        "requestBody": {"required": True, "content": {FORM_TYPE: {"schema": form}}},
+        "responses": {str(answer.status): handled} | refused,
+    }

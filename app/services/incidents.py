@@ -17,9 +17,11 @@ from app.enums import AuditAction, AuditEntity, Direction, IncidentStatus, Preci
 from app.models import Alert, AuditLog, Incident, Message, Person, Place
 from app.phones import mask
 from app.schemas import (
+    CODE_PREFIX,
     AlertPublic,
     HistoryEntry,
     IncidentDetail,
+    IncidentKey,
     IncidentPublic,
     Notification,
     for_viewer,
@@ -339,7 +341,7 @@ def _open(
     )
     session.add(incident)
     session.flush()
-    incident.code = f"K{incident.id}"
+    incident.code = f"{CODE_PREFIX}{incident.id}"
     return incident
 
 
@@ -373,6 +375,13 @@ def _audit(
 def by_code(*, session: Session, code: str) -> Incident | None:
     """Find an incident by the code officers type (K42)."""
     return session.scalars(select(Incident).where(Incident.code == code)).first()
+
+
+def find(*, session: Session, key: IncidentKey) -> Incident | None:
+    """Find an incident by the id or the code a caller named it by."""
+    if key.code is not None:
+        return by_code(session=session, code=key.code)
+    return session.get(Incident, key.id)
 
 
 def report_view(*, alert: Alert, full: bool) -> AlertPublic:
