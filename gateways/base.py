@@ -249,8 +249,13 @@ class Gateway(ABC):
         """Build the sender from settings; raise ValueError naming what is missing."""
 
     @abstractmethod
-    def send(self, *, to: str, text: str, idempotency_key: str) -> SendResult:
-        """Hand one SMS to the provider; raise SendError when it was not accepted."""
+    def send(self, *, to: str, text: str, idempotency_key: str, label: str = "") -> SendResult:
+        """Hand one SMS to the provider; raise SendError when it was not accepted.
+
+        `label` says who `to` is, in words and never a number ("officer Capt. Dufour, level 1,
+        Djugu; alert_forward"), for a gateway that shows a person what it sends; providers that
+        deliver the SMS have no use for it.
+        """
 
 
 def secrets_equal(given: str, expected: str) -> bool:

@@ -25,9 +25,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import insert_ignoring_conflicts, transaction, utcnow
-from app.enums import Direction, MessageStatus, Purpose
+from app.enums import Direction, MessageStatus, Purpose, Role
 from app.metrics import DELIVERY, OUTBOUND, OUTBOX_DEPTH
-from app.models import DeliveryEvent, Message
+from app.models import DeliveryEvent, Message, Person
 from app.services.worker import Pass, Signals, Worker
 from gateways.base import DeliveryReport, DeliveryStatus, Gateway, MessageKind, SendError
 
@@ -152,6 +152,32 @@ class Outgoing:
     attempts: int
     gateway_index: int
     gateway_attempts: int
+    label: str = ""  # who the recipient is, in words (recipient_label)
+
+
+def recipient_label(
+    *,
+    purpose: str | None,
+    role: str | None,
+    name: str = "",
+    level: int | None = None,
+    area: str | None = None,
+    person_id: int | None = None,
+) -> str:
+    """Say who an SMS is for and why, in words a person reading the console knows; never the number.
+
+    Staff are named. A focal point is only their roster id: a villager's name in a log, beside the
+    last digits of their number, would point at an informant.
+    """
+    if role == Role.OFFICER:
+        who = f"officer {name}, level {level or 1}, {area or 'everywhere'}"
+    elif role == Role.ADMIN:
+        who = f"admin {name}"
+    elif role is not None:
+        who = f"{role.replace('_', ' ')} #{person_id}"
+    else:
+        who = "not on the roster"
+    return f"{who}; {purpose}" if purpose else who
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +231,12 @@ _CLAIM = (
         _T.c.attempts,
         _T.c.gateway_index,
         _T.c.gateway_attempts,
+        _T.c.person_id,
+        _T.c.purpose,
     )
+)
+_PEOPLE = select(Person.id, Person.role, Person.name, Person.level, Person.area).where(
+    Person.id.in_(bindparam("ids", expanding=True))
 )
 _RECORD = (
     update(_T)
@@ -298,18 +329,31 @@ class Dispatcher(Worker):
             claimed = conn.execute(
                 _CLAIM, {"ids": ids, "now": now, "token": token, "until": now + self.lease}
             ).all()
-        rows = [
-            Outgoing(
-                r.id,
-                r.recipient or "",
-                r.text,
-                r.idempotency_key or str(r.id),
-                r.attempts,
-                r.gateway_index,
-                r.gateway_attempts,
+            wanted = sorted({r.person_id for r in claimed if r.person_id is not None})
+            people = {p.id: p for p in conn.execute(_PEOPLE, {"ids": wanted})} if wanted else {}
+        rows = []
+        for r in sorted(claimed, key=lambda r: r.id):
+            person = people.get(r.person_id)
+            label = recipient_label(
+                purpose=r.purpose,
+                role=person.role if person else None,
+                name=person.name if person else "",
+                level=person.level if person else None,
+                area=person.area if person else None,
+                person_id=r.person_id,
             )
-            for r in sorted(claimed, key=lambda r: r.id)
-        ]
+            rows.append(
+                Outgoing(
+                    r.id,
+                    r.recipient or "",
+                    r.text,
+                    r.idempotency_key or str(r.id),
+                    r.attempts,
+                    r.gateway_index,
+                    r.gateway_attempts,
+                    label,
+                )
+            )
         return token, rows
 
     def run_once(self) -> int:
@@ -373,7 +417,7 @@ class Dispatcher(Worker):
         index = min(row.gateway_index, len(self.gateways) - 1)
         gateway = self.gateways[index]
         try:
-            result = gateway.send(to=row.recipient, text=row.text, idempotency_key=row.key)
+            result = gateway.send(to=row.recipient, text=row.text, idempotency_key=row.key, label=row.label)
         except SendError as exc:
             OUTBOUND.labels(gateway.name, "retryable" if exc.retryable else "permanent").inc()
             outcome = self._after_failure(row, index, exc)
