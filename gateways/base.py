@@ -237,6 +237,9 @@ class Gateway(ABC):
     # carries its webhooks' signature.
     title: ClassVar[str] = ""
     signature_header: ClassVar[str | None] = None
+    # False for a gateway that shows what it would send and texts no one (the console): invented
+    # numbers (the demo network's) may be loaded only where every gateway is such a one.
+    reaches_phones: ClassVar[bool] = True
 
     @classmethod
     @abstractmethod

@@ -15,6 +15,7 @@ class ConsoleGateway(Gateway):
     """Records an outbound SMS in the log, one line a person can read; the outbox row is the record."""
 
     name = NAME
+    reaches_phones = False
 
     @classmethod
     def verifier(cls, settings: Any) -> Verifier | None:
@@ -27,5 +28,5 @@ class ConsoleGateway(Gateway):
     def send(self, *, to: str, text: str, idempotency_key: str, label: str = "") -> SendResult:
         # The log masks the number (+243*******01 for an officer and a reporter alike): the label
         # says which of them this SMS is for.
-        log.info("console SMS to %s (%s): %s", to, label or "?", text, extra={"key": idempotency_key})
+        log.info("console SMS to %s (%s): %s", to, label or "?", text)
         return SendResult(provider_message_id=f"console-{idempotency_key}")

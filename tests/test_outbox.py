@@ -374,8 +374,8 @@ def test_the_console_line_says_who_each_sms_is_for(settings: Settings) -> None:
     assert lines == sorted(
         [
             "INFO    kengele.console: console SMS to +243*******01 (officer Capt. Alain Dufour, level 1, Djugu; "
-            "alert_forward): K1 ATTAQUE Fataki key=f",
-            f"INFO    kengele.console: console SMS to +243*******01 (focal point #{villager_id}; checkin): RAS? key=c",
-            "INFO    kengele.console: console SMS to +243*******01 (not on the roster; reply): Merci key=r",
+            "alert_forward): K1 ATTAQUE Fataki",
+            f"INFO    kengele.console: console SMS to +243*******01 (focal point #{villager_id}; checkin): RAS?",
+            "INFO    kengele.console: console SMS to +243*******01 (not on the roster; reply): Merci",
         ]
     )
