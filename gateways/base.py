@@ -237,8 +237,9 @@ class Gateway(ABC):
     # carries its webhooks' signature.
     title: ClassVar[str] = ""
     signature_header: ClassVar[str | None] = None
-    # False for a gateway that shows what it would send and texts no one (the console): invented
-    # numbers (the demo network's) may be loaded only where every gateway is such a one.
+    # False for a gateway that shows a person what it would send and texts no one (the console):
+    # it is handed a label saying who each SMS is for, and invented numbers (the demo network's)
+    # may be loaded only where every gateway is such a one.
     reaches_phones: ClassVar[bool] = True
 
     @classmethod
@@ -256,8 +257,8 @@ class Gateway(ABC):
         """Hand one SMS to the provider; raise SendError when it was not accepted.
 
         `label` says who `to` is, in words and never a number ("officer Capt. Dufour, level 1,
-        Djugu; alert_forward"), for a gateway that shows a person what it sends; providers that
-        deliver the SMS have no use for it.
+        Djugu; alert_forward"), for a gateway that shows a person what it sends (`reaches_phones`
+        False); the others are given "".
         """
 
 

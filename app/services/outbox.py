@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Insert, Table, and_, bindparam, or_, select, update
+from sqlalchemy import Connection, Insert, Row, Table, and_, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -155,29 +155,40 @@ class Outgoing:
     label: str = ""  # who the recipient is, in words (recipient_label)
 
 
-def recipient_label(
-    *,
-    purpose: str | None,
-    role: str | None,
-    name: str = "",
-    level: int | None = None,
-    area: str | None = None,
-    person_id: int | None = None,
-) -> str:
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """What the console says of the person an SMS is for."""
+
+    id: int
+    role: str
+    name: str
+    level: int | None
+    area: str | None
+
+
+def recipient_label(*, purpose: str | None, person: Recipient | None) -> str:
     """Say who an SMS is for and why, in words a person reading the console knows; never the number.
 
-    Staff are named. A focal point is only their roster id: a villager's name in a log, beside the
-    last digits of their number, would point at an informant.
+    `person` is None for a number not on the roster. Staff are named. A focal point is only their
+    roster id: a villager's name in a log, beside the last digits of their number, would point at
+    an informant.
     """
-    if role == Role.OFFICER:
-        who = f"officer {name}, level {level or 1}, {area or 'everywhere'}"
-    elif role == Role.ADMIN:
-        who = f"admin {name}"
-    elif role is not None:
-        who = f"{role.replace('_', ' ')} #{person_id}"
-    else:
+    if person is None:
         who = "not on the roster"
+    elif person.role == Role.OFFICER:
+        who = f"officer {person.name}, level {person.level or 1}, {person.area or 'everywhere'}"
+    elif person.role == Role.ADMIN:
+        who = f"admin {person.name}"
+    else:
+        who = f"{person.role.replace('_', ' ')} #{person.id}"
     return f"{who}; {purpose}" if purpose else who
+
+
+def _labels(conn: Connection, claimed: Sequence[Row[Any]]) -> dict[int, str]:
+    """Claimed row id -> who its SMS is for (recipient_label), the recipients read in one query."""
+    wanted = sorted({r.person_id for r in claimed if r.person_id is not None})
+    people = {p.id: Recipient(*p) for p in conn.execute(_PEOPLE, {"ids": wanted})} if wanted else {}
+    return {r.id: recipient_label(purpose=r.purpose, person=people.get(r.person_id)) for r in claimed}
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +298,9 @@ class Dispatcher(Worker):
         self.concurrency = concurrency
         self.lease = timedelta(seconds=lease)
         self.clock = clock
+        # Who each SMS is for, in words, only for a gateway that shows it to a person (the console):
+        # providers that text phones are spared the look-up.
+        self.labelled = any(not gateway.reaches_phones for gateway in self.gateways)
         # Claim no more than can be sent, at worst, well within the lease.
         self.claim_limit = max(1, min(64, int(concurrency * lease / (send_timeout * 2))))
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kengele-send")
@@ -329,31 +343,20 @@ class Dispatcher(Worker):
             claimed = conn.execute(
                 _CLAIM, {"ids": ids, "now": now, "token": token, "until": now + self.lease}
             ).all()
-            wanted = sorted({r.person_id for r in claimed if r.person_id is not None})
-            people = {p.id: p for p in conn.execute(_PEOPLE, {"ids": wanted})} if wanted else {}
-        rows = []
-        for r in sorted(claimed, key=lambda r: r.id):
-            person = people.get(r.person_id)
-            label = recipient_label(
-                purpose=r.purpose,
-                role=person.role if person else None,
-                name=person.name if person else "",
-                level=person.level if person else None,
-                area=person.area if person else None,
-                person_id=r.person_id,
+            labels = _labels(conn, claimed) if self.labelled else {}
+        rows = [
+            Outgoing(
+                r.id,
+                r.recipient or "",
+                r.text,
+                r.idempotency_key or str(r.id),
+                r.attempts,
+                r.gateway_index,
+                r.gateway_attempts,
+                labels.get(r.id, ""),
             )
-            rows.append(
-                Outgoing(
-                    r.id,
-                    r.recipient or "",
-                    r.text,
-                    r.idempotency_key or str(r.id),
-                    r.attempts,
-                    r.gateway_index,
-                    r.gateway_attempts,
-                    label,
-                )
-            )
+            for r in sorted(claimed, key=lambda r: r.id)
+        ]
         return token, rows
 
     def run_once(self) -> int:
