@@ -371,11 +371,11 @@ def test_the_console_line_says_who_each_sms_is_for(settings: Settings) -> None:
         console.setLevel(level)
     runtime.stop()
     lines = sorted(out.getvalue().splitlines())
+    line = "INFO    kengele.console: console SMS to +243*******01"
     assert lines == sorted(
         [
-            "INFO    kengele.console: console SMS to +243*******01 (officer Capt. Alain Dufour, level 1, Djugu; "
-            "alert_forward): K1 ATTAQUE Fataki",
-            f"INFO    kengele.console: console SMS to +243*******01 (focal point #{villager_id}; checkin): RAS?",
-            "INFO    kengele.console: console SMS to +243*******01 (not on the roster; reply): Merci",
+            f"{line} (officer Capt. Alain Dufour, level 1, Djugu; alert_forward): K1 ATTAQUE Fataki",
+            f"{line} (focal point #{villager_id}; checkin): RAS?",
+            f"{line} (not on the roster; reply): Merci",
         ]
     )
