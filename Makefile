@@ -13,9 +13,13 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# Logs a person reads (each SMS the console gateway "sends" is one line); KENGELE_LOG_FORMAT=json make run
+# for JSON. The demo network is loaded into an empty roster only, and never by `kengele serve`.
+run: export KENGELE_LOG_FORMAT ?= text
 run: $(STAMP)
 	$(BIN)/kengele db upgrade
 	$(BIN)/kengele gazetteer import --builtin --if-empty
+	$(BIN)/kengele demo load --if-empty
 	$(BIN)/kengele serve --host 127.0.0.1 --port 8000
 
 test: $(STAMP)

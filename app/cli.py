@@ -6,6 +6,7 @@ import argparse
 import getpass
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session
 
+    from app.services.demo import Loaded
     from app.services.roster import Rules
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -549,6 +551,97 @@ def cmd_retention_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _program() -> str:
+    """The command as the user typed it (`.venv/bin/kengele` under `make run`), for lines they paste."""
+    typed = Path(sys.argv[0]) if sys.argv and Path(sys.argv[0]).name == "kengele" else None
+    if typed is None:
+        return "kengele"
+    if not typed.is_absolute():
+        return str(typed)
+    if typed.is_relative_to(Path.cwd()):
+        return str(typed.relative_to(Path.cwd()))
+    on_path = shutil.which("kengele")
+    return "kengele" if on_path and Path(on_path).resolve() == typed.resolve() else str(typed)
+
+
+def cmd_demo_load(args: argparse.Namespace) -> int:
+    import gateways
+    from app.services import demo
+    from app.services.runtime import Runtime
+
+    settings = _settings()
+    if settings.env == "production":
+        raise CliError("demo load: refused in production (KENGELE_ENV): its people and numbers are invented")
+    logs.configure("WARNING", settings.log_format)
+    engine = _database(settings)
+    try:
+        people = demo.people_count(engine)
+    finally:
+        engine.dispose()
+    if args.if_empty and people:
+        print(f"the roster has {people} people already: demo not loaded")
+        return EXIT_OK
+    texting = [name for name in settings.gateway if gateways.PROVIDERS[name].reaches_phones]
+    if texting:
+        raise CliError(
+            f"demo load: KENGELE_GATEWAY sends through {', '.join(texting)}, which would text the "
+            "demo's invented numbers; load it with KENGELE_GATEWAY=console"
+        )
+    runtime = Runtime(settings)
+    try:
+        loaded = demo.load(
+            engine=runtime.engine,
+            factory=runtime.factory,
+            rules=lambda session: _roster_rules(settings, session),
+            checkins=runtime.checkins,
+            actor=f"cli:{_user()}",
+        )
+    except demo.DemoError as exc:
+        print(scrub(f"kengele: {exc}"), file=sys.stderr)
+        return EXIT_FAIL
+    finally:
+        runtime.engine.dispose()
+    _print_demo(loaded, settings)
+    return EXIT_OK
+
+
+def _print_demo(loaded: Loaded, settings: Settings) -> None:
+    from app.services import demo
+
+    people = loaded.people
+    print(
+        f"Demo network loaded: {loaded.places} places of Ituri and Nord-Kivu ({loaded.places_added} new), "
+        f"{people.rows} people ({people.created} new): officers of levels 1 and 2, and focal points."
+    )
+    print(
+        "Their numbers are invented (+243 81 000 1xxx, +243 81 000 9xxx): the console gateway texts no one."
+    )
+    url = settings.public_url
+    if loaded.token is None:
+        print(
+            f"\nThe API token {demo.TOKEN_NAME!r} exists already (it was shown once, when it was made); "
+            f"`{_program()} token revoke {demo.TOKEN_NAME}` and load again for a new one."
+        )
+    else:
+        print("\nAn admin API token, shown this once (only its hash is kept):")
+        print(f"  {loaded.token}")
+        print(f'  curl -H "Authorization: Bearer {loaded.token}" {url}/api/v1/incidents')
+        print(f"  {url}/docs  (Authorize with the token)")
+    if loaded.checkins:
+        print(
+            f"\nCheck-ins: a first round of {loaded.checkins} SMS is queued; the server sends it on starting."
+            f"\nThen rounds follow KENGELE_CHECKIN_SCHEDULE ({settings.checkin_schedule!r} in "
+            f"{settings.timezone}); for one every 5 minutes: KENGELE_CHECKIN_SCHEDULE='*/5 * * * *' make run"
+        )
+    print(
+        "\nTry it from another terminal while the server runs (it prints each SMS as a 'console SMS' line):"
+    )
+    for step in (demo.ALERT, demo.ACK, demo.CHECKIN):
+        text = step.text.format(code=loaded.next_code)
+        print(f'  {_program()} simulate --sender {step.sender} "{text}"')
+        print(f"      {step.shows.format(code=loaded.next_code)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kengele", description="SMS/USSD gateway for community alert networks"
@@ -646,6 +739,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     retention_run.add_argument("--dry-run", action="store_true", help="count only; change nothing")
     retention_run.set_defaults(func=cmd_retention_run)
+
+    demo = sub.add_parser("demo", help="the demo network (development only; its numbers are invented)")
+    demo_sub = demo.add_subparsers(dest="demo_command", required=True)
+    demo_load = demo_sub.add_parser(
+        "load", help="load the demo places and people, an admin token and a first check-in round"
+    )
+    demo_load.add_argument("--if-empty", action="store_true", help="only when the roster has nobody yet")
+    demo_load.set_defaults(func=cmd_demo_load)
     return parser
 
 

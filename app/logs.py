@@ -11,6 +11,8 @@ from typing import Any
 from app.phones import scrub
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+# uvicorn gives its lines a copy of the message with terminal colour codes: the message says it all.
+_STANDARD.add("color_message")
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -95,3 +97,5 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
         lg.propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # APScheduler narrates adding and starting its jobs; "leading the check-in schedules" says it.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)

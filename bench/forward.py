@@ -84,7 +84,7 @@ class Arrivals:
                 form = parse_qs(self.rfile.read(int(self.headers["content-length"])).decode())
                 to, body = form["To"][0], form["Body"][0]
                 with arrivals.lock:
-                    if to == OFFICER:  # "K12 ATTAQUE Bakolu - 1 rapports 08:14 - Repondez RECU K12"
+                    if to == OFFICER:  # "K12 ATTAQUE Bakolu - 1 rapport 08:14 - Repondez RECU K12"
                         arrivals.forwards.setdefault(body.split()[2], now)
                     else:
                         arrivals.replies += 1

@@ -272,7 +272,7 @@ class AfricasTalkingGateway(Gateway):
             self._local.service = service
         return service
 
-    def send(self, *, to: str, text: str, idempotency_key: str) -> SendResult:
+    def send(self, *, to: str, text: str, idempotency_key: str, label: str = "") -> SendResult:
         try:
             answer: Any = self._service().send(
                 text, [to], sender_id=self._sender, timeout=(3.05, self._timeout)

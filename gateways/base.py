@@ -237,6 +237,10 @@ class Gateway(ABC):
     # carries its webhooks' signature.
     title: ClassVar[str] = ""
     signature_header: ClassVar[str | None] = None
+    # False for a gateway that shows a person what it would send and texts no one (the console):
+    # it is handed a label saying who each SMS is for, and invented numbers (the demo network's)
+    # may be loaded only where every gateway is such a one.
+    reaches_phones: ClassVar[bool] = True
 
     @classmethod
     @abstractmethod
@@ -249,8 +253,13 @@ class Gateway(ABC):
         """Build the sender from settings; raise ValueError naming what is missing."""
 
     @abstractmethod
-    def send(self, *, to: str, text: str, idempotency_key: str) -> SendResult:
-        """Hand one SMS to the provider; raise SendError when it was not accepted."""
+    def send(self, *, to: str, text: str, idempotency_key: str, label: str = "") -> SendResult:
+        """Hand one SMS to the provider; raise SendError when it was not accepted.
+
+        `label` says who `to` is, in words and never a number ("officer Capt. Dufour, level 1,
+        Djugu; alert_forward"), for a gateway that shows a person what it sends (`reaches_phones`
+        False); the others are given "".
+        """
 
 
 def secrets_equal(given: str, expected: str) -> bool:

@@ -12,9 +12,10 @@ log = logging.getLogger("kengele.console")
 
 
 class ConsoleGateway(Gateway):
-    """Records an outbound SMS in the log; the outbox row is the record."""
+    """Records an outbound SMS in the log, one line a person can read; the outbox row is the record."""
 
     name = NAME
+    reaches_phones = False
 
     @classmethod
     def verifier(cls, settings: Any) -> Verifier | None:
@@ -24,6 +25,8 @@ class ConsoleGateway(Gateway):
     def from_settings(cls, settings: Any) -> ConsoleGateway:
         return cls()
 
-    def send(self, *, to: str, text: str, idempotency_key: str) -> SendResult:
-        log.info("console sms", extra={"to": to, "text": text, "key": idempotency_key})
+    def send(self, *, to: str, text: str, idempotency_key: str, label: str = "") -> SendResult:
+        # The log masks the number (+243*******01 for an officer and a reporter alike): the label
+        # says which of them this SMS is for.
+        log.info("console SMS to %s (%s): %s", to, label or "?", text)
         return SendResult(provider_message_id=f"console-{idempotency_key}")

@@ -298,7 +298,7 @@ class TwilioGateway(Gateway):
             self._local.client = client
         return client
 
-    def send(self, *, to: str, text: str, idempotency_key: str) -> SendResult:
+    def send(self, *, to: str, text: str, idempotency_key: str, label: str = "") -> SendResult:
         kwargs = {"to": to, "from_": self._from, "body": text}
         if self._callback:
             kwargs["status_callback"] = self._callback

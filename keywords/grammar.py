@@ -42,6 +42,10 @@ REPLIES: dict[str, set[str]] = {
     "forward": {"code", "category", "place", "people", "reports", "time"},
     "beep": set(),
     "update": {"code", "category", "place", "reports", "time"},
+    # The same two when the incident has one report: its singular is each language's own words
+    # ("1 report", "1 rapport", "ripoti moja"), not a rule of the code.
+    "forward_one": {"code", "category", "place", "people", "reports", "time"},
+    "update_one": {"code", "category", "place", "reports", "time"},
     "no_incident": {"code"},
     "checkin_request": set(),  # the scheduled check-in sent to every focal point
     "silent": {"area", "count", "names"},  # to officers and admins: focal points gone silent

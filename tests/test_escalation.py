@@ -57,9 +57,9 @@ def test_forward_goes_to_the_areas_level_one(make_settings: Callable[..., Settin
     forwards = told(runtime, "alert_forward")
     assert [r for r, _ in forwards] == [DUFOUR, OKELLO, MENON]
     code = forwards[0][1].split()[0]
-    assert forwards[0][1].startswith(f"{code} ATTAQUE Djugu 20 - 1 rapports ")
+    assert forwards[0][1].startswith(f"{code} ATTAQUE Djugu 20 - 1 rapport ")
     assert forwards[0][1].endswith(f"Repondez RECU {code}")
-    assert "ACK" in forwards[1][1]  # Lt. Okello's language is English
+    assert "ACK" in forwards[1][1] and " - 1 report " in forwards[1][1]  # Lt. Okello's language is English
     assert all("+2438" not in text for _, text in forwards)  # no reporter's number
 
 

@@ -177,7 +177,7 @@ def test_the_reported_leaks_are_masked_for_viewers_and_kept_for_officers(
     places = {i["place_name"] for i in _get(client, "/api/v1/incidents", OFFICER)["items"]}
     assert "tel Lopa" in places and not any(c.isdigit() for p in places for c in p or "")
     assert logged(out, [*REPORTERS, OFFICER_PHONE]) == []
-    assert any("console sms" in line for line in out.getvalue().splitlines())
+    assert any("console SMS to " in line for line in out.getvalue().splitlines())
 
 
 @pytest.mark.parametrize("forward_phone", [False, True], ids=["default", "forward-reporter-phone"])

@@ -199,7 +199,7 @@ class CountingGateway(Gateway):
         self.sent: list[str] = []
         self.lock = threading.Lock()
 
-    def send(self, *, to: str, text: str, idempotency_key: str) -> SendResult:
+    def send(self, *, to: str, text: str, idempotency_key: str, label: str = "") -> SendResult:
         import time
 
         time.sleep(0.002)
@@ -321,3 +321,61 @@ def test_at_delivery_report(make_settings: Callable[..., Settings]) -> None:
             row = session.get(Message, message_id)
             assert row is not None and row.status == "failed"
             assert row.error == "africastalking Failed: UserIsInactive"
+
+
+def test_the_console_line_says_who_each_sms_is_for(settings: Settings) -> None:
+    """Numbers are masked alike in the log (+243*******01): the line names the officer, not the villager."""
+    import io
+    import logging
+
+    from app.logs import TextFormatter
+    from app.models import Person
+
+    runtime = Runtime(settings)
+    with transaction(runtime.factory) as session:
+        officer = Person(
+            name="Capt. Alain Dufour", phone="+243810009001", role="officer", level=1, area="Djugu"
+        )
+        villager = Person(name="Jeanne Mave", phone="+243810001001", role="focal_point")
+        session.add_all([officer, villager])
+        session.flush()
+        enqueue(
+            session=session,
+            recipient=officer.phone,
+            text="K1 ATTAQUE Fataki",
+            purpose="alert_forward",
+            key="f",
+            person_id=officer.id,
+        )
+        enqueue(
+            session=session,
+            recipient=villager.phone,
+            text="RAS?",
+            purpose="checkin",
+            key="c",
+            person_id=villager.id,
+        )
+        enqueue(session=session, recipient="+243820000001", text="Merci", purpose="reply", key="r")
+        villager_id = villager.id
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(TextFormatter())
+    console = logging.getLogger("kengele.console")
+    console.addHandler(handler)
+    level = console.level
+    console.setLevel(logging.INFO)
+    try:
+        assert runtime.dispatcher.run_once() == 3
+    finally:
+        console.removeHandler(handler)
+        console.setLevel(level)
+    runtime.stop()
+    lines = sorted(out.getvalue().splitlines())
+    line = "INFO    kengele.console: console SMS to +243*******01"
+    assert lines == sorted(
+        [
+            f"{line} (officer Capt. Alain Dufour, level 1, Djugu; alert_forward): K1 ATTAQUE Fataki",
+            f"{line} (focal point #{villager_id}; checkin): RAS?",
+            f"{line} (not on the roster; reply): Merci",
+        ]
+    )

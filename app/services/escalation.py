@@ -143,6 +143,8 @@ class Escalation:
             "reports": str(incident.report_count),
             "time": incident.last_reported_at.astimezone(self.tz).strftime("%H:%M"),
         }
+        if incident.report_count == 1:  # the grammar's singular ("1 rapport"), a template of its own
+            template = f"{template}_one"
         return fit_one(grammar.replies[template].format(**values)), language
 
     def _tell(

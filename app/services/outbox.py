@@ -20,14 +20,14 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Insert, Table, and_, bindparam, or_, select, update
+from sqlalchemy import Connection, Insert, Row, Table, and_, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import insert_ignoring_conflicts, transaction, utcnow
-from app.enums import Direction, MessageStatus, Purpose
+from app.enums import Direction, MessageStatus, Purpose, Role
 from app.metrics import DELIVERY, OUTBOUND, OUTBOX_DEPTH
-from app.models import DeliveryEvent, Message
+from app.models import DeliveryEvent, Message, Person
 from app.services.worker import Pass, Signals, Worker
 from gateways.base import DeliveryReport, DeliveryStatus, Gateway, MessageKind, SendError
 
@@ -152,6 +152,43 @@ class Outgoing:
     attempts: int
     gateway_index: int
     gateway_attempts: int
+    label: str = ""  # who the recipient is, in words (recipient_label)
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """What the console says of the person an SMS is for."""
+
+    id: int
+    role: str
+    name: str
+    level: int | None
+    area: str | None
+
+
+def recipient_label(*, purpose: str | None, person: Recipient | None) -> str:
+    """Say who an SMS is for and why, in words a person reading the console knows; never the number.
+
+    `person` is None for a number not on the roster. Staff are named. A focal point is only their
+    roster id: a villager's name in a log, beside the last digits of their number, would point at
+    an informant.
+    """
+    if person is None:
+        who = "not on the roster"
+    elif person.role == Role.OFFICER:
+        who = f"officer {person.name}, level {person.level or 1}, {person.area or 'everywhere'}"
+    elif person.role == Role.ADMIN:
+        who = f"admin {person.name}"
+    else:
+        who = f"{person.role.replace('_', ' ')} #{person.id}"
+    return f"{who}; {purpose}" if purpose else who
+
+
+def _labels(conn: Connection, claimed: Sequence[Row[Any]]) -> dict[int, str]:
+    """Claimed row id -> who its SMS is for (recipient_label), the recipients read in one query."""
+    wanted = sorted({r.person_id for r in claimed if r.person_id is not None})
+    people = {p.id: Recipient(*p) for p in conn.execute(_PEOPLE, {"ids": wanted})} if wanted else {}
+    return {r.id: recipient_label(purpose=r.purpose, person=people.get(r.person_id)) for r in claimed}
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +242,12 @@ _CLAIM = (
         _T.c.attempts,
         _T.c.gateway_index,
         _T.c.gateway_attempts,
+        _T.c.person_id,
+        _T.c.purpose,
     )
+)
+_PEOPLE = select(Person.id, Person.role, Person.name, Person.level, Person.area).where(
+    Person.id.in_(bindparam("ids", expanding=True))
 )
 _RECORD = (
     update(_T)
@@ -256,6 +298,9 @@ class Dispatcher(Worker):
         self.concurrency = concurrency
         self.lease = timedelta(seconds=lease)
         self.clock = clock
+        # Who each SMS is for, in words, only for a gateway that shows it to a person (the console):
+        # providers that text phones are spared the look-up.
+        self.labelled = any(not gateway.reaches_phones for gateway in self.gateways)
         # Claim no more than can be sent, at worst, well within the lease.
         self.claim_limit = max(1, min(64, int(concurrency * lease / (send_timeout * 2))))
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kengele-send")
@@ -298,6 +343,7 @@ class Dispatcher(Worker):
             claimed = conn.execute(
                 _CLAIM, {"ids": ids, "now": now, "token": token, "until": now + self.lease}
             ).all()
+            labels = _labels(conn, claimed) if self.labelled else {}
         rows = [
             Outgoing(
                 r.id,
@@ -307,6 +353,7 @@ class Dispatcher(Worker):
                 r.attempts,
                 r.gateway_index,
                 r.gateway_attempts,
+                labels.get(r.id, ""),
             )
             for r in sorted(claimed, key=lambda r: r.id)
         ]
@@ -373,7 +420,7 @@ class Dispatcher(Worker):
         index = min(row.gateway_index, len(self.gateways) - 1)
         gateway = self.gateways[index]
         try:
-            result = gateway.send(to=row.recipient, text=row.text, idempotency_key=row.key)
+            result = gateway.send(to=row.recipient, text=row.text, idempotency_key=row.key, label=row.label)
         except SendError as exc:
             OUTBOUND.labels(gateway.name, "retryable" if exc.retryable else "permanent").inc()
             outcome = self._after_failure(row, index, exc)

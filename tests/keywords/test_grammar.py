@@ -39,6 +39,7 @@ def copy_grammars(tmp_path: Path) -> Path:
             "placeholder",
         ),
         (lambda s: s.replace("no_incident = ", "no_incident_x = "), "replies.no_incident", "missing"),
+        (lambda s: s.replace("forward_one = ", "forward_singular = "), "replies.forward_one", "missing"),
         (lambda s: s.replace("vingt = 20", "vingt = -20"), "numbers.vingt", "whole number"),
         (lambda s: s + "\n[[[broken", "-", "not TOML"),
     ],
