@@ -361,10 +361,14 @@ def cmd_gazetteer_import(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise CliError(f"{args.file}: cannot read: {exc}") from None
-        added, updated = gazetteer.store(engine, rows)
+        stored = gazetteer.store(engine, rows)
     finally:
         engine.dispose()
-    print(f"{len(rows)} places read: {added} added, {updated} updated")
+    repeated = f"; {stored.repeated} repeated ids (the last row of each kept)" if stored.repeated else ""
+    print(
+        f"{len(rows)} places read: {stored.added} added, {stored.updated} updated, "
+        f"{stored.unchanged} unchanged{repeated}"
+    )
     return EXIT_OK
 
 
