@@ -23,6 +23,9 @@ from app.config import Settings
 from app.phones import scrub
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress as RichProgress
+    from rich.progress import TaskID
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session
 
@@ -153,13 +156,12 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
         _upgrade(settings)
     engine = _engine(settings)
     keyring = keyring_of(engine)
-    bar = _ProgressBar(sys.stderr)
     try:
-        rows = keys.rotate(engine, batch=args.batch, progress=bar.update)
+        with ProgressBar() as progress:
+            rows = keys.rotate(engine, batch=args.batch, progress=progress.update)
     except CryptoError as exc:
         raise CliError(f"keys rotate: {exc}") from None
     finally:
-        bar.close()
         engine.dispose()
     if args.vacuum:
         from app.db import compact
@@ -171,37 +173,61 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class _ProgressBar:
-    """A bar redrawn in place on a terminal; a line a tenth of the way elsewhere (logs, CI)."""
+class ProgressBar:
+    """How far a long command has got, on stderr: a bar on a terminal, a line a tenth of the way elsewhere.
 
-    WIDTH = 30
+    `update` is the `progress` callback the services take (app/services/progress.py): one bar per
+    table or step they name. A step of fewer than SHOW_FROM units is over before anyone could read
+    a bar, and shows nothing. The command's summary goes to stdout once the display is closed.
+    """
 
-    def __init__(self, out: Any) -> None:
-        self.out = out
-        self.tty = bool(getattr(out, "isatty", lambda: False)())
+    SHOW_FROM = 100
+
+    def __init__(self, console: Console | None = None, *, unit: str = "rows") -> None:
+        from rich.console import Console
+
+        self.console = console if console is not None else Console(stderr=True)
+        self.unit = unit
+        self._bars: RichProgress | None = None
+        self._tasks: dict[str, TaskID] = {}
         self._shown: tuple[str, int] | None = None
-        self._drawn = False
 
-    def update(self, table: str, done: int, total: int) -> None:
-        if self.tty:
-            filled = self.WIDTH * done // total if total else self.WIDTH
-            bar = "#" * filled + "-" * (self.WIDTH - filled)
-            self.out.write(f"\r{table:<16} [{bar}] {done:>9,}/{total:,}")
-            self._drawn = True
-            if done >= total:
-                self.out.write("\n")
-                self._drawn = False
-            self.out.flush()
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def update(self, label: str, done: int, total: int) -> None:
+        if total < self.SHOW_FROM:
             return
-        tenth = 10 * done // total if total else 10
-        if self._shown != (table, tenth):
-            self._shown = (table, tenth)
-            print(f"{table}: {done}/{total} rows", file=self.out, flush=True)
+        if not self.console.is_terminal:
+            tenth = 10 * done // total
+            if self._shown != (label, tenth):
+                self._shown = (label, tenth)
+                self.console.file.write(f"{label}: {done}/{total} {self.unit}\n")
+                self.console.file.flush()
+            return
+        if self._bars is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bars = Progress(
+                TextColumn("{task.description:<16}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn(self.unit),
+                TimeRemainingColumn(),
+                console=self.console,
+            )
+            self._bars.start()
+        if label not in self._tasks:
+            self._tasks[label] = self._bars.add_task(label, total=total)
+        self._bars.update(self._tasks[label], completed=min(done, total), total=total)
 
     def close(self) -> None:
-        if self._drawn:
-            self.out.write("\n")
-            self.out.flush()
+        if self._bars is not None:
+            self._bars.stop()
+            self._bars = None
 
 
 def cmd_parse(args: argparse.Namespace) -> int:
@@ -361,7 +387,8 @@ def cmd_gazetteer_import(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise CliError(f"{args.file}: cannot read: {exc}") from None
-        stored = gazetteer.store(engine, rows)
+        with ProgressBar() as progress:
+            stored = gazetteer.store(engine, rows, progress=progress.update)
     finally:
         engine.dispose()
     repeated = f"; {stored.repeated} repeated ids (the last row of each kept)" if stored.repeated else ""
@@ -401,13 +428,15 @@ def cmd_roster_import(args: argparse.Namespace) -> int:
         _upgrade(settings)
     engine = _engine(settings)
     try:
-        report = roster.import_csv(
-            make_sessionmaker(engine),
-            data,
-            rules=lambda session: _roster_rules(settings, session),
-            actor=f"cli:{_user()}",
-            skip_bad=args.skip_bad,
-        )
+        with ProgressBar() as progress:
+            report = roster.import_csv(
+                make_sessionmaker(engine),
+                data,
+                rules=lambda session: _roster_rules(settings, session),
+                actor=f"cli:{_user()}",
+                skip_bad=args.skip_bad,
+                progress=progress.update,
+            )
     finally:
         engine.dispose()
     lines = [(r.row, f"row {r.row}: {r.outcome}") for r in report.results]
@@ -534,12 +563,14 @@ def cmd_retention_run(args: argparse.Namespace) -> int:
     logs.configure("WARNING", settings.log_format)
     engine = _database(settings)
     try:
-        report = run_retention(
-            factory=make_sessionmaker(engine),
-            days=settings.retention_days,
-            actor=f"cli:{_user()}",
-            dry_run=args.dry_run,
-        )
+        with ProgressBar() as progress:
+            report = run_retention(
+                factory=make_sessionmaker(engine),
+                days=settings.retention_days,
+                actor=f"cli:{_user()}",
+                dry_run=args.dry_run,
+                progress=progress.update,
+            )
     finally:
         engine.dispose()
     print(

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, select, update
+from rich.console import Console
+from sqlalchemy import create_engine, insert, select, update
 
-from app.models import Alert, ApiToken, Message
+from app.cli import ProgressBar
+from app.crypto import Keyring
+from app.db import make_engine
+from app.models import Alert, ApiToken, Message, Person
+from app.services.intake import message_row, store_batch
+from gateways.base import InboundSms
 from tests.helpers import engine as helpers_engine
 from tests.helpers import recent
 from tests.server import KENGELE, TEST_SECRET_KEY
@@ -198,3 +206,111 @@ def test_retention_run_and_dry_run(db_url: str) -> None:
     engine.dispose()
     again = run("retention", "run", db_url=db_url)
     assert again.returncode == 0 and all(line.endswith(" 0") for line in again.stdout.splitlines()[2:])
+
+
+# -- progress of long commands: a line a tenth of the way on stderr without a terminal ----------
+def test_progress_without_a_terminal_is_a_line_a_tenth_of_the_way() -> None:
+    out = io.StringIO()  # no terminal
+    with ProgressBar(Console(file=out)) as bar:
+        for done in range(0, 201, 5):
+            bar.update("messages", done, 200)
+        bar.update("people", 0, 0)  # nothing to do
+        bar.update("alerts", 40, 99)  # over before a bar could be read
+        bar.update("places", 0, 100)
+    assert out.getvalue().splitlines() == [
+        *(f"messages: {done}/200 rows" for done in range(0, 201, 20)),
+        "places: 0/100 rows",
+    ]
+
+
+def test_progress_on_a_terminal_draws_bars() -> None:
+    out = io.StringIO()
+    with ProgressBar(Console(file=out, force_terminal=True, width=100)) as bar:
+        for done in range(0, 1001, 50):
+            bar.update("messages", done, 1000)
+        bar.update("people", 0, 150)
+        bar.update("people", 160, 150)  # a service may find more than it counted first
+    drawn = out.getvalue()
+    assert "\x1b[" in drawn  # drawn in place with terminal codes, not written as lines
+    assert "messages" in drawn and "1000/1000" in drawn and "150/150" in drawn
+
+
+def geonames_dump(path: Path, n: int) -> Path:
+    lines = [
+        f"{300000 + i}\tVillage {i}\tVillage {i}\t\t1.{i:04d}\t30.5\tP\tPPL\tCD\t\t17\t1734\t\t\t0\t\t900"
+        "\tAfrica/Lubumbashi\t2016-11-23\n"
+        for i in range(n)
+    ]
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def gazetteer_file(db_url: str, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    return ["gazetteer", "import", str(geonames_dump(tmp_path / "CD.txt", 150))], {}
+
+
+def roster_file(db_url: str, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    path = tmp_path / "roster.csv"
+    rows = "".join(f"Officer {i},+24381{2000000 + i},officer\n" for i in range(120))
+    path.write_text("name,phone,role\n" + rows, encoding="utf-8")
+    return ["roster", "import", str(path)], {}
+
+
+def old_messages(db_url: str, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    engine = make_engine(db_url, keyring=Keyring([TEST_SECRET_KEY]))
+    now = datetime.now(UTC)
+    store_batch(
+        engine,
+        [
+            message_row(
+                InboundSms("africastalking", f"m{i}", f"+24382{3000000 + i}", None, "A1", None),
+                region="CD",
+                now=now,
+                claim_token=None,
+                lease=timedelta(0),
+            )
+            for i in range(150)
+        ],
+    )
+    engine.dispose()
+    return ["retention", "run", "--dry-run"], {}
+
+
+def sealed_under_an_old_key(db_url: str, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    from tests.test_crypto import KEY_A, KEY_B
+
+    engine = make_engine(db_url, keyring=Keyring([KEY_A]))
+    with engine.begin() as conn:
+        people = [{"name": f"p{i}", "phone": f"+24381{4000000 + i}", "role": "officer"} for i in range(150)]
+        conn.execute(insert(Person), people)
+    engine.dispose()
+    return ["keys", "rotate"], {"KENGELE_SECRET_KEY": KEY_B, "KENGELE_SECRET_KEYS": KEY_A}
+
+
+@pytest.mark.parametrize(
+    ("given", "steps", "summary"),
+    [
+        (gazetteer_file, [("places", 150)], "150 places read: 150 added, 0 updated, 0 unchanged"),
+        (roster_file, [("checking", 120), ("saving", 120)], "120 rows: 120 created, 0 updated"),
+        (old_messages, [("messages", 150)], "retention: rows older than"),
+        (sealed_under_an_old_key, [("people", 150)], "150 rows encrypted again"),
+    ],
+    ids=["gazetteer import", "roster import", "retention run", "keys rotate"],
+)
+def test_long_commands_show_progress_on_stderr_and_their_summary_on_stdout(
+    db_url: str,
+    tmp_path: Path,
+    given: Callable[[str, Path], tuple[list[str], dict[str, str]]],
+    steps: list[tuple[str, int]],
+    summary: str,
+) -> None:
+    args, env = given(db_url, tmp_path)
+    r = run(*args, db_url=db_url, **env)
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    for label, total in steps:
+        mine = [line for line in lines if line.startswith(f"{label}: ")]
+        assert mine[0] == f"{label}: 0/{total} rows" and mine[-1] == f"{label}: {total}/{total} rows", lines
+        assert len(mine) <= 11  # a line a tenth of the way, not a line a row
+    assert len(lines) == sum(len([x for x in lines if x.startswith(f"{label}: ")]) for label, _ in steps)
+    assert summary in r.stdout and ": 0/" not in r.stdout
