@@ -448,11 +448,28 @@ def cmd_roster_import(args: argparse.Namespace) -> int:
         f"{report.unchanged} unchanged, {report.invalid} invalid"
         + ("" if report.applied else "; nothing imported")
     )
+    if not report.errors:
+        return EXIT_OK  # every row imported (or a header with no rows: nothing to import)
+    first = report.errors[0]
     if not report.applied:
         more = f" (and {len(report.errors) - 1} more errors)" if len(report.errors) > 1 else ""
-        hint = "" if report.errors[0].row == 1 else "; --skip-bad imports the good rows"
-        raise CliError(f"{args.file}: {report.errors[0]}{more}; nothing imported{hint}")
-    return EXIT_OK
+        if first.row == 1:  # the header: no row can be read
+            hint = ""
+        elif args.skip_bad:
+            hint = ": no good row"
+        else:
+            hint = "; --skip-bad imports the good rows"
+        raise CliError(f"{args.file}: {first}{more}; nothing imported{hint}")
+    # --skip-bad imported the good rows: say on stderr that the others were not, and exit 1.
+    others = f", and {report.invalid - 1} more rows" if report.invalid > 1 else ""
+    print(
+        scrub(
+            f"kengele: {args.file}: {report.invalid} of {report.rows} rows skipped ({first}{others}); "
+            f"the other {report.rows - report.invalid} imported"
+        ),
+        file=sys.stderr,
+    )
+    return EXIT_FAIL
 
 
 def cmd_roster_export(args: argparse.Namespace) -> int:
