@@ -351,6 +351,49 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- files named on the command line: one wording for what is wrong with them ---------------------
+def file_error(path: str, exc: OSError, *, writing: bool = False) -> CliError:
+    """`FILE: no such file`, `FILE: is a directory`, `FILE: cannot read: <reason>` (or write)."""
+    if isinstance(exc, IsADirectoryError):
+        return CliError(f"{path}: is a directory")
+    if isinstance(exc, FileNotFoundError):
+        return CliError(f"{path}: cannot write: no such directory" if writing else f"{path}: no such file")
+    reason = exc.strerror or str(exc)
+    return CliError(f"{path}: cannot {'write' if writing else 'read'}: {reason[:1].lower()}{reason[1:]}")
+
+
+def readable(path: str) -> Path:
+    """The path of a file the command is about to read, or the CliError that says why it cannot."""
+    try:
+        with open(path, "rb"):
+            return Path(path)
+    except OSError as exc:
+        raise file_error(path, exc) from None
+
+
+def writable(path: str) -> Path:
+    """The path of a file the command will write, checked before any work is done for it."""
+    target = Path(path)
+    if target.is_dir():
+        raise CliError(f"{path}: is a directory")
+    if not target.parent.exists():
+        raise CliError(f"{path}: cannot write: no such directory")
+    if not target.parent.is_dir():
+        raise CliError(f"{path}: cannot write: not a directory")
+    return target
+
+
+def not_utf8(path: Path) -> CliError:
+    """The row (line) of the first byte of a file that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        row = data.count(b"\n", 0, exc.start) + 1
+        return CliError(f"{path}: row {row}, column -: not UTF-8 text (save the file as UTF-8)")
+    return CliError(f"{path}: cannot read: not UTF-8 text")
+
+
 def cmd_gazetteer_import(args: argparse.Namespace) -> int:
     from app.db import make_engine
     from app.services import areas, gazetteer
@@ -361,6 +404,7 @@ def cmd_gazetteer_import(args: argparse.Namespace) -> int:
         raise CliError(f"--country: {args.country!r} is not an ISO alpha-2 code")
     if (args.file is None) == (not args.builtin):
         raise CliError("give FILE or --builtin (GeoNames' places of 1,000 people or more)")
+    path = readable(args.file) if args.file is not None else None  # before any database work
     if settings.is_sqlite:
         _upgrade(settings)
     engine = make_engine(settings.database_url)
@@ -371,10 +415,10 @@ def cmd_gazetteer_import(args: argparse.Namespace) -> int:
         with engine.connect() as conn:
             book = gazetteer.area_book(conn)
         try:
-            if args.builtin:
+            if path is None:  # --builtin
                 rows = gazetteer.read_builtin(country or settings.default_region, areas=book)
-            elif areas.is_admin_file(Path(args.file)):
-                result = gazetteer.store_areas(engine, areas.read_admin_file(Path(args.file)))
+            elif areas.is_admin_file(path):
+                result = gazetteer.store_areas(engine, areas.read_admin_file(path))
                 print(
                     f"{result.added + result.updated + result.unchanged} areas read: {result.added} added, "
                     f"{result.updated} updated, {result.unchanged} unchanged; "
@@ -382,11 +426,13 @@ def cmd_gazetteer_import(args: argparse.Namespace) -> int:
                 )
                 return EXIT_OK
             else:
-                rows = gazetteer.read_file(Path(args.file), country, areas=book)
+                rows = gazetteer.read_file(path, country, areas=book)
         except (gazetteer.GazetteerError, areas.AreaFileError) as exc:
             raise CliError(str(exc)) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CliError(f"{args.file}: cannot read: {exc}") from None
+        except OSError as exc:
+            raise file_error(args.file, exc) from None
+        except UnicodeDecodeError:
+            raise not_utf8(Path(args.file)) from None
         with ProgressBar() as progress:
             stored = gazetteer.store(engine, rows, progress=progress.update)
     finally:
@@ -421,9 +467,9 @@ def cmd_roster_import(args: argparse.Namespace) -> int:
 
     settings = _settings()
     try:
-        data = Path(args.file).read_bytes()
+        data = readable(args.file).read_bytes()
     except OSError as exc:
-        raise CliError(f"{args.file}: cannot read: {exc.strerror}") from None
+        raise file_error(args.file, exc) from None
     if settings.is_sqlite:
         _upgrade(settings)
     engine = _engine(settings)
@@ -453,7 +499,7 @@ def cmd_roster_import(args: argparse.Namespace) -> int:
     first = report.errors[0]
     if not report.applied:
         more = f" (and {len(report.errors) - 1} more errors)" if len(report.errors) > 1 else ""
-        if first.row == 1:  # the header: no row can be read
+        if report.unreadable:  # the header, the encoding: no row can be read
             hint = ""
         elif args.skip_bad:
             hint = ": no good row"
@@ -476,6 +522,7 @@ def cmd_roster_export(args: argparse.Namespace) -> int:
     from app.db import make_sessionmaker, transaction
     from app.services import roster
 
+    target = writable(args.file) if args.file is not None else None
     settings = _settings()
     if settings.is_sqlite:
         _upgrade(settings)
@@ -485,13 +532,13 @@ def cmd_roster_export(args: argparse.Namespace) -> int:
             text = roster.export_csv(session, _roster_rules(settings, session).places)
     finally:
         engine.dispose()
-    if args.file is None:
+    if target is None:
         sys.stdout.write(text)
         return EXIT_OK
     try:
-        Path(args.file).write_text(text, encoding="utf-8", newline="")
+        target.write_text(text, encoding="utf-8", newline="")
     except OSError as exc:
-        raise CliError(f"{args.file}: cannot write: {exc.strerror}") from None
+        raise file_error(args.file, exc, writing=True) from None
     print(f"{text.count(chr(10)) - 1} people written to {args.file}")
     return EXIT_OK
 

@@ -314,3 +314,42 @@ def test_long_commands_show_progress_on_stderr_and_their_summary_on_stdout(
         assert len(mine) <= 11  # a line a tenth of the way, not a line a row
     assert len(lines) == sum(len([x for x in lines if x.startswith(f"{label}: ")]) for label, _ in steps)
     assert summary in r.stdout and ": 0/" not in r.stdout
+
+
+# -- one wording for a file that cannot be read or written, whatever the command ------------------
+def test_a_file_that_cannot_be_used_is_worded_alike_by_every_command(db_url: str, tmp_path: Path) -> None:
+    plain = tmp_path / "plain.csv"
+    plain.write_text("name,phone,role\n", encoding="utf-8")
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes(
+        "name,lat,lon\nDjugu,1.9,30.5\nMongbwalu\xe9,1.9,30.5\n".replace(",", "\t").encode("latin-1")
+    )
+    latin_csv = tmp_path / "latin1.csv"
+    latin_csv.write_bytes(
+        "name,phone,role\nA,+243810000001,admin\nJos\xe9,+243810000002,admin\n".encode("latin-1")
+    )
+    missing, folder, under_a_file = tmp_path / "nope.csv", tmp_path, plain / "x.csv"
+    table = [
+        # command, file, what stderr says after `kengele: FILE: `
+        (("gazetteer", "import"), missing, "no such file"),
+        (("gazetteer", "import"), folder, "is a directory"),
+        (("gazetteer", "import"), under_a_file, "cannot read: not a directory"),
+        (("gazetteer", "import"), latin, "row 3, column -: not UTF-8 text (save the file as UTF-8)"),
+        (("roster", "import"), missing, "no such file"),
+        (("roster", "import"), folder, "is a directory"),
+        (("roster", "import"), under_a_file, "cannot read: not a directory"),
+        (
+            ("roster", "import"),
+            latin_csv,
+            "row 3, column -: not UTF-8 text (save the file as CSV UTF-8); nothing imported",
+        ),
+        (("roster", "export"), folder, "is a directory"),
+        (("roster", "export"), tmp_path / "no" / "such" / "out.csv", "cannot write: no such directory"),
+        (("roster", "export"), under_a_file, "cannot write: not a directory"),
+    ]
+    for command, path, reason in table:
+        r = run(*command, str(path), db_url=db_url)
+        assert (r.returncode, r.stderr) == (2, f"kengele: {path}: {reason}\n"), (command, path, r.stderr)
+        assert r.stdout == "" or reason.startswith("row "), (command, path)  # a roster's report
+    written = {p.name for p in tmp_path.iterdir() if not p.name.startswith("kengele.db")}
+    assert written == {"plain.csv", "latin1.txt", "latin1.csv"}  # no export written half-way, no folder made

@@ -114,6 +114,8 @@ class Report:
     errors: list[RowError]
     results: list[RowResult] = field(default_factory=list)
     applied: bool = False
+    # The file itself cannot be read (header, encoding, quoting): no row is imported, skip_bad or not.
+    unreadable: bool = False
 
     def _count(self, outcome: str) -> int:
         return sum(r.outcome == outcome for r in self.results)
@@ -403,7 +405,7 @@ def plan(
     """
     sheet = read_csv(data)
     entries, errors = check(sheet, rules, progress=progress)
-    report = Report(rows=len(sheet.rows), errors=errors)
+    report = Report(rows=len(sheet.rows), errors=errors, unreadable=bool(sheet.errors))
     if sheet.errors or (errors and not skip_bad):
         report.results = [RowResult(e.row, "valid", None) for e in entries]
         return report, []
