@@ -17,7 +17,6 @@ from sqlalchemy import create_engine, insert, select, update
 
 from app.cli import ProgressBar
 from app.crypto import Keyring
-from app.db import make_engine
 from app.models import Alert, ApiToken, Message, Person
 from app.services.intake import message_row, store_batch
 from gateways.base import InboundSms
@@ -257,7 +256,7 @@ def roster_file(db_url: str, tmp_path: Path) -> tuple[list[str], dict[str, str]]
 
 
 def old_messages(db_url: str, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
-    engine = make_engine(db_url, keyring=Keyring([TEST_SECRET_KEY]))
+    engine = helpers_engine(db_url)
     now = datetime.now(UTC)
     store_batch(
         engine,
@@ -279,7 +278,7 @@ def old_messages(db_url: str, tmp_path: Path) -> tuple[list[str], dict[str, str]
 def sealed_under_an_old_key(db_url: str, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
     from tests.test_crypto import KEY_A, KEY_B
 
-    engine = make_engine(db_url, keyring=Keyring([KEY_A]))
+    engine = helpers_engine(db_url, Keyring([KEY_A]))
     with engine.begin() as conn:
         people = [{"name": f"p{i}", "phone": f"+24381{4000000 + i}", "role": "officer"} for i in range(150)]
         conn.execute(insert(Person), people)
