@@ -24,6 +24,9 @@ from app.config import Settings
 from app.phones import scrub
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress as RichProgress
+    from rich.progress import TaskID
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session
 
@@ -155,13 +158,12 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
         _upgrade(settings)
     engine = _engine(settings)
     keyring = keyring_of(engine)
-    bar = _ProgressBar(sys.stderr)
     try:
-        rows = keys.rotate(engine, batch=args.batch, progress=bar.update)
+        with ProgressBar() as progress:
+            rows = keys.rotate(engine, batch=args.batch, progress=progress.update)
     except CryptoError as exc:
         raise CliError(f"keys rotate: {exc}") from None
     finally:
-        bar.close()
         engine.dispose()
     if args.vacuum:
         from app.db import compact
@@ -173,37 +175,61 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class _ProgressBar:
-    """A bar redrawn in place on a terminal; a line a tenth of the way elsewhere (logs, CI)."""
+class ProgressBar:
+    """How far a long command has got, on stderr: a bar on a terminal, a line a tenth of the way elsewhere.
 
-    WIDTH = 30
+    `update` is the `progress` callback the services take (app/services/progress.py): one bar per
+    table or step they name. A step of fewer than SHOW_FROM units is over before anyone could read
+    a bar, and shows nothing. The command's summary goes to stdout once the display is closed.
+    """
 
-    def __init__(self, out: Any) -> None:
-        self.out = out
-        self.tty = bool(getattr(out, "isatty", lambda: False)())
+    SHOW_FROM = 100
+
+    def __init__(self, console: Console | None = None, *, unit: str = "rows") -> None:
+        from rich.console import Console
+
+        self.console = console if console is not None else Console(stderr=True)
+        self.unit = unit
+        self._bars: RichProgress | None = None
+        self._tasks: dict[str, TaskID] = {}
         self._shown: tuple[str, int] | None = None
-        self._drawn = False
 
-    def update(self, table: str, done: int, total: int) -> None:
-        if self.tty:
-            filled = self.WIDTH * done // total if total else self.WIDTH
-            bar = "#" * filled + "-" * (self.WIDTH - filled)
-            self.out.write(f"\r{table:<16} [{bar}] {done:>9,}/{total:,}")
-            self._drawn = True
-            if done >= total:
-                self.out.write("\n")
-                self._drawn = False
-            self.out.flush()
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def update(self, label: str, done: int, total: int) -> None:
+        if total < self.SHOW_FROM:
             return
-        tenth = 10 * done // total if total else 10
-        if self._shown != (table, tenth):
-            self._shown = (table, tenth)
-            print(f"{table}: {done}/{total} rows", file=self.out, flush=True)
+        if not self.console.is_terminal:
+            tenth = 10 * done // total
+            if self._shown != (label, tenth):
+                self._shown = (label, tenth)
+                self.console.file.write(f"{label}: {done}/{total} {self.unit}\n")
+                self.console.file.flush()
+            return
+        if self._bars is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bars = Progress(
+                TextColumn("{task.description:<16}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn(self.unit),
+                TimeRemainingColumn(),
+                console=self.console,
+            )
+            self._bars.start()
+        if label not in self._tasks:
+            self._tasks[label] = self._bars.add_task(label, total=total)
+        self._bars.update(self._tasks[label], completed=min(done, total), total=total)
 
     def close(self) -> None:
-        if self._drawn:
-            self.out.write("\n")
-            self.out.flush()
+        if self._bars is not None:
+            self._bars.stop()
+            self._bars = None
 
 
 def cmd_parse(args: argparse.Namespace) -> int:
@@ -327,6 +353,49 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- files named on the command line: one wording for what is wrong with them ---------------------
+def file_error(path: str, exc: OSError, *, writing: bool = False) -> CliError:
+    """`FILE: no such file`, `FILE: is a directory`, `FILE: cannot read: <reason>` (or write)."""
+    if isinstance(exc, IsADirectoryError):
+        return CliError(f"{path}: is a directory")
+    if isinstance(exc, FileNotFoundError):
+        return CliError(f"{path}: cannot write: no such directory" if writing else f"{path}: no such file")
+    reason = exc.strerror or str(exc)
+    return CliError(f"{path}: cannot {'write' if writing else 'read'}: {reason[:1].lower()}{reason[1:]}")
+
+
+def readable(path: str) -> Path:
+    """The path of a file the command is about to read, or the CliError that says why it cannot."""
+    try:
+        with open(path, "rb"):
+            return Path(path)
+    except OSError as exc:
+        raise file_error(path, exc) from None
+
+
+def writable(path: str) -> Path:
+    """The path of a file the command will write, checked before any work is done for it."""
+    target = Path(path)
+    if target.is_dir():
+        raise CliError(f"{path}: is a directory")
+    if not target.parent.exists():
+        raise CliError(f"{path}: cannot write: no such directory")
+    if not target.parent.is_dir():
+        raise CliError(f"{path}: cannot write: not a directory")
+    return target
+
+
+def not_utf8(path: Path) -> CliError:
+    """The row (line) of the first byte of a file that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        row = data.count(b"\n", 0, exc.start) + 1
+        return CliError(f"{path}: row {row}, column -: not UTF-8 text (save the file as UTF-8)")
+    return CliError(f"{path}: cannot read: not UTF-8 text")
+
+
 def cmd_gazetteer_import(args: argparse.Namespace) -> int:
     from app.db import make_engine
     from app.services import areas, gazetteer
@@ -337,6 +406,7 @@ def cmd_gazetteer_import(args: argparse.Namespace) -> int:
         raise CliError(f"--country: {args.country!r} is not an ISO alpha-2 code")
     if (args.file is None) == (not args.builtin):
         raise CliError("give FILE or --builtin (GeoNames' places of 1,000 people or more)")
+    path = readable(args.file) if args.file is not None else None  # before any database work
     if settings.is_sqlite:
         _upgrade(settings)
     engine = make_engine(settings.database_url)
@@ -347,10 +417,10 @@ def cmd_gazetteer_import(args: argparse.Namespace) -> int:
         with engine.connect() as conn:
             book = gazetteer.area_book(conn)
         try:
-            if args.builtin:
+            if path is None:  # --builtin
                 rows = gazetteer.read_builtin(country or settings.default_region, areas=book)
-            elif areas.is_admin_file(Path(args.file)):
-                result = gazetteer.store_areas(engine, areas.read_admin_file(Path(args.file)))
+            elif areas.is_admin_file(path):
+                result = gazetteer.store_areas(engine, areas.read_admin_file(path))
                 print(
                     f"{result.added + result.updated + result.unchanged} areas read: {result.added} added, "
                     f"{result.updated} updated, {result.unchanged} unchanged; "
@@ -358,15 +428,22 @@ def cmd_gazetteer_import(args: argparse.Namespace) -> int:
                 )
                 return EXIT_OK
             else:
-                rows = gazetteer.read_file(Path(args.file), country, areas=book)
+                rows = gazetteer.read_file(path, country, areas=book)
         except (gazetteer.GazetteerError, areas.AreaFileError) as exc:
             raise CliError(str(exc)) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CliError(f"{args.file}: cannot read: {exc}") from None
-        added, updated = gazetteer.store(engine, rows)
+        except OSError as exc:
+            raise file_error(args.file, exc) from None
+        except UnicodeDecodeError:
+            raise not_utf8(Path(args.file)) from None
+        with ProgressBar() as progress:
+            stored = gazetteer.store(engine, rows, progress=progress.update)
     finally:
         engine.dispose()
-    print(f"{len(rows)} places read: {added} added, {updated} updated")
+    repeated = f"; {stored.repeated} repeated ids (the last row of each kept)" if stored.repeated else ""
+    print(
+        f"{len(rows)} places read: {stored.added} added, {stored.updated} updated, "
+        f"{stored.unchanged} unchanged{repeated}"
+    )
     return EXIT_OK
 
 
@@ -392,20 +469,22 @@ def cmd_roster_import(args: argparse.Namespace) -> int:
 
     settings = _settings()
     try:
-        data = Path(args.file).read_bytes()
+        data = readable(args.file).read_bytes()
     except OSError as exc:
-        raise CliError(f"{args.file}: cannot read: {exc.strerror}") from None
+        raise file_error(args.file, exc) from None
     if settings.is_sqlite:
         _upgrade(settings)
     engine = _engine(settings)
     try:
-        report = roster.import_csv(
-            make_sessionmaker(engine),
-            data,
-            rules=lambda session: _roster_rules(settings, session),
-            actor=f"cli:{_user()}",
-            skip_bad=args.skip_bad,
-        )
+        with ProgressBar() as progress:
+            report = roster.import_csv(
+                make_sessionmaker(engine),
+                data,
+                rules=lambda session: _roster_rules(settings, session),
+                actor=f"cli:{_user()}",
+                skip_bad=args.skip_bad,
+                progress=progress.update,
+            )
     finally:
         engine.dispose()
     lines = [(r.row, f"row {r.row}: {r.outcome}") for r in report.results]
@@ -417,17 +496,35 @@ def cmd_roster_import(args: argparse.Namespace) -> int:
         f"{report.unchanged} unchanged, {report.invalid} invalid"
         + ("" if report.applied else "; nothing imported")
     )
+    if not report.errors:
+        return EXIT_OK  # every row imported (or a header with no rows: nothing to import)
+    first = report.errors[0]
     if not report.applied:
         more = f" (and {len(report.errors) - 1} more errors)" if len(report.errors) > 1 else ""
-        hint = "" if report.errors[0].row == 1 else "; --skip-bad imports the good rows"
-        raise CliError(f"{args.file}: {report.errors[0]}{more}; nothing imported{hint}")
-    return EXIT_OK
+        if report.unreadable:  # the header, the encoding: no row can be read
+            hint = ""
+        elif args.skip_bad:
+            hint = ": no good row"
+        else:
+            hint = "; --skip-bad imports the good rows"
+        raise CliError(f"{args.file}: {first}{more}; nothing imported{hint}")
+    # --skip-bad imported the good rows: say on stderr that the others were not, and exit 1.
+    others = f", and {report.invalid - 1} more rows" if report.invalid > 1 else ""
+    print(
+        scrub(
+            f"kengele: {args.file}: {report.invalid} of {report.rows} rows skipped ({first}{others}); "
+            f"the other {report.rows - report.invalid} imported"
+        ),
+        file=sys.stderr,
+    )
+    return EXIT_FAIL
 
 
 def cmd_roster_export(args: argparse.Namespace) -> int:
     from app.db import make_sessionmaker, transaction
     from app.services import roster
 
+    target = writable(args.file) if args.file is not None else None
     settings = _settings()
     if settings.is_sqlite:
         _upgrade(settings)
@@ -437,13 +534,13 @@ def cmd_roster_export(args: argparse.Namespace) -> int:
             text = roster.export_csv(session, _roster_rules(settings, session).places)
     finally:
         engine.dispose()
-    if args.file is None:
+    if target is None:
         sys.stdout.write(text)
         return EXIT_OK
     try:
-        Path(args.file).write_text(text, encoding="utf-8", newline="")
+        target.write_text(text, encoding="utf-8", newline="")
     except OSError as exc:
-        raise CliError(f"{args.file}: cannot write: {exc.strerror}") from None
+        raise file_error(args.file, exc, writing=True) from None
     print(f"{text.count(chr(10)) - 1} people written to {args.file}")
     return EXIT_OK
 
@@ -532,12 +629,14 @@ def cmd_retention_run(args: argparse.Namespace) -> int:
     logs.configure("WARNING", settings.log_format)
     engine = _database(settings)
     try:
-        report = run_retention(
-            factory=make_sessionmaker(engine),
-            days=settings.retention_days,
-            actor=f"cli:{_user()}",
-            dry_run=args.dry_run,
-        )
+        with ProgressBar() as progress:
+            report = run_retention(
+                factory=make_sessionmaker(engine),
+                days=settings.retention_days,
+                actor=f"cli:{_user()}",
+                dry_run=args.dry_run,
+                progress=progress.update,
+            )
     finally:
         engine.dispose()
     print(

@@ -16,7 +16,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 
-from bench import checkins, forward, geo, inbound, parser
+from bench import checkins, forward, gazetteer, geo, inbound, parser
 
 # name: (full size, tiny size)
 BENCHES: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
@@ -25,6 +25,7 @@ BENCHES: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
     "inbound": (inbound.main, inbound.smoke),
     "forward": (forward.main, forward.smoke),
     "checkins": (checkins.main, checkins.smoke),
+    "gazetteer": (gazetteer.main, gazetteer.smoke),
 }
 SMOKE_BUDGET = 60.0  # seconds, on a shared two-core machine
 

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, select, update
+from rich.console import Console
+from sqlalchemy import create_engine, insert, select, update
 
-from app.models import Alert, ApiToken, Message
+from app.cli import ProgressBar
+from app.crypto import Keyring
+from app.models import Alert, ApiToken, Message, Person
+from app.services.intake import message_row, store_batch
+from gateways.base import InboundSms
 from tests.helpers import engine as helpers_engine
 from tests.helpers import recent
 from tests.server import KENGELE, TEST_SECRET_KEY
@@ -198,3 +205,150 @@ def test_retention_run_and_dry_run(db_url: str) -> None:
     engine.dispose()
     again = run("retention", "run", db_url=db_url)
     assert again.returncode == 0 and all(line.endswith(" 0") for line in again.stdout.splitlines()[2:])
+
+
+# -- progress of long commands: a line a tenth of the way on stderr without a terminal ----------
+def test_progress_without_a_terminal_is_a_line_a_tenth_of_the_way() -> None:
+    out = io.StringIO()  # no terminal
+    with ProgressBar(Console(file=out)) as bar:
+        for done in range(0, 201, 5):
+            bar.update("messages", done, 200)
+        bar.update("people", 0, 0)  # nothing to do
+        bar.update("alerts", 40, 99)  # over before a bar could be read
+        bar.update("places", 0, 100)
+    assert out.getvalue().splitlines() == [
+        *(f"messages: {done}/200 rows" for done in range(0, 201, 20)),
+        "places: 0/100 rows",
+    ]
+
+
+def test_progress_on_a_terminal_draws_bars() -> None:
+    out = io.StringIO()
+    with ProgressBar(Console(file=out, force_terminal=True, width=100)) as bar:
+        for done in range(0, 1001, 50):
+            bar.update("messages", done, 1000)
+        bar.update("people", 0, 150)
+        bar.update("people", 160, 150)  # a service may find more than it counted first
+    drawn = out.getvalue()
+    assert "\x1b[" in drawn  # drawn in place with terminal codes, not written as lines
+    assert "messages" in drawn and "1000/1000" in drawn and "150/150" in drawn
+
+
+def geonames_dump(path: Path, n: int) -> Path:
+    lines = [
+        f"{300000 + i}\tVillage {i}\tVillage {i}\t\t1.{i:04d}\t30.5\tP\tPPL\tCD\t\t17\t1734\t\t\t0\t\t900"
+        "\tAfrica/Lubumbashi\t2016-11-23\n"
+        for i in range(n)
+    ]
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def gazetteer_file(db_url: str, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    return ["gazetteer", "import", str(geonames_dump(tmp_path / "CD.txt", 150))], {}
+
+
+def roster_file(db_url: str, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    path = tmp_path / "roster.csv"
+    rows = "".join(f"Officer {i},+24381{2000000 + i},officer\n" for i in range(120))
+    path.write_text("name,phone,role\n" + rows, encoding="utf-8")
+    return ["roster", "import", str(path)], {}
+
+
+def old_messages(db_url: str, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    engine = helpers_engine(db_url)
+    now = datetime.now(UTC)
+    store_batch(
+        engine,
+        [
+            message_row(
+                InboundSms("africastalking", f"m{i}", f"+24382{3000000 + i}", None, "A1", None),
+                region="CD",
+                now=now,
+                claim_token=None,
+                lease=timedelta(0),
+            )
+            for i in range(150)
+        ],
+    )
+    engine.dispose()
+    return ["retention", "run", "--dry-run"], {}
+
+
+def sealed_under_an_old_key(db_url: str, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    from tests.test_crypto import KEY_A, KEY_B
+
+    engine = helpers_engine(db_url, Keyring([KEY_A]))
+    with engine.begin() as conn:
+        people = [{"name": f"p{i}", "phone": f"+24381{4000000 + i}", "role": "officer"} for i in range(150)]
+        conn.execute(insert(Person), people)
+    engine.dispose()
+    return ["keys", "rotate"], {"KENGELE_SECRET_KEY": KEY_B, "KENGELE_SECRET_KEYS": KEY_A}
+
+
+@pytest.mark.parametrize(
+    ("given", "steps", "summary"),
+    [
+        (gazetteer_file, [("places", 150)], "150 places read: 150 added, 0 updated, 0 unchanged"),
+        (roster_file, [("checking", 120), ("saving", 120)], "120 rows: 120 created, 0 updated"),
+        (old_messages, [("messages", 150)], "retention: rows older than"),
+        (sealed_under_an_old_key, [("people", 150)], "150 rows encrypted again"),
+    ],
+    ids=["gazetteer import", "roster import", "retention run", "keys rotate"],
+)
+def test_long_commands_show_progress_on_stderr_and_their_summary_on_stdout(
+    db_url: str,
+    tmp_path: Path,
+    given: Callable[[str, Path], tuple[list[str], dict[str, str]]],
+    steps: list[tuple[str, int]],
+    summary: str,
+) -> None:
+    args, env = given(db_url, tmp_path)
+    r = run(*args, db_url=db_url, **env)
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    for label, total in steps:
+        mine = [line for line in lines if line.startswith(f"{label}: ")]
+        assert mine[0] == f"{label}: 0/{total} rows" and mine[-1] == f"{label}: {total}/{total} rows", lines
+        assert len(mine) <= 11  # a line a tenth of the way, not a line a row
+    assert len(lines) == sum(len([x for x in lines if x.startswith(f"{label}: ")]) for label, _ in steps)
+    assert summary in r.stdout and ": 0/" not in r.stdout
+
+
+# -- one wording for a file that cannot be read or written, whatever the command ------------------
+def test_a_file_that_cannot_be_used_is_worded_alike_by_every_command(db_url: str, tmp_path: Path) -> None:
+    plain = tmp_path / "plain.csv"
+    plain.write_text("name,phone,role\n", encoding="utf-8")
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes(
+        "name,lat,lon\nDjugu,1.9,30.5\nMongbwalu\xe9,1.9,30.5\n".replace(",", "\t").encode("latin-1")
+    )
+    latin_csv = tmp_path / "latin1.csv"
+    latin_csv.write_bytes(
+        "name,phone,role\nA,+243810000001,admin\nJos\xe9,+243810000002,admin\n".encode("latin-1")
+    )
+    missing, folder, under_a_file = tmp_path / "nope.csv", tmp_path, plain / "x.csv"
+    table = [
+        # command, file, what stderr says after `kengele: FILE: `
+        (("gazetteer", "import"), missing, "no such file"),
+        (("gazetteer", "import"), folder, "is a directory"),
+        (("gazetteer", "import"), under_a_file, "cannot read: not a directory"),
+        (("gazetteer", "import"), latin, "row 3, column -: not UTF-8 text (save the file as UTF-8)"),
+        (("roster", "import"), missing, "no such file"),
+        (("roster", "import"), folder, "is a directory"),
+        (("roster", "import"), under_a_file, "cannot read: not a directory"),
+        (
+            ("roster", "import"),
+            latin_csv,
+            "row 3, column -: not UTF-8 text (save the file as CSV UTF-8); nothing imported",
+        ),
+        (("roster", "export"), folder, "is a directory"),
+        (("roster", "export"), tmp_path / "no" / "such" / "out.csv", "cannot write: no such directory"),
+        (("roster", "export"), under_a_file, "cannot write: not a directory"),
+    ]
+    for command, path, reason in table:
+        r = run(*command, str(path), db_url=db_url)
+        assert (r.returncode, r.stderr) == (2, f"kengele: {path}: {reason}\n"), (command, path, r.stderr)
+        assert r.stdout == "" or reason.startswith("row "), (command, path)  # a roster's report
+    written = {p.name for p in tmp_path.iterdir() if not p.name.startswith("kengele.db")}
+    assert written == {"plain.csv", "latin1.txt", "latin1.csv"}  # no export written half-way, no folder made

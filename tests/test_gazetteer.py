@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, event, func, select
+from sqlalchemy.exc import IntegrityError
 
+from app.db import make_engine
 from app.models import Place
 from app.services import gazetteer
 from app.services.geotag import PlaceIndex, Spot, distance_km
@@ -27,12 +29,90 @@ def places(db_url: str) -> int:
     return n
 
 
-def test_csv_import_and_reimport(db_url: str) -> None:
+def test_csv_import_and_reimport(db_url: str, tmp_path: Path) -> None:
     r = run("gazetteer", "import", str(CORPUS / "gazetteer.csv"), db_url=db_url)
     assert r.returncode == 0, r.stderr
-    assert "45 added" in r.stdout
+    assert r.stdout == "45 places read: 45 added, 0 updated, 0 unchanged\n"
     again = run("gazetteer", "import", str(CORPUS / "gazetteer.csv"), db_url=db_url)
-    assert "0 added, 45 updated" in again.stdout and places(db_url) == 45
+    assert again.stdout == "45 places read: 0 added, 0 updated, 45 unchanged\n" and places(db_url) == 45
+    # A new release of the file: Bunia moved a little, one village more.
+    release = tmp_path / "gazetteer.csv"
+    text = (CORPUS / "gazetteer.csv").read_text(encoding="utf-8")
+    assert "ITU-001,Bunia,,1.5594," in text
+    text = (
+        text.replace("ITU-001,Bunia,,1.5594,", "ITU-001,Bunia,,1.5601,")
+        + "NEW-1,Mongbwalu,,1.95,30.03,Ituri,Djugu,CD,town\n"
+    )
+    release.write_text(text, encoding="utf-8")
+    changed = run("gazetteer", "import", str(release), db_url=db_url)
+    assert changed.stdout == "46 places read: 1 added, 1 updated, 44 unchanged\n", changed.stderr
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(select(Place.lat).where(Place.ext_id == "ITU-001")).scalar_one() == 1.5601
+    engine.dispose()
+    assert places(db_url) == 46
+
+
+def place(ext_id: str, name: str, lat: float = 1.9, population: int | None = None) -> gazetteer.PlaceRow:
+    return gazetteer.PlaceRow(ext_id, name, (), lat, 30.5, "17", None, "CD", "PPL", population, "geonames")
+
+
+def test_a_reimport_writes_only_the_changed_places_in_one_batch(db_url: str) -> None:
+    engine = make_engine(db_url)
+    first = [place(f"geonames:{i}", f"Village {i}") for i in range(6)]
+    assert gazetteer.store(engine, first) == gazetteer.Stored(added=6, updated=0, unchanged=0)
+    updates: list[int] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith("UPDATE"):
+            updates.append(len(parameters) if executemany else 1)
+
+    again = [*first, place("geonames:99", "Mongbwalu")]
+    again[1] = place("geonames:1", "Village 1", population=900)
+    again[4] = place("geonames:4", "Village Quatre")
+    calls: list[tuple[str, int, int]] = []
+    stored = gazetteer.store(engine, again, progress=lambda *call: calls.append(call))
+    assert stored == gazetteer.Stored(added=1, updated=2, unchanged=4)
+    assert updates == [2]  # the unchanged places are not written; the changed ones in one statement
+    assert calls == [("places", 0, 7), ("places", 7, 7)]
+    with engine.connect() as conn:
+        rows = dict(conn.execute(select(Place.ext_id, Place.name_norm)).all())
+        population = conn.execute(select(Place.population).where(Place.ext_id == "geonames:1")).scalar()
+    engine.dispose()
+    assert rows["geonames:4"] == "village quatre" and rows["geonames:99"] == "mongbwalu"
+    assert population == 900 and len(rows) == 7
+
+
+def test_a_store_that_fails_half_way_changes_nothing(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = make_engine(db_url)
+    gazetteer.store(engine, [place(f"geonames:{i}", f"Village {i}") for i in range(4)])
+    monkeypatch.setattr(gazetteer, "BATCH", 2)
+    calls: list[tuple[str, int, int]] = []
+    broken = [
+        place("geonames:0", "Village Zero"),  # changed, in the first batch
+        place("geonames:7", "Mongbwalu"),  # new, in the first batch
+        place("geonames:2", "Village 2"),
+        place("geonames:8", "Nowhere", lat=None),  # the database refuses it
+    ]
+    with pytest.raises(IntegrityError):
+        gazetteer.store(engine, broken, progress=lambda *call: calls.append(call))
+    assert calls == [("places", 0, 4), ("places", 2, 4)]  # the first batch was written, then undone
+    with engine.connect() as conn:
+        names = sorted(conn.execute(select(Place.name)).scalars())
+    engine.dispose()
+    assert names == ["Village 0", "Village 1", "Village 2", "Village 3"]
+
+
+def test_a_repeated_id_keeps_its_last_row(db_url: str) -> None:
+    engine = make_engine(db_url)
+    stored = gazetteer.store(engine, [place("geonames:1", "Djugu"), place("geonames:1", "Djugu Centre")])
+    with engine.connect() as conn:
+        names = conn.execute(select(Place.name)).scalars().all()
+    engine.dispose()
+    assert stored == gazetteer.Stored(added=1, updated=0, unchanged=0, repeated=1) and names == [
+        "Djugu Centre"
+    ]
 
 
 @pytest.mark.parametrize(

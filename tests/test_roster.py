@@ -141,8 +141,12 @@ def test_a_bad_row_changes_nothing_and_skip_bad_imports_the_good(db_url: str, tm
     assert people(db_url) == {} and audit(db_url) == []
 
     r = run("roster", "import", str(path), "--skip-bad", db_url=db_url)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr  # the good rows imported, the bad ones skipped: not a success
     assert r.stdout.splitlines()[-1] == "15 rows: 4 created, 0 updated, 0 unchanged, 11 invalid"
+    assert r.stderr == (
+        f"kengele: {path}: 11 of 15 rows skipped (row 3, column phone: not a valid phone number"
+        " (numbers without + are read as CD), and 10 more rows); the other 4 imported\n"
+    )
     stored = people(db_url)
     assert set(stored) == GOOD
     assert stored["Bule Mambasa"] == {  # a homonym chosen by area; values trimmed, case folded
@@ -166,7 +170,7 @@ def test_a_bad_row_changes_nothing_and_skip_bad_imports_the_good(db_url: str, tm
     assert not any("+243" in json.dumps(a[3]) for a in log)
 
     again = run("roster", "import", str(path), "--skip-bad", db_url=db_url)
-    assert again.returncode == 0, again.stderr
+    assert again.returncode == 1 and "11 of 15 rows skipped" in again.stderr
     assert again.stdout.splitlines()[-1] == "15 rows: 0 created, 0 updated, 4 unchanged, 11 invalid"
     assert people(db_url) == stored and audit(db_url) == log
 
@@ -185,16 +189,27 @@ def test_file_level_errors(db_url: str, tmp_path: Path) -> None:
         r = run("roster", "import", str(path), "--skip-bad", db_url=db_url)
         if where.startswith("row 1"):  # a bad header imports nothing, even with --skip-bad
             assert r.returncode == 2 and r.stderr.startswith(f"kengele: {path}: {where}"), (content, r.stderr)
+            assert "--skip-bad" not in r.stderr  # it would not help
         else:
-            assert r.returncode == 0 and where in r.stdout, (content, r.stdout)
+            assert r.returncode == 1 and where in r.stdout, (content, r.stdout)
+            assert r.stderr.startswith(f"kengele: {path}: 1 of 2 rows skipped ({where}")
     latin = tmp_path / "latin1.csv"
     latin.write_bytes(
         "name,phone,role\nA,+243810000001,admin\nJos\xe9,+243810000002,admin\n".encode("latin-1")
     )
     r = run("roster", "import", str(latin), db_url=db_url)
     assert r.returncode == 2 and f"{latin}: row 3, column -: not UTF-8 text" in r.stderr
+    header = tmp_path / "header.csv"
+    header.write_text("name,phone,role\n\n", encoding="utf-8")
+    r = run("roster", "import", str(header), db_url=db_url)  # nothing to import is no error
+    assert (r.returncode, r.stderr) == (0, "") and r.stdout.startswith("0 rows: 0 created"), r.stderr
+    none_good = tmp_path / "none-good.csv"
+    none_good.write_text("name,phone,role\nA,12345,admin\nB,+243810000002,chief\n", encoding="utf-8")
+    r = run("roster", "import", str(none_good), "--skip-bad", db_url=db_url)
+    assert r.returncode == 2 and r.stderr.startswith(f"kengele: {none_good}: row 2, column phone")
+    assert r.stderr.rstrip().endswith("nothing imported: no good row"), r.stderr
     missing = run("roster", "import", str(tmp_path / "nope.csv"), db_url=db_url)
-    assert missing.returncode == 2 and "nope.csv: cannot read" in missing.stderr
+    assert missing.returncode == 2 and missing.stderr == f"kengele: {tmp_path / 'nope.csv'}: no such file\n"
     assert set(people(db_url)) == {"A"}  # only the --skip-bad file with one good row
 
 

@@ -1,7 +1,8 @@
 """The gazetteer: places loaded from the contract's CSV, a GeoNames dump, or the built-in GeoNames data.
 
 Every row is checked first; a file with a bad row changes nothing and the error names the file,
-the row and the column. Loading the same file again updates the same places (by their id).
+the row and the column. Loading the same file again updates the same places (by their id), and
+writes only the places whose values changed.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from app.db import insert_ignoring_conflicts
 from app.models import AdminArea, Place
 from app.services.areas import Area, AreaBook, normalize_name, shipped
+from app.services.progress import Progress
 
 CSV_REQUIRED = ("name", "lat", "lon")
 GEONAMES_COLUMNS = 19
@@ -212,33 +213,88 @@ def _values(row: PlaceRow) -> dict[str, Any]:
     }
 
 
-def _chunks(rows: list[T], size: int = 2000) -> Iterator[list[T]]:
+BATCH = 2000  # places per statement, and between two reports of progress
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What storing places did: added, changed (written), and already stored as given (not written)."""
+
+    added: int
+    updated: int
+    unchanged: int
+    repeated: int = 0  # rows whose id an earlier row of the same input had: the last one is kept
+
+
+def _chunks(rows: list[T], size: int = BATCH) -> Iterator[list[T]]:
     for i in range(0, len(rows), size):
         yield rows[i : i + size]
 
 
 def count(engine: Engine) -> int:
+    """The number of places stored."""
     with engine.connect() as conn:
         return int(conn.execute(select(func.count(Place.id))).scalar_one())
 
 
-def store(engine: Engine, rows: Iterable[PlaceRow]) -> tuple[int, int]:
-    """Insert new places and update known ones (by id), in one transaction; (added, updated)."""
-    rows = list(rows)
+def store(engine: Engine, rows: Iterable[PlaceRow], *, progress: Progress | None = None) -> Stored:
+    """Insert new places and update changed ones (by id), all in one transaction.
+
+    Each row is compared with the place stored under its id; a place whose values are all the
+    same is not written at all, so loading an unchanged file again costs little more than
+    reading it. Places stored that the rows do not name are left as they are.
+    """
+    given = list(rows)
+    latest = {row.ext_id: row for row in given}  # a repeated id: the last row wins
+    todo = list(latest.values())
+    if not todo:
+        return Stored(0, 0, 0)
     table = cast(Table, Place.__table__)
-    added = updated = 0
+    # Every value a row gives but its id, which is the key (read from `_values`, so a column added
+    # there is compared and updated too).
+    compared = [name for name in _values(todo[0]) if name != "ext_id"]
+    # A plain INSERT: the ids were found free inside this transaction, so a conflict is an error
+    # that undoes the whole import rather than a place silently counted as added.
+    add = insert(table)
+    change = (
+        update(table)
+        .where(table.c.id == bindparam("b_id"))
+        .values({name: bindparam(f"b_{name}") for name in compared})
+    )
+    added = updated = unchanged = done = 0
     with engine.begin() as conn:
-        known = set(conn.execute(select(table.c.ext_id).where(table.c.ext_id.is_not(None))).scalars())
-        fresh = [r for r in rows if r.ext_id not in known]
-        for chunk in _chunks(fresh):
-            conn.execute(insert_ignoring_conflicts(conn.dialect.name, table), [_values(r) for r in chunk])
-            added += len(chunk)
-        for row in rows:
-            if row.ext_id in known:
+        if conn.dialect.name == "postgresql":
+            # Other writers of places wait until this import commits, so the rows compared below
+            # are the rows updated (SQLite's BEGIN IMMEDIATE holds its one write lock already).
+            # Readers (geotagging) are not blocked.
+            conn.exec_driver_sql(f"LOCK TABLE {table.name} IN SHARE ROW EXCLUSIVE MODE")
+        columns = [table.c[name] for name in compared]
+        query = select(table.c.ext_id, table.c.id, *columns).where(table.c.ext_id.is_not(None))
+        stored = {ext_id: (place_id, tuple(values)) for ext_id, place_id, *values in conn.execute(query)}
+        if progress:
+            progress("places", 0, len(todo))
+        for chunk in _chunks(todo, BATCH):
+            fresh: list[dict[str, Any]] = []
+            changed: list[dict[str, Any]] = []
+            for row in chunk:
                 values = _values(row)
-                conn.execute(update(table).where(table.c.ext_id == row.ext_id).values(**values))
-                updated += 1
-    return added, updated
+                known = stored.get(row.ext_id)
+                if known is None:
+                    fresh.append(values)
+                elif known[1] != tuple(values[name] for name in compared):
+                    changed.append({"b_id": known[0], **{f"b_{name}": values[name] for name in compared}})
+                else:
+                    unchanged += 1
+            if fresh:
+                conn.execute(add, fresh)
+            if changed:
+                conn.execute(change, changed)
+            added += len(fresh)
+            updated += len(changed)
+            done += len(chunk)
+            if progress:
+                progress("places", done, len(todo))
+    return Stored(added, updated, unchanged, repeated=len(given) - len(todo))
 
 
 # -- areas: GeoNames' admin code files ---------------------------------------------------------------

@@ -8,7 +8,6 @@ stops is resumed by running it again: rows already under the newest key are not 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import (
@@ -27,11 +26,9 @@ from sqlalchemy import (
 
 from app.crypto import blind_indexes, encrypted_columns, keyring_of
 from app.models import Base
+from app.services.progress import Progress
 
 BATCH = 500
-
-# table, rows done, rows to do in that table
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,7 @@ from app.db import transaction, utcnow
 from app.enums import AuditAction, AuditEntity, Direction, MessageStatus
 from app.models import Alert, AuditLog, DeliveryEvent, Incident, Message, Person, UssdSession
 from app.phones import scrub
+from app.services.progress import Progress
 from app.services.worker import Pass, Signals, Worker
 
 log = logging.getLogger("kengele.retention")
@@ -146,11 +147,13 @@ def run_retention(
     now: datetime | None = None,
     window: int = WINDOW,
     pause: Callable[[float], bool] = _sleep,
+    progress: Progress | None = None,
 ) -> Report:
     """Remove from rows older than `days` what retention removes; audit-log the counts (unless dry).
 
     Between two transactions the run pauses as long as the last one took (`pause` returns False
     to stop the run there): on SQLite the webhooks' commits wait for no more than one window.
+    `progress` hears of each table's rows looked at.
     """
     now = now or utcnow()
     report = Report(days=days, before=now - timedelta(days=days), dry_run=dry_run)
@@ -165,9 +168,9 @@ def run_retention(
         _receipts_sweep(report.before),
     ]
     for sweep in sweeps:
-        if not _walk(factory, sweep, report, window, pause):
+        if not _walk(factory, sweep, report, window, pause, progress):
             return report
-    if not _delete_ussd_sessions(factory, report, window, pause):
+    if not _delete_ussd_sessions(factory, report, window, pause, progress):
         return report
     report.complete = True
     if not dry_run:
@@ -218,18 +221,29 @@ class Sweep:
 
 
 def _walk(
-    factory: sessionmaker[Session], sweep: Sweep, report: Report, window: int, pause: Callable[[float], bool]
+    factory: sessionmaker[Session],
+    sweep: Sweep,
+    report: Report,
+    window: int,
+    pause: Callable[[float], bool],
+    progress: Progress | None = None,
 ) -> bool:
     """Apply a sweep to its table, one window of primary keys per transaction; False if stopped."""
     pk = sweep.table.c.id
+    name = sweep.table.name
     with factory() as session:
-        low, high = session.execute(select(func.min(pk), func.max(pk))).one()
+        low, high, total = session.execute(select(func.min(pk), func.max(pk), func.count())).one()
     if low is None:
         return True
-    start = low
+    start, done = low, 0
+    if progress:
+        progress(name, done, total)
     while start <= high:
         began = time.perf_counter()
         with transaction(factory) as session:
+            if progress:  # the rows looked at, not only the candidates: the bar moves with the walk
+                inside = select(func.count()).where(pk >= start, pk < start + window)
+                done = min(total, done + (session.scalar(inside) or 0))
             rows = session.execute(
                 select(pk, *sweep.columns).where(pk >= start, pk < start + window, sweep.candidates)
             ).all()
@@ -251,6 +265,8 @@ def _walk(
                     )
                     session.connection().execute(statement, params)
         start += window
+        if progress:
+            progress(name, total if start > high else done, total)
         if not pause(max(0.001, time.perf_counter() - began)):
             return False
     return True
@@ -400,14 +416,23 @@ def _receipts_sweep(before: datetime) -> Sweep:
 
 
 def _delete_ussd_sessions(
-    factory: sessionmaker[Session], report: Report, window: int, pause: Callable[[float], bool]
+    factory: sessionmaker[Session],
+    report: Report,
+    window: int,
+    pause: Callable[[float], bool],
+    progress: Progress | None = None,
 ) -> bool:
     old = UssdSession.updated_at < report.before
+    name = _table(UssdSession).name
+    with factory() as session:
+        total = session.scalar(select(func.count()).select_from(UssdSession).where(old)) or 0
     if report.dry_run:
-        with factory() as session:
-            count = select(func.count()).select_from(UssdSession).where(old)
-            report.counts["ussd sessions"] = session.scalar(count) or 0
+        report.counts["ussd sessions"] = total
+        if progress:
+            progress(name, total, total)
         return True
+    if progress:
+        progress(name, 0, total)
     while True:
         began = time.perf_counter()
         with transaction(factory) as session:
@@ -415,6 +440,8 @@ def _delete_ussd_sessions(
             statement = delete(_table(UssdSession)).where(UssdSession.session_id.in_(batch))
             gone = session.connection().execute(statement).rowcount
         report.counts["ussd sessions"] += gone
+        if progress:  # sessions that went old since the count are removed too
+            progress(name, min(total, report.counts["ussd sessions"]), total)
         if gone < window:
             return True
         if not pause(max(0.001, time.perf_counter() - began)):

@@ -25,6 +25,7 @@ from app.phones import normalize
 from app.schemas import PersonOut
 from app.services.areas import AreaBook, normalize_name
 from app.services.geotag import PlaceIndex, PlaceIndexHolder, Spot, distance_km
+from app.services.progress import Progress
 from app.services.shifts import normalize_shifts
 
 COLUMNS = ("name", "phone", "role", "language", "place", "lat", "lon", "level", "area", "active")
@@ -113,6 +114,8 @@ class Report:
     errors: list[RowError]
     results: list[RowResult] = field(default_factory=list)
     applied: bool = False
+    # The file itself cannot be read (header, encoding, quoting): no row is imported, skip_bad or not.
+    unreadable: bool = False
 
     def _count(self, outcome: str) -> int:
         return sum(r.outcome == outcome for r in self.results)
@@ -306,7 +309,9 @@ def check_row(
     )
 
 
-def check(sheet: Sheet, rules: Rules) -> tuple[list[Entry], list[RowError]]:
+def check(
+    sheet: Sheet, rules: Rules, *, progress: Progress | None = None
+) -> tuple[list[Entry], list[RowError]]:
     """Check every row of a sheet; a number given twice is an error on the later row."""
     entries: list[Entry] = []
     errors = list(sheet.errors)
@@ -315,7 +320,9 @@ def check(sheet: Sheet, rules: Rules) -> tuple[list[Entry], list[RowError]]:
     stray: dict[int, list[RowError]] = {}
     for error in sheet.stray:
         stray.setdefault(error.row, []).append(error)
-    for number, values in sheet.rows:
+    for done, (number, values) in enumerate(sheet.rows):
+        if progress:
+            progress("checking", done, len(sheet.rows))
         entry = check_row(values, row=number, rules=rules)
         if isinstance(entry, list) or number in stray:
             errors += stray.get(number, []) + (entry if isinstance(entry, list) else [])
@@ -324,6 +331,8 @@ def check(sheet: Sheet, rules: Rules) -> tuple[list[Entry], list[RowError]]:
         else:
             first_row[entry.phone] = number
             entries.append(replace(entry, columns=columns))
+    if progress:
+        progress("checking", len(sheet.rows), len(sheet.rows))
     return entries, errors
 
 
@@ -387,21 +396,25 @@ def save(
     return person, "updated"
 
 
-def plan(data: bytes | str, rules: Rules, *, skip_bad: bool = False) -> tuple[Report, list[Entry]]:
+def plan(
+    data: bytes | str, rules: Rules, *, skip_bad: bool = False, progress: Progress | None = None
+) -> tuple[Report, list[Entry]]:
     """Read and check a roster file, touching no database: the report so far and the rows to save.
 
     Nothing is to be saved when the header cannot be read, or a row is bad and `skip_bad` is off.
     """
     sheet = read_csv(data)
-    entries, errors = check(sheet, rules)
-    report = Report(rows=len(sheet.rows), errors=errors)
+    entries, errors = check(sheet, rules, progress=progress)
+    report = Report(rows=len(sheet.rows), errors=errors, unreadable=bool(sheet.errors))
     if sheet.errors or (errors and not skip_bad):
         report.results = [RowResult(e.row, "valid", None) for e in entries]
         return report, []
     return report, entries
 
 
-def apply(session: Session, report: Report, entries: list[Entry], *, actor: str) -> Report:
+def apply(
+    session: Session, report: Report, entries: list[Entry], *, actor: str, progress: Progress | None = None
+) -> Report:
     """Upsert checked rows by phone in the caller's transaction (short: the rows were checked before).
 
     An imported person is approved: an admin's list approves pending self-registrations too.
@@ -413,13 +426,17 @@ def apply(session: Session, report: Report, entries: list[Entry], *, actor: str)
     for i in range(0, len(phones), step):
         chunk = select(Person).where(Person.phone_index.in_(keyring.indexes_of(phones[i : i + step])))
         known |= {p.phone: p for p in session.scalars(chunk)}
-    for entry in entries:
+    for done, entry in enumerate(entries):
+        if progress:
+            progress("saving", done, len(entries))
         person = known.get(entry.phone)
         if person is not None and person.status == PersonStatus.PENDING:  # what a JOIN gave was provisional
             entry = replace(entry, columns=frozenset(ALL_COLUMNS))
         values = entry.values() | {"status": PersonStatus.APPROVED}
         person, outcome = save(session, person, values, actor=actor, source="import")
         report.results.append(RowResult(entry.row, outcome, person.id))
+    if progress:
+        progress("saving", len(entries), len(entries))
     report.applied = True
     return report
 
@@ -431,6 +448,7 @@ def import_csv(
     rules: Callable[[Session], Rules],
     actor: str,
     skip_bad: bool = False,
+    progress: Progress | None = None,
 ) -> Report:
     """Check a roster file and, when every row is good (or bad rows are skipped), upsert it by phone.
 
@@ -440,11 +458,11 @@ def import_csv(
     """
     with factory() as session:
         known_rules = rules(session)
-    report, entries = plan(data, known_rules, skip_bad=skip_bad)
+    report, entries = plan(data, known_rules, skip_bad=skip_bad, progress=progress)
     if not entries and (report.errors or not report.rows):
         return report
     with transaction(factory) as session:
-        return apply(session, report, entries, actor=actor)
+        return apply(session, report, entries, actor=actor, progress=progress)
 
 
 # -- writing ---------------------------------------------------------------------------------------
