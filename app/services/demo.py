@@ -89,7 +89,7 @@ def load(
     files = resources.files(DATA)
     with resources.as_file(files / GAZETTEER) as path:
         places = gazetteer.read_csv(path)
-    added, _ = gazetteer.store(engine, places)
+    added = gazetteer.store(engine, places).added
     report = roster.import_csv(factory, (files / ROSTER).read_bytes(), rules=rules, actor=actor)
     if not report.applied:
         more = f" (and {len(report.errors) - 1} more)" if len(report.errors) > 1 else ""
