@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from app import logs
 from app.config import Settings
@@ -260,6 +260,7 @@ def _row(obj: Any, *fields: str) -> dict[str, Any]:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from app.enums import Direction
     from app.models import Alert, Incident, Message
     from app.phones import normalize
     from app.services.runtime import Runtime
@@ -295,8 +296,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         message = session.get(Message, stored.message_id)
         alert = session.scalar(select(Alert).where(Alert.message_id == stored.message_id))
         incident = session.get(Incident, alert.incident_id) if alert and alert.incident_id else None
+        # Its reply, and what it made officers get: a forward, an acknowledgement's notices.
+        touched = {i for i in (alert.incident_id if alert else None, message and message.incident_id) if i}
         outbound = session.scalars(
-            select(Message).where(Message.in_reply_to == stored.message_id).order_by(Message.id)
+            select(Message)
+            .where(
+                Message.id > stored.message_id,
+                Message.direction == Direction.OUTBOUND,
+                or_(Message.in_reply_to == stored.message_id, Message.incident_id.in_(touched)),
+            )
+            .order_by(Message.id)
         ).all()
         message_fields = (
             "id",

@@ -352,3 +352,22 @@ def test_a_file_that_cannot_be_used_is_worded_alike_by_every_command(db_url: str
         assert r.stdout == "" or reason.startswith("row "), (command, path)  # a roster's report
     written = {p.name for p in tmp_path.iterdir() if not p.name.startswith("kengele.db")}
     assert written == {"plain.csv", "latin1.txt", "latin1.csv"}  # no export written half-way, no folder made
+
+
+def test_simulate_shows_the_forward_and_the_acknowledgement_it_caused(db_url: str) -> None:
+    roster = Path(__file__).parent / "corpus" / "roster.csv"
+    assert (
+        run(
+            "gazetteer", "import", str(Path(__file__).parent / "corpus" / "gazetteer.csv"), db_url=db_url
+        ).returncode
+        == 0
+    )
+    assert run("roster", "import", str(roster), db_url=db_url).returncode == 0
+    alert = json.loads(
+        run("simulate", "--sender", "+243810000001", "ALERTE ATTAQUE Djugu", db_url=db_url).stdout
+    )
+    sent = {(m["purpose"], m["recipient"]) for m in alert["outbound"]}
+    assert sent == {("reply", "+243810000001"), ("alert_forward", "+243990000001")}
+    code = alert["incident"]["code"]
+    ack = json.loads(run("simulate", "--sender", "+243990000001", f"RECU {code}", db_url=db_url).stdout)
+    assert ack["outbound"] and {m["purpose"] for m in ack["outbound"]} <= {"reply", "notice"}
