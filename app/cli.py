@@ -429,7 +429,8 @@ def cmd_gazetteer_import(args: argparse.Namespace) -> int:
             if path is None:  # --builtin
                 rows = gazetteer.read_builtin(country or settings.default_region, areas=book)
             elif areas.is_admin_file(path):
-                result = gazetteer.store_areas(engine, areas.read_admin_file(path))
+                found = areas.read_admin_file(path)
+                result = gazetteer.store_areas(engine, [a for a in found if country in (None, a.country)])
                 print(
                     f"{result.added + result.updated + result.unchanged} areas read: {result.added} added, "
                     f"{result.updated} updated, {result.unchanged} unchanged; "

@@ -84,13 +84,22 @@ class Place(Base):
     source: Mapped[str] = mapped_column(String(40), default="csv")
 
 
+class GazetteerVersion(Base):
+    """One row, counted up by every import that changes places or areas: running processes reload."""
+
+    __tablename__ = "gazetteer_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class AdminArea(Base):
     """A province or district imported from GeoNames' admin code files (the shipped ones are not rows)."""
 
     __tablename__ = "areas"
 
     code: Mapped[str] = mapped_column(String(100), primary_key=True)  # "CD.11", "CD.11.219056"
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(120))
     ascii_name: Mapped[str] = mapped_column(String(200), default="")
     level: Mapped[int] = mapped_column(Integer)
     geonameid: Mapped[int | None] = mapped_column(BigInteger)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from app.models import Incident, Message, Person, Place
 from app.services import network
 from app.services.areas import AreaBook, AreaFileError, is_admin_file, read_admin_file, shipped
-from app.services.geotag import PlaceIndex, Spot
+from app.services.geotag import PlaceIndex, PlaceIndexHolder, Spot
 from tests.helpers import engine as keyed_engine
 from tests.test_cli import run
 
@@ -170,12 +170,14 @@ def test_a_roster_area_nobody_knows_is_a_row_error(db_url: str, tmp_path: Path) 
     roster.write_text(
         "name,phone,role,level,area\n"
         "Lt. Sara Okello,+243990000002,officer,1,CD.17\n"
-        "Capt. Dufour,+243990000001,officer,1,Djugu-Centre\n",
+        "Capt. Dufour,+243990000001,officer,1,Djugu-Centre\n"
+        "Maj. Menon,+243990000003,officer,2,Texas\n",  # a province, but of no country the network covers
         encoding="utf-8",
     )
     r = run("roster", "import", str(roster), db_url=db_url)
     assert r.returncode == 2
     assert "row 3, column area: 'Djugu-Centre' is no known area" in r.stdout + r.stderr
+    assert "row 4, column area: 'Texas' is no known area" in r.stdout + r.stderr
     run("gazetteer", "import", str(CORPUS / "gazetteer.csv"), db_url=db_url)
     roster.write_text(
         "name,phone,role,level,area\nLt. Sara Okello,+243990000002,officer,1,CD.17\n"
@@ -219,22 +221,83 @@ def test_the_readme_sequence_imports_on_top_of_the_builtin_places(db_url: str) -
 
 
 # -- two place lists living together ----------------------------------------------------------------
-def spot(i: int, name: str, lat: float, lon: float, *, network: bool) -> Spot:
-    return Spot(i, name, lat, lon, "Nord-Kivu", "Beni", "CD", 1000, network)
+def spot(
+    i: int, name: str, lat: float, lon: float, *, network: bool, admin: tuple[str | None, str | None]
+) -> Spot:
+    return Spot(i, name, lat, lon, admin[0], admin[1], "CD", 1000, network)
 
 
 def test_a_network_place_takes_in_the_geonames_place_near_it() -> None:
+    beni = ("Nord-Kivu", "Beni")
     spots = [
-        spot(1, "Oicha", 0.70, 29.52, network=True),
-        spot(2, "Hyosha", 0.71, 29.53, network=False),  # GeoNames: alternate name Oicha, 1.5 km away
-        spot(3, "Beni", 0.49, 29.47, network=False),
-        spot(4, "Beni", 0.50, 29.46, network=True),
-        spot(5, "Beni", 9.3, 18.4, network=False),  # a homonym far away stays one
+        spot(1, "Oicha", 0.70, 29.52, network=True, admin=beni),
+        # GeoNames: alternate names Oicha and Mangina, 1.5 km away
+        spot(2, "Hyosha", 0.71, 29.53, network=False, admin=("Nord-Kivu", None)),
+        spot(3, "Beni", 0.49, 29.47, network=False, admin=beni),
+        spot(4, "Beni", 0.50, 29.46, network=True, admin=(None, None)),  # the CSV gave no areas
+        spot(5, "Beni", 9.3, 18.4, network=False, admin=("Ouham", None)),  # a homonym far away stays one
+        spot(6, "Mangina", 0.75, 29.55, network=False, admin=beni),
     ]
-    names = [("oicha", 0), ("hyosha", 1), ("oicha", 1), ("beni", 2), ("beni", 3), ("beni", 4)]
+    names = [
+        ("oicha", 0),
+        ("hyosha", 1),
+        ("oicha", 1),
+        ("mangina", 1),
+        ("beni", 2),
+        ("beni", 3),
+        ("beni", 4),
+        ("mangina", 5),
+    ]
     index = PlaceIndex(spots, names)
     assert index.by_name["oicha"] == [0]
     assert index.by_name["hyosha"] == [0]  # the same place under GeoNames' name
+    assert index.by_name["mangina"] == [1, 5]  # not made a Mangina: the network's Oicha is not one
     assert index.by_name["beni"] == [3, 4]
     assert index.resolve(["Oicha"]).place == spots[0]
-    assert index.resolve(["Beni"], home=(0.6, 29.5)).place == spots[3]
+    found = index.resolve(["Beni"], home=(0.6, 29.5)).place
+    assert found is not None and found.id == 4
+    assert (found.admin1, found.admin2) == beni  # the areas of the GeoNames place it took in
+
+
+def test_a_running_process_sees_areas_named_again(db_url: str, tmp_path: Path) -> None:
+    dump = tmp_path / "UG.txt"
+    dump.write_text(dump_line(232423, "Nakawa", "", 0.33, 32.61, "UG", "C", "101"), encoding="utf-8")
+    assert run("gazetteer", "import", str(dump), db_url=db_url).returncode == 0
+    engine = keyed_engine(db_url)
+    holder = PlaceIndexHolder(check_every=0)
+    with Session(engine) as session:
+        assert holder.get(session).spots[0].admin2 is None
+    names = tmp_path / "admin2Codes.txt"
+    for name in ("Kampala", "Kampalo"):  # a rename of the same length shows too
+        names.write_text(f"UG.C.101\t{name}\t{name}\t232422\n", encoding="utf-8")
+        assert run("gazetteer", "import", str(names), db_url=db_url).returncode == 0
+        with Session(engine) as session:
+            assert holder.get(session).spots[0].admin2 == name
+    engine.dispose()
+
+
+def test_admin_files_import_only_what_is_new(db_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "admin1CodesASCII.txt"
+    path.write_text(
+        "CD.17\tIturi\tIturi\t215709\nUG.C\tCentral Region\tCentral Region\t234594\n", encoding="utf-8"
+    )
+    r = run("gazetteer", "import", str(path), "--country", "CD", db_url=db_url)
+    # Ituri as shipped is known already; Uganda is not this import's country.
+    assert r.stdout.strip() == "1 areas read: 0 added, 0 updated, 1 unchanged; 0 places named again", r.stderr
+    path.write_text("CD.17\tIturi\tIturi\t215709\nCD.17\tIturi\tIturi\t215709\n", encoding="utf-8")
+    r = run("gazetteer", "import", str(path), db_url=db_url)
+    assert r.returncode == 2 and "row 2, column code: 'CD.17' appears twice (row 1)" in r.stderr
+
+
+def test_a_district_that_only_repeats_its_province_is_no_district() -> None:
+    assert BOOK.names_for("CD", "11", "33") == ("Nord-Kivu", None)  # GeoNames' district "North Kivu"
+    assert BOOK.canonical("North Kivu", level=2) == "Nord-Kivu"
+    assert BOOK.canonical("Masisi") == BOOK.canonical("Masisi Territory") == "Masisi"
+    assert BOOK.canonical("Nyirangongo") == "Nyiragongo"
+
+
+def test_a_name_is_looked_for_in_the_network_s_countries() -> None:
+    assert BOOK.canonical("Texas") == "Texas"
+    assert BOOK.canonical("Texas", within={"CD"}) is None
+    assert BOOK.canonical("US.TX", within={"CD"}) == "Texas"  # a code says its country
+    assert BOOK.canonical("North Kivu", within={"CD"}) == "Nord-Kivu"

@@ -189,39 +189,46 @@ def test_0006_names_the_areas_geonames_gave_as_codes(db_url: str) -> None:
     engine = create_engine(db_url)
     meta = MetaData()
     meta.reflect(engine)
-    places, incidents, people = (meta.tables[t] for t in ("places", "incidents", "people"))
+    places, incidents, people, rounds = (
+        meta.tables[t] for t in ("places", "incidents", "people", "checkin_rounds")
+    )
     beni = {"id": 1, "name": "Beni", "name_norm": "beni", "lat": 0.49, "lon": 29.47, "country": "CD"}
+    rows = {
+        places: [
+            beni | {"admin1": "11", "admin2": "219056", "source": "geonames"},
+            beni | {"id": 2, "admin1": "Nord-Kivu", "source": "csv"},
+            beni | {"id": 3, "admin1": "North Kivu", "admin2": "Djugu", "source": "csv"},
+        ],
+        incidents: [{"id": 1, "code": "K1", "place_id": 1, "area": "219056"}],
+        people: [
+            {"id": 1, "phone_index": "a", "area": "North Kivu"},
+            {"id": 2, "phone_index": "b", "area": "Djugu"},
+            {"id": 3, "phone_index": "c", "area": "11"},  # the code the places carried
+        ],
+        rounds: [{"id": 1, "round_key": "11@2026-12-01T08:00", "area": "11"}],
+    }
     with engine.begin() as conn:
-        conn.execute(
-            places.insert(),
-            _filled(places, beni | {"admin1": "11", "admin2": "219056", "source": "geonames"}),
-        )
-        conn.execute(
-            places.insert(), _filled(places, {**beni, "id": 2, "admin1": "Nord-Kivu", "source": "csv"})
-        )
-        conn.execute(
-            incidents.insert(), _filled(incidents, {"id": 1, "code": "K1", "place_id": 1, "area": "219056"})
-        )
-        conn.execute(people.insert(), _filled(people, {"id": 1, "phone_index": "a", "area": "North Kivu"}))
-        conn.execute(people.insert(), _filled(people, {"id": 2, "phone_index": "b", "area": "Djugu"}))
+        for table, values in rows.items():
+            for row in values:
+                conn.execute(table.insert(), _filled(table, row))
     upgrade(db_url)
+    query = "SELECT admin1, admin2, admin1_code, admin2_code FROM places ORDER BY id"
     with engine.connect() as conn:
-        assert conn.execute(
-            text("SELECT admin1, admin2, admin1_code, admin2_code FROM places ORDER BY id")
-        ).all() == [
+        assert conn.execute(text(query)).all() == [
             ("Nord-Kivu", "Beni", "11", "219056"),
             ("Nord-Kivu", None, None, None),  # the network's own place is left as it was
+            ("Nord-Kivu", "Djugu", None, None),  # ... but for another spelling of a known area
         ]
         assert conn.execute(text("SELECT area FROM incidents")).scalar_one() == "Beni"
-        assert conn.execute(text("SELECT area FROM people ORDER BY id")).scalars().all() == [
-            "Nord-Kivu",
-            "Djugu",
-        ]
+        people_areas = conn.execute(text("SELECT area FROM people ORDER BY id")).scalars().all()
+        assert people_areas == ["Nord-Kivu", "Djugu", "Nord-Kivu"]
+        assert conn.execute(text("SELECT area FROM checkin_rounds")).scalar_one() == "Nord-Kivu"
     command.downgrade(cfg, "0005")
     with engine.connect() as conn:
         assert conn.execute(text("SELECT admin1, admin2 FROM places ORDER BY id")).all() == [
-            ("11", "219056"),
+            ("11", "219056"),  # GeoNames' codes back where they were
             ("Nord-Kivu", None),
+            ("Nord-Kivu", "Djugu"),
         ]
     engine.dispose()
     upgrade(db_url)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
@@ -21,6 +21,7 @@ from pathlib import Path
 from keywords.grammar import fold
 
 ADMIN_COLUMNS = 4  # code, name, ASCII name, geonameid
+MAX_NAME = 120  # the width of an area column (places.admin1, people.area)
 _ADMIN1_CODE = re.compile(r"^[A-Z]{2}\.[^.\s]+$")
 _ADMIN2_CODE = re.compile(r"^[A-Z]{2}\.[^.\s]+\.[^.\s]+$")
 
@@ -76,6 +77,7 @@ def is_admin_file(path: Path) -> bool:
 
 
 def _parse(lines: Iterable[str], path: str) -> Iterator[Area]:
+    seen: dict[str, int] = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip() or line.startswith("#"):
             continue
@@ -86,9 +88,14 @@ def _parse(lines: Iterable[str], path: str) -> Iterator[Area]:
         level = admin_level(code)
         if level is None:
             raise AreaFileError(path, number, "code", f"{code!r} is no GeoNames admin code (CC.X, CC.X.Y)")
+        if code in seen:
+            raise AreaFileError(path, number, "code", f"{code!r} appears twice (row {seen[code]})")
+        seen[code] = number
         name = name or ascii_name  # GeoNames leaves a few names empty (MC.00)
         if not name:
             raise AreaFileError(path, number, "name", "empty, and no ASCII name either")
+        if len(name) > MAX_NAME:
+            raise AreaFileError(path, number, "name", f"longer than {MAX_NAME} characters")
         if geonameid and not geonameid.isdigit():
             raise AreaFileError(path, number, "geonameid", f"{geonameid!r} is not a number")
         yield Area(code, name, level, ascii_name, int(geonameid) if geonameid else None)
@@ -123,6 +130,10 @@ def names_in_use() -> dict[str, tuple[str, tuple[str, ...]]]:
     return out
 
 
+def _spellings(area: Area) -> set[str]:
+    return {normalize_name(n) for n in (area.name, area.ascii_name, *area.aliases) if n}
+
+
 @dataclass(frozen=True, slots=True)
 class _Name:
     canonical: str
@@ -142,6 +153,12 @@ class AreaBook:
                 name, aliases = in_use[area.code]
                 area = replace(area, name=name, aliases=(area.name, *aliases))
             self.by_code[area.code] = area
+        # GeoNames has districts that only repeat their province (CD.11.33 "North Kivu" in Nord-Kivu):
+        # they are no district, or "North Kivu" would be a second name of Nord-Kivu in incidents.
+        for code, area in list(self.by_code.items()):
+            province = self.by_code.get(code.rsplit(".", 1)[0]) if area.level == 2 else None
+            if province is not None and _spellings(area) & _spellings(province):
+                del self.by_code[code]
         self._by_name: dict[str, list[_Name]] = defaultdict(list)
         for area in self.by_code.values():
             entry = _Name(area.name, area.level, area.country)
@@ -165,11 +182,19 @@ class AreaBook:
         district = self.by_code.get(f"{country}.{admin1}.{admin2}") if admin2 else None
         return (province.name if province else None), (district.name if district else None)
 
-    def canonical(self, text: str, *, country: str | None = None, level: int | None = None) -> str | None:
+    def canonical(
+        self,
+        text: str,
+        *,
+        country: str | None = None,
+        level: int | None = None,
+        within: Collection[str] | None = None,
+    ) -> str | None:
         """The canonical name of an area given by name, other spelling or code; None if unknown.
 
         Where a spelling names several areas: the one in `country`, then at `level`, then the
-        province before the district ("North Kivu" is the province, not GeoNames' district).
+        province before the district. A name is only looked for in the countries `within` (all
+        when None); a code names its country itself.
         """
         given = text.strip()
         if not given:
@@ -179,7 +204,9 @@ class AreaBook:
             return self.by_code[code].name
         if country and f"{country}.{code}" in self.by_code:  # a bare admin1 code: "11"
             return self.by_code[f"{country}.{code}"].name
-        hits = self._by_name.get(normalize_name(given))
+        hits = self._by_name.get(normalize_name(given), [])
+        if within is not None:
+            hits = [n for n in hits if n.country is None or n.country in within]
         if not hits:
             return None
         best = min(hits, key=lambda n: (n.country != country, n.level != level, n.level))

@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from app.models import AdminArea, Place
+from app.models import AdminArea, GazetteerVersion, Place
 from app.services.areas import Area, AreaBook, normalize_name, shipped
 from app.services.progress import Progress
 
@@ -132,6 +132,9 @@ def read_geonames(path: Path, country: str | None = None, *, areas: AreaBook | N
             alt = tuple(a for a in cols[3].split(",") if a and a != cols[1])
             population = int(cols[14]) if cols[14].isdigit() else None
             cc, code1, code2 = cols[8].upper() or None, cols[10] or None, cols[11] or None
+            for column, code, width in (("admin1 code", code1, 20), ("admin2 code", code2, 80)):
+                if code is not None and len(code) > width:
+                    raise GazetteerError(str(path), number, column, f"longer than {width} characters")
             name1, name2 = areas.names_for(cc, code1, code2)
             out.append(
                 PlaceRow(
@@ -294,7 +297,16 @@ def store(engine: Engine, rows: Iterable[PlaceRow], *, progress: Progress | None
             done += len(chunk)
             if progress:
                 progress("places", done, len(todo))
+        if added or updated:
+            bump_version(conn)
     return Stored(added, updated, unchanged, repeated=len(given) - len(todo))
+
+
+def bump_version(conn: Connection) -> None:
+    """Count the gazetteer's version up, in the caller's transaction: running processes reload."""
+    table = cast(Table, GazetteerVersion.__table__)
+    if conn.execute(update(table).values(version=table.c.version + 1)).rowcount == 0:
+        conn.execute(insert(table).values(id=1, version=1))  # the row was removed (a TRUNCATE)
 
 
 # -- areas: GeoNames' admin code files ---------------------------------------------------------------
@@ -326,19 +338,17 @@ def area_book(conn: Connection | Session) -> AreaBook:
 
 
 def store_areas(engine: Engine, areas: Iterable[Area]) -> AreaImport:
-    """Add or update areas by code, then name again the GeoNames places under their codes."""
+    """Add or update areas by code, then name again the GeoNames places under their codes.
+
+    An area as Kengele ships it is known already: it is counted unchanged and not stored.
+    """
     table = cast(Table, AdminArea.__table__)
     areas = list(areas)
+    builtin = {a.code: _area_key(a) for a in shipped()}
     with engine.begin() as conn:
-        known = {r.code: r for r in conn.execute(select(table))}
-        fresh = [a for a in areas if a.code not in known]
-        changed = [
-            a
-            for a in areas
-            if a.code in known
-            and (known[a.code].name, known[a.code].ascii_name, known[a.code].level, known[a.code].geonameid)
-            != (a.name, a.ascii_name, a.level, a.geonameid)
-        ]
+        known = {r.code: (r.name, r.ascii_name, r.level, r.geonameid) for r in conn.execute(select(table))}
+        fresh = [a for a in areas if a.code not in known and builtin.get(a.code) != _area_key(a)]
+        changed = [a for a in areas if a.code in known and known[a.code] != _area_key(a)]
         for chunk in _chunks(fresh):
             conn.execute(insert(table), [_area_values(a) for a in chunk])
         if changed:
@@ -347,7 +357,13 @@ def store_areas(engine: Engine, areas: Iterable[Area]) -> AreaImport:
                 [{"b_code": a.code} | _area_values(a) for a in changed],
             )
         renamed = _name_places(conn, area_book(conn))
+        if fresh or changed or renamed:
+            bump_version(conn)
     return AreaImport(len(fresh), len(changed), len(areas) - len(fresh) - len(changed), renamed)
+
+
+def _area_key(area: Area) -> tuple[str, str, int, int | None]:
+    return area.name, area.ascii_name, area.level, area.geonameid
 
 
 def _area_values(area: Area) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import math
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rapidfuzz import process
 from rapidfuzz.distance import DamerauLevenshtein
@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.enums import Precision
-from app.models import AdminArea, Place
+from app.models import GazetteerVersion, Place
 from app.services.areas import AreaBook, normalize_name
 from app.services.gazetteer import NETWORK_SOURCE, area_book
 
@@ -124,12 +124,24 @@ class PlaceIndex:
         if not into:
             return
         for name, hits in self.by_name.items():
+            # Under a name the network place has, or GeoNames' own name when nothing else bears it,
+            # the GeoNames place is the network place; under its other names it stays what it is
+            # (GeoNames' Hyosha, alias Oicha and Mangina, does not make Oicha a Mangina).
             merged: list[int] = []
             for i in hits:
                 target = into.get(i, i)
+                if target != i and target not in hits and len(hits) > 1:
+                    target = i
                 if target not in merged:
                     merged.append(target)
             self.by_name[name] = merged
+        # A network place given without its areas takes those of the place it took in.
+        for i, j in into.items():
+            mine, theirs = self.spots[j], self.spots[i]
+            if not (mine.admin1 or mine.admin2):
+                self.spots[j] = replace(
+                    mine, admin1=theirs.admin1, admin2=theirs.admin2, country=mine.country or theirs.country
+                )
 
     @classmethod
     def load(cls, session: Session) -> PlaceIndex:
@@ -172,6 +184,10 @@ class PlaceIndex:
 
     def __len__(self) -> int:
         return len(self.spots)
+
+    def area(self, text: str, *, region: str) -> str | None:
+        """The canonical name of the area `text` gives, looked for in the countries the network covers."""
+        return self.areas.canonical(text, country=region, within={region, *self.country_centres})
 
     def resolve(
         self,
@@ -269,7 +285,7 @@ class PlaceIndexHolder:
     def __init__(self, check_every: float = 5.0) -> None:
         self.check_every = check_every
         self._index: PlaceIndex | None = None
-        self._stamp: tuple[int, int, float, int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._checked = 0.0
         self._lock = threading.Lock()
 
@@ -278,27 +294,16 @@ class PlaceIndexHolder:
         if self._index is not None and now - self._checked < self.check_every:
             return self._index
         with self._lock:
-            # Count, last id, a checksum of the coordinates and of the area names' lengths, and the
-            # areas imported: a re-import that moves places or names their areas again shows.
-            count, top, total, named, areas = session.execute(
+            # The version every import counts up (gazetteer.bump_version), and the count and last
+            # id for places written by other means.
+            version, count, top = session.execute(
                 select(
+                    select(GazetteerVersion.version).where(GazetteerVersion.id == 1).scalar_subquery(),
                     func.count(Place.id),
                     func.max(Place.id),
-                    func.sum(Place.lat + Place.lon),
-                    func.sum(
-                        func.length(func.coalesce(Place.admin1, ""))
-                        + func.length(func.coalesce(Place.admin2, ""))
-                    ),
-                    select(func.count(AdminArea.code)).scalar_subquery(),
                 )
             ).one()
-            stamp = (
-                int(count or 0),
-                int(top or 0),
-                round(float(total or 0.0), 6),
-                int(named or 0),
-                int(areas),
-            )
+            stamp = (int(version or 0), int(count or 0), int(top or 0))
             if self._index is None or stamp != self._stamp:
                 self._index = PlaceIndex.load(session)
                 self._stamp = stamp

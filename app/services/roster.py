@@ -268,7 +268,7 @@ def check_row(
     if area is not None and len(area) > MAX_AREA:
         bad("area", f"longer than {MAX_AREA} characters")
     elif area is not None:
-        known = rules.areas.canonical(area, country=rules.region)
+        known = rules.places.area(area, region=rules.region)
         if known is None:
             bad("area", f"{area!r} is no known area (a province or district: name or GeoNames code)")
         area = known

@@ -3,8 +3,10 @@
 Places loaded from GeoNames carried their admin codes ("11") where area names belong
 ("Nord-Kivu"), so incidents were routed by codes no officer's area matched. The codes move to
 `admin1_code`/`admin2_code`; `admin1`/`admin2` get the names of the shipped GeoNames admin files
-(app/data). Incidents whose area was such a code, and people whose area is another spelling of a
-known area, get the canonical name.
+(app/data). Incidents whose area was such a code, people and check-in rounds whose area is a code
+or another spelling of a known area, and the network's own places given another spelling, get the
+canonical name. The downgrade gives GeoNames places their codes back; the names given to people,
+rounds and incidents stay (they are what the areas are called).
 
 Revision ID: 0006
 Revises: 0005
@@ -30,12 +32,19 @@ def upgrade() -> None:
     op.create_table(
         "areas",
         sa.Column("code", sa.String(length=100), nullable=False),
-        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("name", sa.String(length=120), nullable=False),
         sa.Column("ascii_name", sa.String(length=200), nullable=False),
         sa.Column("level", sa.Integer(), nullable=False),
         sa.Column("geonameid", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("code", name=op.f("pk_areas")),
     )
+    version = op.create_table(
+        "gazetteer_version",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("version", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_gazetteer_version")),
+    )
+    op.bulk_insert(version, [{"id": 1, "version": 0}])
     with op.batch_alter_table("places", schema=None) as batch_op:
         batch_op.add_column(sa.Column("admin1_code", sa.String(length=20), nullable=True))
         batch_op.add_column(sa.Column("admin2_code", sa.String(length=80), nullable=True))
@@ -95,17 +104,45 @@ def upgrade() -> None:
             fixes,
         )
 
-    people = sa.table("people", sa.column("id", sa.Integer), sa.column("area", sa.String))
-    spellings = []
-    for person in conn.execute(sa.select(people).where(people.c.area.is_not(None))):
-        canonical = book.canonical(person.area, level=1)
-        if canonical and canonical != person.area:
-            spellings.append({"pid": person.id, "area": canonical})
-    if spellings:
-        conn.execute(
-            people.update().where(people.c.id == sa.bindparam("pid")).values(area=sa.bindparam("area")),
-            spellings,
+    # The network's own places: another spelling of a known area becomes its name, as on import.
+    network = conn.execute(
+        sa.select(places.c.id, places.c.country, places.c.admin1, places.c.admin2).where(
+            places.c.source.not_in(GEONAMES_SOURCES)
         )
+    ).all()
+    spelled = []
+    for row in network:
+        name1 = row.admin1 and (book.canonical(row.admin1, country=row.country, level=1) or row.admin1)
+        name2 = row.admin2 and (book.canonical(row.admin2, country=row.country, level=2) or row.admin2)
+        if (name1, name2) != (row.admin1, row.admin2):
+            spelled.append({"pid": row.id, "n1": name1, "n2": name2})
+    if spelled:
+        conn.execute(
+            places.update()
+            .where(places.c.id == sa.bindparam("pid"))
+            .values(admin1=sa.bindparam("n1"), admin2=sa.bindparam("n2")),
+            spelled,
+        )
+
+    # People's and check-in rounds' areas: a spelling or a code (the "11" places carried) -> the name.
+    countries = [c for (c,) in conn.execute(sa.select(places.c.country).distinct()) if c]
+
+    def named(area: str) -> str | None:
+        found = {book.canonical(area, country=c, level=1) for c in countries or [None]} - {None}
+        return found.pop() if len(found) == 1 else None
+
+    for table_name in ("people", "checkin_rounds"):
+        table = sa.table(table_name, sa.column("id", sa.Integer), sa.column("area", sa.String))
+        fixes = []
+        for row in conn.execute(sa.select(table).where(table.c.area.is_not(None), table.c.area != "")):
+            canonical = named(row.area)
+            if canonical and canonical != row.area:
+                fixes.append({"rid": row.id, "area": canonical})
+        if fixes:
+            conn.execute(
+                table.update().where(table.c.id == sa.bindparam("rid")).values(area=sa.bindparam("area")),
+                fixes,
+            )
 
 
 def downgrade() -> None:
@@ -126,4 +163,5 @@ def downgrade() -> None:
     with op.batch_alter_table("places", schema=None) as batch_op:
         batch_op.drop_column("admin2_code")
         batch_op.drop_column("admin1_code")
+    op.drop_table("gazetteer_version")
     op.drop_table("areas")
