@@ -65,7 +65,7 @@ def test_a_reimport_writes_only_the_changed_places_in_one_batch(db_url: str) -> 
 
     @event.listens_for(engine, "before_cursor_execute")
     def count(conn, cursor, statement, parameters, context, executemany) -> None:
-        if statement.lstrip().upper().startswith("UPDATE"):
+        if statement.lstrip().upper().startswith("UPDATE PLACES"):
             updates.append(len(parameters) if executemany else 1)
 
     again = [*first, place("geonames:99", "Mongbwalu")]
