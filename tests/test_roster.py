@@ -433,6 +433,40 @@ def test_people_crud_filters_and_errors(client: TestClient, auth: dict[str, str]
     assert not any("+243" in json.dumps(a[3]) for a in log)
 
 
+def test_a_stored_area_nobody_knows_is_kept_as_it_is(
+    client: TestClient, auth: dict[str, str], db_url: str, tmp_path: Path
+) -> None:
+    runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    with runtime.factory() as session:  # stored before areas were checked, or its area since dropped
+        session.add(Person(name="Lt. Irumu", phone="+243990000050", role="officer", level=1, area="Irumu"))
+        session.commit()
+    (officer,) = client.get("/api/v1/people", headers=auth).json()["items"]
+    path = f"/api/v1/people/{officer['id']}"
+    r = client.patch(path, json={"language": "en"}, headers=auth)
+    assert r.status_code == 200, r.text
+    assert (r.json()["language"], r.json()["area"]) == ("en", "Irumu")
+    assert client.patch(path, json={"area": "Irumu", "level": 2}, headers=auth).status_code == 200
+    r = client.patch(path, json={"area": "Atlantis"}, headers=auth)
+    assert r.status_code == 422 and r.json()["detail"].startswith("area: 'Atlantis' is no known area")
+
+    out = tmp_path / "export.csv"
+    assert run("roster", "export", str(out), db_url=db_url).returncode == 0
+    again = run("roster", "import", str(out), db_url=db_url)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.splitlines()[-1] == "1 rows: 0 created, 0 updated, 1 unchanged, 0 invalid"
+    # Only the person's own stored area passes: another number, or a new unknown area, does not.
+    out.write_text(
+        "name,phone,role,level,area\nLt. Irumu,+243990000050,officer,1,Atlantis\n"
+        "New Officer,+243990000051,officer,1,Irumu\n",
+        encoding="utf-8",
+    )
+    r = run("roster", "import", str(out), db_url=db_url)
+    assert r.returncode == 2
+    assert "row 2, column area: 'Atlantis' is no known area" in r.stdout + r.stderr
+    assert "row 3, column area: 'Irumu' is no known area" in r.stdout + r.stderr
+    assert pick(people(db_url)["Lt. Irumu"], "language", "level", "area") == ("en", 2, "Irumu")
+
+
 def test_join_is_approved_or_rejected_by_an_admin(
     client: TestClient, auth: dict[str, str], db_url: str
 ) -> None:

@@ -64,6 +64,9 @@ class Rules:
     region: str
     languages: frozenset[str]
     places: PlaceIndex
+    # Stored areas that are no known area, by the person's number: a row that keeps its person's
+    # area as it is passes (a roster exported before an area was dropped imports again).
+    kept_areas: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def areas(self) -> AreaBook:
@@ -223,11 +226,18 @@ def _coordinate(text: str, limit: float) -> float | str:
 
 
 def check_row(
-    values: Mapping[str, str], *, row: int, rules: Rules, need_home: bool = True
+    values: Mapping[str, str],
+    *,
+    row: int,
+    rules: Rules,
+    need_home: bool = True,
+    kept_area: str | None = None,
 ) -> Entry | list[RowError]:
     """Check one row (column -> text); every error of the row, or the entry it makes.
 
     `need_home=False` lets a focal point without a home through (an edit that does not touch it).
+    `kept_area`: the person's stored area, which passes unchanged even where it is no known area
+    (as do `rules.kept_areas`); an unknown area newly given is an error.
     """
     errors: list[RowError] = []
 
@@ -269,9 +279,9 @@ def check_row(
         bad("area", f"longer than {MAX_AREA} characters")
     elif area is not None:
         known = rules.places.area(area, region=rules.region)
-        if known is None:
+        if known is None and area != (kept_area or rules.kept_areas.get(phone.value)):
             bad("area", f"{area!r} is no known area (a province or district: name or GeoNames code)")
-        area = known
+        area = known or area
     active = FLAGS.get(get("active").lower())
     if active is None:
         bad("active", f"{get('active')!r} is not true or false")
@@ -441,6 +451,16 @@ def apply(
     return report
 
 
+def unknown_areas(session: Session, rules: Rules) -> dict[str, str]:
+    """The stored areas that are no known area (before areas were checked, or since dropped), by phone."""
+    areas = session.scalars(select(Person.area).where(Person.area.is_not(None)).distinct())
+    unknown = [a for a in areas if a and rules.places.area(a, region=rules.region) is None]
+    if not unknown:
+        return {}
+    people = session.scalars(select(Person).where(Person.area.in_(unknown)))
+    return {p.phone: p.area for p in people if p.area}
+
+
 def import_csv(
     factory: sessionmaker[Session],
     data: bytes | str,
@@ -458,6 +478,7 @@ def import_csv(
     """
     with factory() as session:
         known_rules = rules(session)
+        known_rules = replace(known_rules, kept_areas=unknown_areas(session, known_rules))
     report, entries = plan(data, known_rules, skip_bad=skip_bad, progress=progress)
     if not entries and (report.errors or not report.rows):
         return report
@@ -537,7 +558,8 @@ def add(*, session: Session, values: Mapping[str, Any], rules: Rules, actor: str
 def change(
     *, session: Session, person: Person, values: Mapping[str, Any], rules: Rules, actor: str
 ) -> Person:
-    """Change the fields given; the person is checked again as a whole row."""
+    """Change the fields given; the person is checked again as a whole row (their stored area
+    passes as it is, known or not: only an area given anew must be a known one)."""
     given = _as_row(values)
     place = session.get(Place, person.place_id) if person.place_id is not None else None
     row = person_row(person, place, rules.places)
@@ -545,7 +567,7 @@ def change(
         row |= dict.fromkeys(LOCATION, "")
     # A pending self-registration has no home yet: an edit of its name does not need one.
     need_home = bool(given.keys() & {"role", *LOCATION})
-    entry = _checked(row | given, rules, need_home=need_home)
+    entry = _checked(row | given, rules, need_home=need_home, kept_area=person.area)
     _phone_free(session, entry.phone, but=person.id)
     save(session, person, entry.values(), actor=actor, source="api")
     return person
@@ -603,8 +625,10 @@ def _as_row(values: Mapping[str, Any]) -> dict[str, str]:
     return {k: text(v) for k, v in values.items()}
 
 
-def _checked(row: dict[str, str], rules: Rules, *, need_home: bool = True) -> Entry:
-    entry = check_row(row, row=1, rules=rules, need_home=need_home)
+def _checked(
+    row: dict[str, str], rules: Rules, *, need_home: bool = True, kept_area: str | None = None
+) -> Entry:
+    entry = check_row(row, row=1, rules=rules, need_home=need_home, kept_area=kept_area)
     if isinstance(entry, list):
         raise Invalid("; ".join(f"{e.column}: {e.reason}" for e in entry))
     return entry
