@@ -5,7 +5,7 @@ service is for: an alert forwarded to the right officer, the officer's acknowled
 check-in round. It goes through the same services as `kengele gazetteer import` and `kengele
 roster import`, adds a one-time admin API token, and queues a first check-in round at once rather
 than at the next scheduled hour. Every number in it is invented: it is never loaded where a
-gateway would text them (the command line refuses production and texting gateways).
+gateway would text them (`refusal`: production, a gateway that reaches phones).
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from importlib import resources
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+import gateways
 from app.auth import create_token
+from app.config import Settings
 from app.db import transaction, utcnow
 from app.enums import ApiRole
 from app.models import ApiToken, Incident, Person
@@ -68,6 +70,19 @@ class Loaded:
     token: str | None  # the new admin token, to show once; None when a demo token is live already
     checkins: int  # check-in SMS queued by the first round
     next_code: str  # the code the walk-through's alert will get on a database with no incident
+
+
+def refusal(settings: Settings) -> str | None:
+    """Say why the demo may not be loaded where `settings` point, or None where it may."""
+    if settings.env == "production":
+        return "refused in production (KENGELE_ENV): its people and numbers are invented"
+    texting = [name for name in settings.gateway if gateways.PROVIDERS[name].reaches_phones]
+    if texting:
+        return (
+            f"KENGELE_GATEWAY sends through {', '.join(texting)}, which would text the demo's "
+            "invented numbers; load it with KENGELE_GATEWAY=console"
+        )
+    return None
 
 
 def people_count(engine: Engine) -> int:
