@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shlex
 import subprocess
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from app.cli import _roster_rules
 from app.config import Settings
 from app.main import create_app
 from app.models import ApiToken, CheckIn, Incident, Person
+from app.schemas import CODE_PREFIX
 from app.services import demo
 from app.services.runtime import Runtime
 from tests.helpers import api, count, engine, messages, phone_is, wait_for
@@ -179,6 +182,35 @@ def test_the_first_round_is_the_one_a_starting_server_would_send(
             )
     finally:
         runtime.stop()
+
+
+def test_the_code_printed_for_the_ack_is_the_one_the_alert_gets(
+    db_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    """On PostgreSQL an id a rolled-back insert took is gone: the next incident is not max(id) + 1."""
+    settings = make_settings()
+    runtime = Runtime(settings)
+    try:
+        with runtime.factory() as session:
+            now = datetime.now(UTC)
+            session.add(
+                Incident(category="attack", severity="high", first_reported_at=now, last_reported_at=now)
+            )
+            session.flush()
+            session.rollback()
+        loaded = demo.load(
+            engine=runtime.engine,
+            factory=runtime.factory,
+            rules=lambda session: _roster_rules(settings, session),
+            checkins=runtime.checkins,
+            actor="test",
+        )
+    finally:
+        runtime.stop()
+    assert loaded.next_code.startswith(CODE_PREFIX)
+    r = run("simulate", "--sender", demo.ALERT.sender, demo.ALERT.text, db_url=db_url)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["incident"]["code"] == loaded.next_code
 
 
 @pytest.mark.slow

@@ -23,8 +23,8 @@ from app.auth import create_token
 from app.config import Settings
 from app.db import transaction, utcnow
 from app.enums import ApiRole
-from app.models import ApiToken, Incident, Person
-from app.services import gazetteer, roster
+from app.models import ApiToken, Person
+from app.services import gazetteer, incidents, roster
 from app.services.checkins import CheckIns, last_fire_time, parse_schedule
 
 DATA = "app.demo"
@@ -69,7 +69,7 @@ class Loaded:
     people: roster.Report
     token: str | None  # the new admin token, to show once; None when a demo token is live already
     checkins: int  # check-in SMS queued by the first round
-    next_code: str  # the code the walk-through's alert will get on a database with no incident
+    next_code: str  # the code the walk-through's alert gets, unless another incident comes first
 
 
 def refusal(settings: Settings) -> str | None:
@@ -114,9 +114,9 @@ def load(
         live = select(ApiToken.id).where(ApiToken.name == TOKEN_NAME, ApiToken.revoked_at.is_(None))
         if session.scalar(live) is None:
             token = create_token(session=session, name=TOKEN_NAME, role=ApiRole.ADMIN, actor=actor)
-        last = session.scalar(select(func.max(Incident.id))) or 0
+        code = incidents.next_code(session=session)
     queued = first_round(checkins, now or utcnow()) if report.created else 0
-    return Loaded(len(places), added, report, token, queued, f"K{last + 1}")
+    return Loaded(len(places), added, report, token, queued, code)
 
 
 def first_round(checkins: CheckIns, now: datetime) -> int:
