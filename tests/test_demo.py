@@ -80,7 +80,7 @@ def test_the_demo_files_are_a_network_whose_walk_through_holds() -> None:
 
 
 def test_demo_load_on_an_empty_database_then_the_walk_through(
-    db_url: str, make_settings: Callable[..., Settings]
+    db_url: str, make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     loaded = run("demo", "load", "--if-empty", db_url=db_url)
     assert loaded.returncode == 0, loaded.stderr
@@ -90,6 +90,7 @@ def test_demo_load_on_an_empty_database_then_the_walk_through(
     assert alert == ["simulate", "--sender", demo.ALERT.sender, demo.ALERT.text]
     assert ack == ["simulate", "--sender", demo.ACK.sender, "RECU K1"]
     assert scalar(db_url, select(func.count(Person.id))) == FOCAL_POINTS + OFFICERS
+    assert scalar(db_url, select(func.count(Person.id)).where(Person.demo)) == FOCAL_POINTS + OFFICERS
     assert count(db_url, purpose="checkin") == FOCAL_POINTS  # the first round, sent when the server starts
 
     assert run(*alert, db_url=db_url).returncode == 0
@@ -112,6 +113,19 @@ def test_demo_load_on_an_empty_database_then_the_walk_through(
     with TestClient(create_app(make_settings())) as client:  # the token shown once opens the API
         incidents = api(client, "/api/v1/incidents", token)
         assert [(i["code"], i["status"]) for i in incidents["items"]] == [("K1", "acknowledged")]
+        people = api(client, "/api/v1/people?limit=100", token)["items"]
+        assert len(people) == FOCAL_POINTS + OFFICERS and all(p["demo"] for p in people)
+
+    # The roster exported and imported again (as a network starting from the demo would) keeps the mark.
+    roster = tmp_path / "roster.csv"
+    assert run("roster", "export", str(roster), db_url=db_url).returncode == 0
+    roster.write_text(
+        roster.read_text(encoding="utf-8").replace("Jeanne Mave", "Jeanne M."), encoding="utf-8"
+    )
+    reimported = run("roster", "import", str(roster), db_url=db_url)
+    assert reimported.returncode == 0, reimported.stderr
+    assert reimported.stdout.splitlines()[-1].endswith("1 updated, 10 unchanged, 0 invalid")
+    assert scalar(db_url, select(func.count(Person.id)).where(Person.demo)) == FOCAL_POINTS + OFFICERS
 
     again = run("demo", "load", "--if-empty", db_url=db_url)
     assert again.returncode == 0, again.stderr

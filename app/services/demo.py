@@ -105,7 +105,7 @@ def load(
     with resources.as_file(files / GAZETTEER) as path:
         places = gazetteer.read_csv(path)
     added = gazetteer.store(engine, places).added
-    report = roster.import_csv(factory, (files / ROSTER).read_bytes(), rules=rules, actor=actor)
+    report = roster.import_csv(factory, (files / ROSTER).read_bytes(), rules=rules, actor=actor, demo=True)
     if not report.applied:
         more = f" (and {len(report.errors) - 1} more)" if len(report.errors) > 1 else ""
         raise DemoError(f"demo {ROSTER}: {report.errors[0]}{more}; no demo person was loaded")

@@ -423,11 +423,19 @@ def plan(
 
 
 def apply(
-    session: Session, report: Report, entries: list[Entry], *, actor: str, progress: Progress | None = None
+    session: Session,
+    report: Report,
+    entries: list[Entry],
+    *,
+    actor: str,
+    progress: Progress | None = None,
+    demo: bool = False,
 ) -> Report:
     """Upsert checked rows by phone in the caller's transaction (short: the rows were checked before).
 
     An imported person is approved: an admin's list approves pending self-registrations too.
+    `demo` marks the people as the demo's; another import leaves the mark as it is, so a roster
+    exported with the demo in it and imported again does not make its invented numbers real.
     """
     phones = [e.phone for e in entries]
     keyring = keyring_of(session)
@@ -442,7 +450,7 @@ def apply(
         person = known.get(entry.phone)
         if person is not None and person.status == PersonStatus.PENDING:  # what a JOIN gave was provisional
             entry = replace(entry, columns=frozenset(ALL_COLUMNS))
-        values = entry.values() | {"status": PersonStatus.APPROVED}
+        values = entry.values() | {"status": PersonStatus.APPROVED} | ({"demo": True} if demo else {})
         person, outcome = save(session, person, values, actor=actor, source="import")
         report.results.append(RowResult(entry.row, outcome, person.id))
     if progress:
@@ -469,6 +477,7 @@ def import_csv(
     actor: str,
     skip_bad: bool = False,
     progress: Progress | None = None,
+    demo: bool = False,
 ) -> Report:
     """Check a roster file and, when every row is good (or bad rows are skipped), upsert it by phone.
 
@@ -483,7 +492,7 @@ def import_csv(
     if not entries and (report.errors or not report.rows):
         return report
     with transaction(factory) as session:
-        return apply(session, report, entries, actor=actor, progress=progress)
+        return apply(session, report, entries, actor=actor, progress=progress, demo=demo)
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -661,6 +670,7 @@ def views(*, session: Session, people: list[Person]) -> list[PersonOut]:
             area=p.area,
             active=p.active,
             opted_out=p.opted_out,
+            demo=p.demo,
             shifts=p.shifts,
             last_seen_at=p.last_seen_at,
             silent_since=p.silent_since,
