@@ -720,7 +720,8 @@ def _print_demo(loaded: Loaded, settings: Settings) -> None:
         f"{people.rows} people ({people.created} new): officers of levels 1 and 2, and focal points."
     )
     print(
-        "Their numbers are invented (+243 81 000 1xxx, +243 81 000 9xxx): the console gateway texts no one."
+        "Their numbers are invented (+243 81 000 1xxx, +243 81 000 9xxx) and marked as the demo's: "
+        "the console gateway texts no one, and no gateway that does is ever given their SMS."
     )
     url = settings.public_url
     if loaded.token is None:
