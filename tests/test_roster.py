@@ -433,6 +433,30 @@ def test_people_crud_filters_and_errors(client: TestClient, auth: dict[str, str]
     assert not any("+243" in json.dumps(a[3]) for a in log)
 
 
+def test_the_area_filter_finds_people_by_any_name_of_their_area(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    url = "/api/v1/people"
+    base = {"role": "officer", "level": 1}
+    r = client.post(
+        url, json={**base, "name": "A", "phone": "+243990000061", "area": "North Kivu"}, headers=auth
+    )
+    assert r.status_code == 201 and r.json()["area"] == "Nord-Kivu"  # stored canonical
+    with runtime.factory() as session:  # an area the book does not know, stored before it was checked
+        session.add(Person(name="B", phone="+243990000062", role="officer", level=1, area="Irumu"))
+        session.commit()
+
+    def listed(area: str) -> list[str]:
+        r = client.get(url, params={"area": area}, headers=auth)
+        assert r.status_code == 200, r.text
+        return [p["name"] for p in r.json()["items"]]
+
+    assert listed("North Kivu") == listed("nord-kivu") == listed("CD.11") == listed(" Nord Kivu ") == ["A"]
+    assert listed("IRUMU") == ["B"]  # unknown: the text as given, case ignored
+    assert listed("Ituri") == []
+
+
 def test_a_stored_area_nobody_knows_is_kept_as_it_is(
     client: TestClient, auth: dict[str, str], db_url: str, tmp_path: Path
 ) -> None:

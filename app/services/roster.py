@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.crypto import keyring_of
@@ -554,6 +554,15 @@ class Conflict(Refused):
 def rules_for(*, session: Session, region: str, languages: Iterable[str], places: PlaceIndexHolder) -> Rules:
     """Gather what a person is checked against: the region of bare numbers, the languages, the places."""
     return Rules(region=region, languages=frozenset(languages), places=places.get(session))
+
+
+def in_area(*, text: str, rules: Rules) -> ColumnElement[bool]:
+    """Who a filter by area finds: people whose area is the canonical name of the area `text` names
+    (as roster areas are stored), or is `text` itself, case ignored (an area no book knows)."""
+    given = text.strip()
+    known = rules.places.area(given, region=rules.region)
+    as_given = func.lower(Person.area) == given.lower()
+    return or_(Person.area == known, as_given) if known else as_given
 
 
 def add(*, session: Session, values: Mapping[str, Any], rules: Rules, actor: str) -> Person:
