@@ -175,6 +175,17 @@ def test_a_bad_row_changes_nothing_and_skip_bad_imports_the_good(db_url: str, tm
     assert people(db_url) == stored and audit(db_url) == log
 
 
+def test_the_readme_gives_each_exit_status_of_a_roster_import() -> None:
+    """0 all imported, 1 rows skipped with --skip-bad, 2 nothing imported: a script tells them apart."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## The roster") : readme.index("### Self-registration")]
+    rows = " ".join(section[section.index("**All or nothing.**") :].split("\n\n")[0].split())
+    assert "exits with status 2" in rows
+    assert "`--skip-bad` imports the good rows" in rows and "exits with status 1" in rows
+    commands = readme[readme.index("| `kengele roster import FILE [--skip-bad]`") :].splitlines()[0]
+    assert "exits 1" in commands
+
+
 def test_file_level_errors(db_url: str, tmp_path: Path) -> None:
     cases = {
         "name,phone,role,langauge\nA,+243810000001,admin,fr\n": "row 1, column langauge: unknown column",
