@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # Logs a person reads (each SMS the console gateway "sends" is one line); KENGELE_LOG_FORMAT=json make run
-# for JSON. The demo network is loaded into an empty roster only, and never by `kengele serve`.
+# for JSON. The demo network is loaded into an empty roster only, and never by `kengele serve`; with a
+# gateway that texts phones (KENGELE_GATEWAY) it is not loaded, and the server starts all the same.
 run: export KENGELE_LOG_FORMAT ?= text
 run: $(STAMP)
 	$(BIN)/kengele db upgrade

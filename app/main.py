@@ -57,7 +57,7 @@ def create_app(
         """Build the API document once: the routes, then the provider webhooks the middleware answers."""
         if app.openapi_schema is None:
             schema = build_openapi()
-            schema["paths"].update(webhooks.openapi_paths(settings))
+            schema["paths"].update(webhooks.openapi_paths())
             operations = [op for item in schema["paths"].values() for op in item.values()]
             tags = dict.fromkeys(tag for op in operations for tag in op.get("tags", ()))
             schema["tags"] = [

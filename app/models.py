@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    false,
     inspect,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column
@@ -127,6 +128,9 @@ class Person(Base):
     opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
     # An officer's weekly on-duty table (app/services/shifts.py); NULL = always on duty.
     shifts: Mapped[str | None] = mapped_column(Text)
+    # Loaded by `kengele demo load`: an invented person whose number no gateway that texts phones
+    # is ever given (the dispatcher fails their SMS instead).
+    demo: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # The last message we received from them, and since when a focal point is flagged silent.
     last_seen_at: Mapped[datetime | None]
     silent_since: Mapped[datetime | None]

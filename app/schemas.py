@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from app.enums import (
@@ -293,6 +293,7 @@ class PersonOut(BaseModel):
     area: str | None
     active: bool
     opted_out: bool
+    demo: bool = Field(description="loaded by `kengele demo load`: its number is invented and never texted")
     shifts: str | None
     last_seen_at: datetime | None
     silent_since: datetime | None

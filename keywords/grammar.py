@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -43,7 +44,7 @@ REPLIES: dict[str, set[str]] = {
     "beep": set(),
     "update": {"code", "category", "place", "reports", "time"},
     # The same two when the incident has one report: its singular is each language's own words
-    # ("1 report", "1 rapport", "ripoti moja"), not a rule of the code.
+    # ("1 report", "1 rapport", "ripoti moja"), not a rule of the code. Optional (SINGULARS).
     "forward_one": {"code", "category", "place", "people", "reports", "time"},
     "update_one": {"code", "category", "place", "reports", "time"},
     "no_incident": {"code"},
@@ -52,6 +53,9 @@ REPLIES: dict[str, set[str]] = {
     "acked": {"code", "who"},  # to the other officers told about it
     "closed": {"code", "who"},
 }
+# Reply templates a grammar may leave out, and the one used instead: a grammar written before the
+# singulars existed still loads, and says "1 reports" rather than nothing.
+SINGULARS: dict[str, str] = {"forward_one": "forward", "update_one": "update"}
 # USSD screen texts every language must have, with the placeholders each may use (app/services/ussd_menu.py).
 USSD: dict[str, set[str]] = {
     "language": set(),  # the word "language", joined across languages on a new caller's first screen
@@ -170,14 +174,23 @@ def _optional_words(path: Path, details: dict[str, Any], key: str) -> list[str]:
 
 
 def _templates(
-    path: Path, name: str, table: Any, spec: dict[str, set[str]], *, closed: bool
+    path: Path,
+    name: str,
+    table: Any,
+    spec: dict[str, set[str]],
+    *,
+    closed: bool,
+    fallbacks: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """A table of message templates: every key of `spec` present, no placeholder it does not fill.
 
-    `closed`: a key the spec does not know is an error too (a misspelt screen name).
+    `closed`: a key the spec does not know is an error too (a misspelt screen name). `fallbacks`:
+    a key that may be absent, and the key whose template it then takes.
     """
     if not isinstance(table, dict):
         raise GrammarError(path, name, "missing table")
+    fallbacks = fallbacks or {}
+    table = table | {k: table.get(v) for k, v in fallbacks.items() if k not in table}
     for key, allowed in spec.items():
         template = table.get(key)
         if not isinstance(template, str) or not template.strip():
@@ -226,7 +239,7 @@ def load_grammar(path: Path) -> Grammar:
         if name not in COMMANDS:
             raise GrammarError(path, f"commands.{name}", "is not a command")
     details = data.get("details", {})
-    replies = _templates(path, "replies", data.get("replies"), REPLIES, closed=False)
+    replies = _templates(path, "replies", data.get("replies"), REPLIES, closed=False, fallbacks=SINGULARS)
     names = data.get("category_names")
     if not isinstance(names, dict) or any(c not in names for c in (*CATEGORIES, "other")):
         raise GrammarError(path, "category_names", "must name every category and 'other'")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shlex
 import subprocess
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from app.cli import _roster_rules
 from app.config import Settings
 from app.main import create_app
 from app.models import ApiToken, CheckIn, Incident, Person
+from app.schemas import CODE_PREFIX
 from app.services import demo
 from app.services.runtime import Runtime
 from tests.helpers import api, count, engine, messages, phone_is, wait_for
@@ -77,7 +80,7 @@ def test_the_demo_files_are_a_network_whose_walk_through_holds() -> None:
 
 
 def test_demo_load_on_an_empty_database_then_the_walk_through(
-    db_url: str, make_settings: Callable[..., Settings]
+    db_url: str, make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     loaded = run("demo", "load", "--if-empty", db_url=db_url)
     assert loaded.returncode == 0, loaded.stderr
@@ -87,6 +90,7 @@ def test_demo_load_on_an_empty_database_then_the_walk_through(
     assert alert == ["simulate", "--sender", demo.ALERT.sender, demo.ALERT.text]
     assert ack == ["simulate", "--sender", demo.ACK.sender, "RECU K1"]
     assert scalar(db_url, select(func.count(Person.id))) == FOCAL_POINTS + OFFICERS
+    assert scalar(db_url, select(func.count(Person.id)).where(Person.demo)) == FOCAL_POINTS + OFFICERS
     assert count(db_url, purpose="checkin") == FOCAL_POINTS  # the first round, sent when the server starts
 
     assert run(*alert, db_url=db_url).returncode == 0
@@ -109,6 +113,19 @@ def test_demo_load_on_an_empty_database_then_the_walk_through(
     with TestClient(create_app(make_settings())) as client:  # the token shown once opens the API
         incidents = api(client, "/api/v1/incidents", token)
         assert [(i["code"], i["status"]) for i in incidents["items"]] == [("K1", "acknowledged")]
+        people = api(client, "/api/v1/people?limit=100", token)["items"]
+        assert len(people) == FOCAL_POINTS + OFFICERS and all(p["demo"] for p in people)
+
+    # The roster exported and imported again (as a network starting from the demo would) keeps the mark.
+    roster = tmp_path / "roster.csv"
+    assert run("roster", "export", str(roster), db_url=db_url).returncode == 0
+    roster.write_text(
+        roster.read_text(encoding="utf-8").replace("Jeanne Mave", "Jeanne M."), encoding="utf-8"
+    )
+    reimported = run("roster", "import", str(roster), db_url=db_url)
+    assert reimported.returncode == 0, reimported.stderr
+    assert reimported.stdout.splitlines()[-1].endswith("1 updated, 10 unchanged, 0 invalid")
+    assert scalar(db_url, select(func.count(Person.id)).where(Person.demo)) == FOCAL_POINTS + OFFICERS
 
     again = run("demo", "load", "--if-empty", db_url=db_url)
     assert again.returncode == 0, again.stderr
@@ -118,20 +135,27 @@ def test_demo_load_on_an_empty_database_then_the_walk_through(
 
 
 def test_production_refuses_the_demo(db_url: str) -> None:
-    r = run("demo", "load", "--if-empty", db_url=db_url, KENGELE_ENV="production")
+    r = run("demo", "load", db_url=db_url, KENGELE_ENV="production")
     assert r.returncode == 2 and r.stdout == ""
     assert (
         r.stderr.startswith("kengele: demo load: refused in production") and len(r.stderr.splitlines()) == 1
     )
+    # As `make run` and the image run it: a note, and the server starts (nothing loaded).
+    r = run("demo", "load", "--if-empty", db_url=db_url, KENGELE_ENV="production")
+    assert r.returncode == 0 and r.stderr == ""
+    assert r.stdout.startswith("demo not loaded: refused in production") and len(r.stdout.splitlines()) == 1
     assert scalar(db_url, select(func.count(Person.id))) == 0
 
 
 def test_a_gateway_that_texts_phones_refuses_the_demo(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/kengele.db"
-    r = run("demo", "load", "--if-empty", db_url=url, KENGELE_GATEWAY="console,twilio")
+    r = run("demo", "load", db_url=url, KENGELE_GATEWAY="console,twilio")
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1
     assert "twilio" in r.stderr and "KENGELE_GATEWAY=console" in r.stderr
-    assert scalar(url, select(func.count(Person.id))) == 0
+    r = run("demo", "load", "--if-empty", db_url=url, KENGELE_GATEWAY="twilio,console")
+    assert r.returncode == 0 and r.stderr == "" and len(r.stdout.splitlines()) == 1
+    assert r.stdout.startswith("demo not loaded: KENGELE_GATEWAY sends through twilio")
+    assert not (tmp_path / "kengele.db").exists()  # refused before the database is opened
 
 
 def test_the_first_round_is_the_one_a_starting_server_would_send(
@@ -172,6 +196,35 @@ def test_the_first_round_is_the_one_a_starting_server_would_send(
             )
     finally:
         runtime.stop()
+
+
+def test_the_code_printed_for_the_ack_is_the_one_the_alert_gets(
+    db_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    """On PostgreSQL an id a rolled-back insert took is gone: the next incident is not max(id) + 1."""
+    settings = make_settings()
+    runtime = Runtime(settings)
+    try:
+        with runtime.factory() as session:
+            now = datetime.now(UTC)
+            session.add(
+                Incident(category="attack", severity="high", first_reported_at=now, last_reported_at=now)
+            )
+            session.flush()
+            session.rollback()
+        loaded = demo.load(
+            engine=runtime.engine,
+            factory=runtime.factory,
+            rules=lambda session: _roster_rules(settings, session),
+            checkins=runtime.checkins,
+            actor="test",
+        )
+    finally:
+        runtime.stop()
+    assert loaded.next_code.startswith(CODE_PREFIX)
+    r = run("simulate", "--sender", demo.ALERT.sender, demo.ALERT.text, db_url=db_url)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["incident"]["code"] == loaded.next_code
 
 
 @pytest.mark.slow

@@ -232,3 +232,35 @@ def test_0006_names_the_areas_geonames_gave_as_codes(db_url: str) -> None:
         ]
     engine.dispose()
     upgrade(db_url)
+
+
+def test_0007_marks_the_demo_people_a_database_had_already(db_url: str) -> None:
+    """Number and name of a demo row as shipped: a real person who has one of its numbers is no demo."""
+    cfg = alembic_config(db_url)
+    command.downgrade(cfg, "0006")
+    engine = create_engine(db_url)
+    try:
+        meta = MetaData()
+        meta.reflect(engine)
+        people = meta.tables["people"]
+        assert "demo" not in people.c
+        rows = [
+            ("Jeanne Mave", "+243810001001"),  # the demo's
+            ("Josephine Real", "+243810009001"),  # a demo number, someone else's name
+            ("Capt. Alain Dufour", "+243990000001"),  # a demo name, another number
+        ]
+        with engine.begin() as conn:
+            for i, (name, phone) in enumerate(rows, start=1):
+                row = {"id": i, "name": name, "phone": "sealed", "phone_index": TEST_KEYRING.index(phone)}
+                conn.execute(people.insert(), _filled(people, row))
+        upgrade(db_url)  # without a key nobody can be matched: nobody is marked
+        query = text("SELECT name FROM people WHERE demo ORDER BY id")
+        with engine.connect() as conn:
+            assert conn.execute(query).scalars().all() == []
+        command.downgrade(cfg, "0006")
+        upgrade(db_url, keyring=TEST_KEYRING)
+        with engine.connect() as conn:
+            assert conn.execute(query).scalars().all() == ["Jeanne Mave"]
+    finally:
+        engine.dispose()
+        upgrade(db_url, keyring=TEST_KEYRING)  # the session's PostgreSQL database stays at head

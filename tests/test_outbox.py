@@ -379,3 +379,90 @@ def test_the_console_line_says_who_each_sms_is_for(settings: Settings) -> None:
             f"{line} (not on the roster; reply): Merci",
         ]
     )
+
+
+def test_an_sms_for_a_demo_person_is_never_handed_to_a_gateway_that_texts_phones(
+    providers: Callable[..., Settings], twilio_fake: FakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Failed with its reason and counted; the console (first in line) still shows it; others are sent."""
+    from prometheus_client import REGISTRY
+
+    from app.models import Person
+
+    def refused() -> float:
+        labels = {"gateway": "twilio", "result": "demo"}
+        return REGISTRY.get_sample_value("kengele_outbound_attempts_total", labels) or 0.0
+
+    before = refused()
+    settings = providers("twilio,console")
+    runtime = Runtime(settings)
+    with transaction(runtime.factory) as session:
+        demo = Person(name="Jeanne Mave", phone="+243810001001", role="focal_point", demo=True)
+        real = Person(name="Real Officer", phone="+243990000001", role="officer", level=1)
+        session.add_all([demo, real])
+        session.flush()
+        demo_id = demo.id
+        for person, key in ((demo, "d"), (real, "r")):
+            enqueue(
+                session=session,
+                recipient=person.phone,
+                text="RAS?",
+                purpose="checkin",
+                key=key,
+                person_id=person.id,
+            )
+    with caplog.at_level("WARNING", logger="kengele.outbox"):
+        assert runtime.dispatcher.warn_of_demo_people() == 1
+    assert "demo people on the roster" in caplog.text
+    assert runtime.dispatcher.run_once() == 2
+    with runtime.factory() as session:
+        rows = {
+            m.idempotency_key: m
+            for m in session.scalars(select(Message).where(Message.direction == "outbound"))
+        }
+    assert (rows["d"].status, rows["d"].attempts, rows["d"].provider) == ("failed", 0, None)
+    assert (
+        rows["d"].error
+        == "twilio: not sent: the recipient is a demo person (kengele demo load), whose number is invented"
+    )
+    assert (rows["r"].status, rows["r"].provider) == ("sent", "twilio")
+    assert [r.form["To"] for r in twilio_fake.requests] == [["+243990000001"]]
+    assert refused() == before + 1
+    runtime.stop()
+
+    # The console shows a person what it sends: first in line, it gets the demo's SMS as always.
+    runtime = Runtime(providers("console,twilio"))
+    with transaction(runtime.factory) as session:
+        enqueue(
+            session=session,
+            recipient="+243810001001",
+            text="RAS?",
+            purpose="checkin",
+            key="d2",
+            person_id=demo_id,
+        )
+    assert runtime.dispatcher.run_once() == 1
+    with runtime.factory() as session:
+        row = session.scalars(select(Message).where(Message.idempotency_key == "d2")).one()
+    assert (row.status, row.provider) == ("sent", "console")
+    runtime.stop()
+
+
+def test_the_server_warns_at_start_of_demo_people_and_a_texting_gateway(
+    providers: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    from app.models import Person
+
+    settings = providers("twilio")
+    runtime = Runtime(settings)
+    with transaction(runtime.factory) as session:
+        session.add(Person(name="Jeanne Mave", phone="+243810001001", role="focal_point", demo=True))
+    runtime.stop()
+    with caplog.at_level("WARNING", logger="kengele.outbox"), TestClient(create_app(settings)):
+        pass
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("demo people on the roster")]
+    assert record.levelname == "WARNING" and record.demo_people == 1 and record.gateways == ["twilio"]  # type: ignore[attr-defined]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="kengele.outbox"), TestClient(create_app(providers("console"))):
+        pass
+    assert "demo people" not in caplog.text  # the console texts nobody

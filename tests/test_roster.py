@@ -175,6 +175,17 @@ def test_a_bad_row_changes_nothing_and_skip_bad_imports_the_good(db_url: str, tm
     assert people(db_url) == stored and audit(db_url) == log
 
 
+def test_the_readme_gives_each_exit_status_of_a_roster_import() -> None:
+    """0 all imported, 1 rows skipped with --skip-bad, 2 nothing imported: a script tells them apart."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## The roster") : readme.index("### Self-registration")]
+    rows = " ".join(section[section.index("**All or nothing.**") :].split("\n\n")[0].split())
+    assert "exits with status 2" in rows
+    assert "`--skip-bad` imports the good rows" in rows and "exits with status 1" in rows
+    commands = readme[readme.index("| `kengele roster import FILE [--skip-bad]`") :].splitlines()[0]
+    assert "exits 1" in commands
+
+
 def test_file_level_errors(db_url: str, tmp_path: Path) -> None:
     cases = {
         "name,phone,role,langauge\nA,+243810000001,admin,fr\n": "row 1, column langauge: unknown column",
@@ -431,6 +442,64 @@ def test_people_crud_filters_and_errors(client: TestClient, auth: dict[str, str]
     assert log[3][3] == {"fields": ["area", "home_lat", "home_lon", "place_id"], "source": "api"}
     assert log[-1][3] == {"fields": ["active"], "source": "api"}
     assert not any("+243" in json.dumps(a[3]) for a in log)
+
+
+def test_the_area_filter_finds_people_by_any_name_of_their_area(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    url = "/api/v1/people"
+    base = {"role": "officer", "level": 1}
+    r = client.post(
+        url, json={**base, "name": "A", "phone": "+243990000061", "area": "North Kivu"}, headers=auth
+    )
+    assert r.status_code == 201 and r.json()["area"] == "Nord-Kivu"  # stored canonical
+    with runtime.factory() as session:  # an area the book does not know, stored before it was checked
+        session.add(Person(name="B", phone="+243990000062", role="officer", level=1, area="Irumu"))
+        session.commit()
+
+    def listed(area: str) -> list[str]:
+        r = client.get(url, params={"area": area}, headers=auth)
+        assert r.status_code == 200, r.text
+        return [p["name"] for p in r.json()["items"]]
+
+    assert listed("North Kivu") == listed("nord-kivu") == listed("CD.11") == listed(" Nord Kivu ") == ["A"]
+    assert listed("IRUMU") == ["B"]  # unknown: the text as given, case ignored
+    assert listed("Ituri") == []
+
+
+def test_a_stored_area_nobody_knows_is_kept_as_it_is(
+    client: TestClient, auth: dict[str, str], db_url: str, tmp_path: Path
+) -> None:
+    runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    with runtime.factory() as session:  # stored before areas were checked, or its area since dropped
+        session.add(Person(name="Lt. Irumu", phone="+243990000050", role="officer", level=1, area="Irumu"))
+        session.commit()
+    (officer,) = client.get("/api/v1/people", headers=auth).json()["items"]
+    path = f"/api/v1/people/{officer['id']}"
+    r = client.patch(path, json={"language": "en"}, headers=auth)
+    assert r.status_code == 200, r.text
+    assert (r.json()["language"], r.json()["area"]) == ("en", "Irumu")
+    assert client.patch(path, json={"area": "Irumu", "level": 2}, headers=auth).status_code == 200
+    r = client.patch(path, json={"area": "Atlantis"}, headers=auth)
+    assert r.status_code == 422 and r.json()["detail"].startswith("area: 'Atlantis' is no known area")
+
+    out = tmp_path / "export.csv"
+    assert run("roster", "export", str(out), db_url=db_url).returncode == 0
+    again = run("roster", "import", str(out), db_url=db_url)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.splitlines()[-1] == "1 rows: 0 created, 0 updated, 1 unchanged, 0 invalid"
+    # Only the person's own stored area passes: another number, or a new unknown area, does not.
+    out.write_text(
+        "name,phone,role,level,area\nLt. Irumu,+243990000050,officer,1,Atlantis\n"
+        "New Officer,+243990000051,officer,1,Irumu\n",
+        encoding="utf-8",
+    )
+    r = run("roster", "import", str(out), db_url=db_url)
+    assert r.returncode == 2
+    assert "row 2, column area: 'Atlantis' is no known area" in r.stdout + r.stderr
+    assert "row 3, column area: 'Irumu' is no known area" in r.stdout + r.stderr
+    assert pick(people(db_url)["Lt. Irumu"], "language", "level", "area") == ("en", 2, "Irumu")
 
 
 def test_join_is_approved_or_rejected_by_an_admin(

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -70,12 +70,13 @@ def list_people(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> Page[PersonOut]:
-    """Roster entries, in the order they were added."""
+    """Roster entries, in the order they were added; `area` by any name or code of the area."""
     query = select(Person)
     if role:
         query = query.where(Person.role == role)
     if area:
-        query = query.where(func.lower(Person.area) == area.strip().lower())
+        with request.app.state.runtime.factory() as session:
+            query = query.where(roster.in_area(text=area, rules=_rules(request, session)))
     if active is not None:
         query = query.where(Person.active.is_(active))
     if status:

@@ -301,31 +301,29 @@ _HANDLING: dict[WebhookKind, str] = {
 }
 
 
-def openapi_paths(settings: Settings) -> dict[str, Any]:
-    """Describe every provider's webhooks for the OpenAPI document; a path secret only by its name."""
+def openapi_paths() -> dict[str, Any]:
+    """Describe every provider's webhooks for the OpenAPI document; a path secret only by its name.
+
+    The document is served to anyone: it says which setting verifies each webhook, never whether
+    this process has it (that would tell a caller which webhooks take an unchecked post).
+    """
     paths: dict[str, Any] = {}
     for name, provider in gateways.PROVIDERS.items():
         segment = "{secret}/" if provider.path_secret else ""
         for path, webhook in provider.webhooks.items():
-            paths[f"{PREFIX}{name}/{segment}{path}"] = {
-                "post": _operation(name, path, provider, webhook, settings)
-            }
+            paths[f"{PREFIX}{name}/{segment}{path}"] = {"post": _operation(name, path, provider, webhook)}
     return paths
 
 
-def _verification(provider: type[Gateway], settings: Settings) -> str:
-    """Say how this process checks the provider's webhooks (never with what value)."""
-    setting = provider.verification_setting
-    if provider.verifier(settings) is not None:
-        return f"Verified with {setting}."
-    if settings.env == "development":
-        return f"{setting} is not set: served WITHOUT verification (development only)."
-    return f"{setting} is not set: this process answers 404."
+def _verification(provider: type[Gateway]) -> str:
+    """Say which setting verifies the provider's webhooks, whatever this process is given."""
+    return (
+        f"Verified with {provider.verification_setting}; without it the webhook answers 404 "
+        "(in development it is served unverified)."
+    )
 
 
-def _operation(
-    name: str, path: str, provider: type[Gateway], webhook: Webhook, settings: Settings
-) -> dict[str, Any]:
+def _operation(name: str, path: str, provider: type[Gateway], webhook: Webhook) -> dict[str, Any]:
     """Describe one webhook: the provider's form, the answer it gets, the refusals."""
     setting = provider.verification_setting
     parameters: list[dict[str, Any]] = []
@@ -374,7 +372,7 @@ def _operation(
     return {
         "tags": [TAG],
         "summary": f"{title}: {webhook.summary or path}",
-        "description": f"Posted by {title}. {_HANDLING[webhook.kind]} {_verification(provider, settings)}",
+        "description": f"Posted by {title}. {_HANDLING[webhook.kind]} {_verification(provider)}",
         "operationId": f"webhook_{name}_{path}",
         "parameters": parameters,
         "requestBody": {"required": True, "content": {FORM_TYPE: {"schema": form}}},

@@ -5,7 +5,7 @@ service is for: an alert forwarded to the right officer, the officer's acknowled
 check-in round. It goes through the same services as `kengele gazetteer import` and `kengele
 roster import`, adds a one-time admin API token, and queues a first check-in round at once rather
 than at the next scheduled hour. Every number in it is invented: it is never loaded where a
-gateway would text them (the command line refuses production and texting gateways).
+gateway would text them (`refusal`: production, a gateway that reaches phones).
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ from importlib import resources
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+import gateways
 from app.auth import create_token
+from app.config import Settings
 from app.db import transaction, utcnow
 from app.enums import ApiRole
-from app.models import ApiToken, Incident, Person
-from app.services import gazetteer, roster
+from app.models import ApiToken, Person
+from app.services import gazetteer, incidents, roster
 from app.services.checkins import CheckIns, last_fire_time, parse_schedule
 
 DATA = "app.demo"
@@ -67,7 +69,20 @@ class Loaded:
     people: roster.Report
     token: str | None  # the new admin token, to show once; None when a demo token is live already
     checkins: int  # check-in SMS queued by the first round
-    next_code: str  # the code the walk-through's alert will get on a database with no incident
+    next_code: str  # the code the walk-through's alert gets, unless another incident comes first
+
+
+def refusal(settings: Settings) -> str | None:
+    """Say why the demo may not be loaded where `settings` point, or None where it may."""
+    if settings.env == "production":
+        return "refused in production (KENGELE_ENV): its people and numbers are invented"
+    texting = [name for name in settings.gateway if gateways.PROVIDERS[name].reaches_phones]
+    if texting:
+        return (
+            f"KENGELE_GATEWAY sends through {', '.join(texting)}, which would text the demo's "
+            "invented numbers; load it with KENGELE_GATEWAY=console"
+        )
+    return None
 
 
 def people_count(engine: Engine) -> int:
@@ -90,7 +105,7 @@ def load(
     with resources.as_file(files / GAZETTEER) as path:
         places = gazetteer.read_csv(path)
     added = gazetteer.store(engine, places).added
-    report = roster.import_csv(factory, (files / ROSTER).read_bytes(), rules=rules, actor=actor)
+    report = roster.import_csv(factory, (files / ROSTER).read_bytes(), rules=rules, actor=actor, demo=True)
     if not report.applied:
         more = f" (and {len(report.errors) - 1} more)" if len(report.errors) > 1 else ""
         raise DemoError(f"demo {ROSTER}: {report.errors[0]}{more}; no demo person was loaded")
@@ -99,9 +114,9 @@ def load(
         live = select(ApiToken.id).where(ApiToken.name == TOKEN_NAME, ApiToken.revoked_at.is_(None))
         if session.scalar(live) is None:
             token = create_token(session=session, name=TOKEN_NAME, role=ApiRole.ADMIN, actor=actor)
-        last = session.scalar(select(func.max(Incident.id))) or 0
+        code = incidents.next_code(session=session)
     queued = first_round(checkins, now or utcnow()) if report.created else 0
-    return Loaded(len(places), added, report, token, queued, f"K{last + 1}")
+    return Loaded(len(places), added, report, token, queued, code)
 
 
 def first_round(checkins: CheckIns, now: datetime) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from app.enums import AuditAction, AuditEntity, Direction, IncidentStatus, Precision, Purpose
@@ -341,7 +341,7 @@ def _open(
     )
     session.add(incident)
     session.flush()
-    incident.code = f"{CODE_PREFIX}{incident.id}"
+    incident.code = code_of(incident.id)
     return incident
 
 
@@ -372,6 +372,28 @@ def _audit(
 
 
 # -- reading -------------------------------------------------------------------------------------
+def code_of(incident_id: int) -> str:
+    """The code officers type for an incident: the prefix and its id (K42)."""
+    return f"{CODE_PREFIX}{incident_id}"
+
+
+def next_code(*, session: Session) -> str:
+    """The code the next incident gets, unless something else records one first.
+
+    PostgreSQL hands ids out from a sequence that an insert rolled back has moved on too, so the
+    next id is the sequence's, not the largest id plus one; SQLite's next rowid is the largest plus one.
+    """
+    conn = session.connection()
+    following = (session.scalar(select(func.max(Incident.id))) or 0) + 1
+    if conn.dialect.name == "postgresql":
+        sequence = conn.scalar(text("SELECT pg_get_serial_sequence('incidents', 'id')"))
+        if sequence is not None:
+            query = text(f"SELECT last_value, is_called FROM {sequence}")  # noqa: S608  (the catalogue's name)
+            last, called = conn.execute(query).one()
+            following = int(last) + 1 if called else int(last)
+    return code_of(following)
+
+
 def by_code(*, session: Session, code: str) -> Incident | None:
     """Find an incident by the code officers type (K42)."""
     return session.scalars(select(Incident).where(Incident.code == code)).first()

@@ -20,8 +20,8 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Connection, Insert, Row, Table, and_, bindparam, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Insert, Row, Table, and_, bindparam, func, or_, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import insert_ignoring_conflicts, transaction, utcnow
@@ -153,6 +153,7 @@ class Outgoing:
     gateway_index: int
     gateway_attempts: int
     label: str = ""  # who the recipient is, in words (recipient_label)
+    demo: bool = False  # for a demo person: never handed to a gateway that texts phones
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +183,13 @@ def recipient_label(*, purpose: str | None, person: Recipient | None) -> str:
     else:
         who = f"{person.role.replace('_', ' ')} #{person.id}"
     return f"{who}; {purpose}" if purpose else who
+
+
+def _demo_rows(conn: Connection, claimed: Sequence[Row[Any]]) -> set[int]:
+    """The claimed row ids whose SMS is for a demo person (one query, by the rows' person ids)."""
+    wanted = sorted({r.person_id for r in claimed if r.person_id is not None})
+    demo = set(conn.execute(_DEMO_PEOPLE, {"ids": wanted}).scalars()) if wanted else set()
+    return {r.id for r in claimed if r.person_id in demo}
 
 
 def _labels(conn: Connection, claimed: Sequence[Row[Any]]) -> dict[int, str]:
@@ -249,6 +257,9 @@ _CLAIM = (
 _PEOPLE = select(Person.id, Person.role, Person.name, Person.level, Person.area).where(
     Person.id.in_(bindparam("ids", expanding=True))
 )
+_DEMO_PEOPLE = select(Person.id).where(Person.id.in_(bindparam("ids", expanding=True)), Person.demo.is_(True))
+# Why an SMS for a demo person is failed, not sent: its number is invented but may be someone's.
+NOT_FOR_DEMO = "not sent: the recipient is a demo person (kengele demo load), whose number is invented"
 _RECORD = (
     update(_T)
     .where(_T.c.id == bindparam("b_id"), _T.c.claim_token == bindparam("b_token"))
@@ -301,9 +312,34 @@ class Dispatcher(Worker):
         # Who each SMS is for, in words, only for a gateway that shows it to a person (the console):
         # providers that text phones are spared the look-up.
         self.labelled = any(not gateway.reaches_phones for gateway in self.gateways)
+        # Demo people are looked up only where a gateway would text their invented numbers.
+        self.texting = [gateway.name for gateway in self.gateways if gateway.reaches_phones]
         # Claim no more than can be sent, at worst, well within the lease.
         self.claim_limit = max(1, min(64, int(concurrency * lease / (send_timeout * 2))))
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kengele-send")
+
+    def start(self) -> None:
+        """Start sending; first warn when the roster has demo people and a gateway texts phones."""
+        self.warn_of_demo_people()
+        super().start()
+
+    def warn_of_demo_people(self) -> int:
+        """Log a warning when demo people are on the roster and a gateway texts phones; how many."""
+        if not self.texting:
+            return 0
+        try:
+            with self.transaction() as session:
+                count = session.scalar(select(func.count(Person.id)).where(Person.demo.is_(True))) or 0
+        except SQLAlchemyError:  # the workers' own passes report a database that is not there
+            log.exception("could not look for demo people")
+            return 0
+        if count:
+            log.warning(
+                "demo people on the roster: their SMS are failed, not texted; deactivate them, "
+                "or start from a new database",
+                extra={"demo_people": count, "gateways": self.texting},
+            )
+        return count
 
     def stop(self) -> None:
         """Stop after the pass under way; the sends in flight finish."""
@@ -344,6 +380,7 @@ class Dispatcher(Worker):
                 _CLAIM, {"ids": ids, "now": now, "token": token, "until": now + self.lease}
             ).all()
             labels = _labels(conn, claimed) if self.labelled else {}
+            demo = _demo_rows(conn, claimed) if self.texting else set()
         rows = [
             Outgoing(
                 r.id,
@@ -354,6 +391,7 @@ class Dispatcher(Worker):
                 r.gateway_index,
                 r.gateway_attempts,
                 labels.get(r.id, ""),
+                r.id in demo,
             )
             for r in sorted(claimed, key=lambda r: r.id)
         ]
@@ -419,6 +457,11 @@ class Dispatcher(Worker):
         """Send one row through its current gateway; what happened to it."""
         index = min(row.gateway_index, len(self.gateways) - 1)
         gateway = self.gateways[index]
+        if row.demo and gateway.reaches_phones:
+            OUTBOUND.labels(gateway.name, "demo").inc()
+            log.warning("send refused: a demo person", extra={"message_id": row.id, "gateway": gateway.name})
+            error = f"{gateway.name}: {NOT_FOR_DEMO}"
+            return Outcome(MessageStatus.FAILED, row.attempts, index, row.gateway_attempts, error=error)
         try:
             result = gateway.send(to=row.recipient, text=row.text, idempotency_key=row.key, label=row.label)
         except SendError as exc:

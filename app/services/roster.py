@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.crypto import keyring_of
@@ -64,6 +64,9 @@ class Rules:
     region: str
     languages: frozenset[str]
     places: PlaceIndex
+    # Stored areas that are no known area, by the person's number: a row that keeps its person's
+    # area as it is passes (a roster exported before an area was dropped imports again).
+    kept_areas: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def areas(self) -> AreaBook:
@@ -223,11 +226,18 @@ def _coordinate(text: str, limit: float) -> float | str:
 
 
 def check_row(
-    values: Mapping[str, str], *, row: int, rules: Rules, need_home: bool = True
+    values: Mapping[str, str],
+    *,
+    row: int,
+    rules: Rules,
+    need_home: bool = True,
+    kept_area: str | None = None,
 ) -> Entry | list[RowError]:
     """Check one row (column -> text); every error of the row, or the entry it makes.
 
     `need_home=False` lets a focal point without a home through (an edit that does not touch it).
+    `kept_area`: the person's stored area, which passes unchanged even where it is no known area
+    (as do `rules.kept_areas`); an unknown area newly given is an error.
     """
     errors: list[RowError] = []
 
@@ -269,9 +279,9 @@ def check_row(
         bad("area", f"longer than {MAX_AREA} characters")
     elif area is not None:
         known = rules.places.area(area, region=rules.region)
-        if known is None:
+        if known is None and area != (kept_area or rules.kept_areas.get(phone.value)):
             bad("area", f"{area!r} is no known area (a province or district: name or GeoNames code)")
-        area = known
+        area = known or area
     active = FLAGS.get(get("active").lower())
     if active is None:
         bad("active", f"{get('active')!r} is not true or false")
@@ -413,11 +423,19 @@ def plan(
 
 
 def apply(
-    session: Session, report: Report, entries: list[Entry], *, actor: str, progress: Progress | None = None
+    session: Session,
+    report: Report,
+    entries: list[Entry],
+    *,
+    actor: str,
+    progress: Progress | None = None,
+    demo: bool = False,
 ) -> Report:
     """Upsert checked rows by phone in the caller's transaction (short: the rows were checked before).
 
     An imported person is approved: an admin's list approves pending self-registrations too.
+    `demo` marks the people as the demo's; another import leaves the mark as it is, so a roster
+    exported with the demo in it and imported again does not make its invented numbers real.
     """
     phones = [e.phone for e in entries]
     keyring = keyring_of(session)
@@ -432,13 +450,23 @@ def apply(
         person = known.get(entry.phone)
         if person is not None and person.status == PersonStatus.PENDING:  # what a JOIN gave was provisional
             entry = replace(entry, columns=frozenset(ALL_COLUMNS))
-        values = entry.values() | {"status": PersonStatus.APPROVED}
+        values = entry.values() | {"status": PersonStatus.APPROVED} | ({"demo": True} if demo else {})
         person, outcome = save(session, person, values, actor=actor, source="import")
         report.results.append(RowResult(entry.row, outcome, person.id))
     if progress:
         progress("saving", len(entries), len(entries))
     report.applied = True
     return report
+
+
+def unknown_areas(session: Session, rules: Rules) -> dict[str, str]:
+    """The stored areas that are no known area (before areas were checked, or since dropped), by phone."""
+    areas = session.scalars(select(Person.area).where(Person.area.is_not(None)).distinct())
+    unknown = [a for a in areas if a and rules.places.area(a, region=rules.region) is None]
+    if not unknown:
+        return {}
+    people = session.scalars(select(Person).where(Person.area.in_(unknown)))
+    return {p.phone: p.area for p in people if p.area}
 
 
 def import_csv(
@@ -449,6 +477,7 @@ def import_csv(
     actor: str,
     skip_bad: bool = False,
     progress: Progress | None = None,
+    demo: bool = False,
 ) -> Report:
     """Check a roster file and, when every row is good (or bad rows are skipped), upsert it by phone.
 
@@ -458,11 +487,12 @@ def import_csv(
     """
     with factory() as session:
         known_rules = rules(session)
+        known_rules = replace(known_rules, kept_areas=unknown_areas(session, known_rules))
     report, entries = plan(data, known_rules, skip_bad=skip_bad, progress=progress)
     if not entries and (report.errors or not report.rows):
         return report
     with transaction(factory) as session:
-        return apply(session, report, entries, actor=actor, progress=progress)
+        return apply(session, report, entries, actor=actor, progress=progress, demo=demo)
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -526,6 +556,15 @@ def rules_for(*, session: Session, region: str, languages: Iterable[str], places
     return Rules(region=region, languages=frozenset(languages), places=places.get(session))
 
 
+def in_area(*, text: str, rules: Rules) -> ColumnElement[bool]:
+    """Who a filter by area finds: people whose area is the canonical name of the area `text` names
+    (as roster areas are stored), or is `text` itself, case ignored (an area no book knows)."""
+    given = text.strip()
+    known = rules.places.area(given, region=rules.region)
+    as_given = func.lower(Person.area) == given.lower()
+    return or_(Person.area == known, as_given) if known else as_given
+
+
 def add(*, session: Session, values: Mapping[str, Any], rules: Rules, actor: str) -> Person:
     """Add one person, checked as one row of a roster file."""
     entry = _checked(_as_row(values), rules)
@@ -537,7 +576,8 @@ def add(*, session: Session, values: Mapping[str, Any], rules: Rules, actor: str
 def change(
     *, session: Session, person: Person, values: Mapping[str, Any], rules: Rules, actor: str
 ) -> Person:
-    """Change the fields given; the person is checked again as a whole row."""
+    """Change the fields given; the person is checked again as a whole row (their stored area
+    passes as it is, known or not: only an area given anew must be a known one)."""
     given = _as_row(values)
     place = session.get(Place, person.place_id) if person.place_id is not None else None
     row = person_row(person, place, rules.places)
@@ -545,7 +585,7 @@ def change(
         row |= dict.fromkeys(LOCATION, "")
     # A pending self-registration has no home yet: an edit of its name does not need one.
     need_home = bool(given.keys() & {"role", *LOCATION})
-    entry = _checked(row | given, rules, need_home=need_home)
+    entry = _checked(row | given, rules, need_home=need_home, kept_area=person.area)
     _phone_free(session, entry.phone, but=person.id)
     save(session, person, entry.values(), actor=actor, source="api")
     return person
@@ -603,8 +643,10 @@ def _as_row(values: Mapping[str, Any]) -> dict[str, str]:
     return {k: text(v) for k, v in values.items()}
 
 
-def _checked(row: dict[str, str], rules: Rules, *, need_home: bool = True) -> Entry:
-    entry = check_row(row, row=1, rules=rules, need_home=need_home)
+def _checked(
+    row: dict[str, str], rules: Rules, *, need_home: bool = True, kept_area: str | None = None
+) -> Entry:
+    entry = check_row(row, row=1, rules=rules, need_home=need_home, kept_area=kept_area)
     if isinstance(entry, list):
         raise Invalid("; ".join(f"{e.column}: {e.reason}" for e in entry))
     return entry
@@ -637,6 +679,7 @@ def views(*, session: Session, people: list[Person]) -> list[PersonOut]:
             area=p.area,
             active=p.active,
             opted_out=p.opted_out,
+            demo=p.demo,
             shifts=p.shifts,
             last_seen_at=p.last_seen_at,
             silent_since=p.silent_since,

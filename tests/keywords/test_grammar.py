@@ -39,7 +39,7 @@ def copy_grammars(tmp_path: Path) -> Path:
             "placeholder",
         ),
         (lambda s: s.replace("no_incident = ", "no_incident_x = "), "replies.no_incident", "missing"),
-        (lambda s: s.replace("forward_one = ", "forward_singular = "), "replies.forward_one", "missing"),
+        (lambda s: s.replace("forward_one = ", "forward_one = 1 #"), "replies.forward_one", "missing"),
         (lambda s: s.replace("vingt = 20", "vingt = -20"), "numbers.vingt", "whole number"),
         (lambda s: s + "\n[[[broken", "-", "not TOML"),
     ],
@@ -54,6 +54,20 @@ def test_a_broken_file_is_refused_with_file_key_and_reason(
         load_grammar(path)
     assert err.value.path.name == "fr.toml" and err.value.key == key and reason in err.value.reason
     assert str(err.value).startswith(f"fr.toml: {key}: ")
+
+
+def test_a_grammar_without_the_singular_templates_uses_the_plural_ones(tmp_path: Path) -> None:
+    """A grammar written before forward_one/update_one existed still loads: '1 rapports' over no grammar."""
+    folder = copy_grammars(tmp_path)
+    path = folder / "fr.toml"
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    path.write_text(
+        "".join(x for x in lines if not x.startswith(("forward_one", "update_one"))), encoding="utf-8"
+    )
+    grammar = load_grammar(path)
+    assert grammar.replies["forward_one"] == grammar.replies["forward"]
+    assert grammar.replies["update_one"] == grammar.replies["update"]
+    assert "{reports} rapports" in grammar.replies["forward_one"]
 
 
 def test_file_name_must_match_language(tmp_path: Path) -> None:
