@@ -1,0 +1,1 @@
+"""Fault runs: kills, outages and floods against real server processes on loopback."""
