@@ -311,7 +311,8 @@ class Escalation:
             limit=str(self.flood),
             officers=[o.id for o in fresh],
         )
-        log.warning("a sender floods: incident not forwarded", extra={"incident": incident.code})
+        if fresh:  # once an episode and officer: the next held incidents are in the audit log and metrics
+            log.warning("a sender floods: incidents not forwarded", extra={"incident": incident.code})
         return len(fresh)
 
     def escalate_due(self, *, session: Session, now: datetime) -> int:
