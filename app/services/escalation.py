@@ -268,6 +268,11 @@ class Escalation:
             log.warning("no officer covers an incident", extra={"incident": incident.code})
         return len(officers)
 
+    @staticmethod
+    def held(incident: Incident) -> bool:
+        """Whether an open incident was never forwarded (held back as a flood's)."""
+        return incident.status == IncidentStatus.OPEN and not incident.escalation_step
+
     def _hold(
         self, *, session: Session, incident: Incident, reporter: str, opened: int, now: datetime
     ) -> int:

@@ -198,6 +198,17 @@ def record_report(
                 reporter=message.sender,
                 vouched=vouched_for(person),
             )
+        elif escalation.held(incident) and vouched_for(person):
+            # A focal point confirms a flooder's incident: officers must know now. Unregistered
+            # numbers do not release it (a second forged number would then forward every one).
+            escalation.forward(
+                session=session,
+                incident=incident,
+                people=result.count,
+                now=now,
+                beep=result.via == Via.BEEP,
+                reporter=message.sender,
+            )
         else:
             escalation.update_acknowledger(session=session, incident=incident, now=now)
     return Recorded(alert, incident, new)

@@ -251,3 +251,12 @@ def _admin() -> dict[str, str]:
     from tests.conftest import ADMIN_TOKEN
 
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def test_a_focal_point_confirming_a_held_incident_has_it_forwarded(client: TestClient, db_url: str) -> None:
+    burst(client, LOCAL, [alert_text(i) for i in range(25)])
+    assert cost(db_url, LOCAL, 25).per_officer == {phone: (3, 1) for phone in OFFICERS}
+    burst(client, FOCAL, [alert_text(24)], threads=1)  # the last place: a held incident
+    spent = cost(db_url, FOCAL, 26)
+    assert spent.incidents == 25  # joined, not a new one
+    assert spent.per_officer == {phone: (4, 1) for phone in OFFICERS}
