@@ -95,11 +95,15 @@ def lock_senders(session: Session, phones: Iterable[str]) -> None:
     if connection.dialect.name != "postgresql":
         return
     keyring = keyring_of(session)
-    for key in sorted({_lock_key(keyring.index(phone)) for phone in phones}):
-        connection.execute(_LOCK, {"cls": SENDER_LOCK, "key": key})
+    keys = sorted({_lock_key(keyring.index(phone)) for phone in phones})
+    if keys:  # one round trip for the batch, locking in the subquery's order
+        connection.execute(_LOCK, {"cls": SENDER_LOCK, "keys": keys})
 
 
-_LOCK = text("SELECT pg_advisory_xact_lock(:cls, :key)")
+_LOCK = text(
+    "SELECT count(pg_advisory_xact_lock(:cls, k))"
+    " FROM (SELECT unnest(CAST(:keys AS integer[])) AS k ORDER BY k) AS s"
+)
 
 
 def _lock_key(index: str) -> int:
