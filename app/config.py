@@ -6,9 +6,10 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.services.limits import Limits, ReplyCountries, parse_countries, parse_limit
 from gateways import PROVIDERS
 
 # Values people paste from examples; refused outside development so no deployment runs with them.
@@ -60,6 +61,14 @@ class Settings(BaseSettings):
 
     # Replies to senders who are not on the roster: a reply on a seized phone can endanger its owner.
     reply_unregistered: bool = True
+
+    # Cost control (app/services/limits.py). Replies per sender, COUNT/SECONDS in a sliding window;
+    # countries replies go to (ISO alpha-2, comma-separated; empty: the default region and the
+    # countries of the roster's numbers and the gazetteer's places); new incidents of one sender
+    # not vouched for forwarded one by one, beyond which officers get one notice instead.
+    reply_limit: str = "5/3600"
+    reply_countries: str = ""
+    flood_limit: str = "3/3600"
 
     # Durability of SQLite commits: FULL survives power loss, NORMAL only process crashes.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
@@ -177,6 +186,27 @@ class Settings(BaseSettings):
         if value not in phonenumbers.SUPPORTED_REGIONS:
             raise ValueError(f"{value!r} is not an ISO country phonenumbers knows")
         return value
+
+    @field_validator("reply_limit", "flood_limit")
+    @classmethod
+    def _limit(cls, value: str, info: ValidationInfo) -> str:
+        parse_limit(value, setting=f"KENGELE_{(info.field_name or '').upper()}")
+        return value.strip()
+
+    @field_validator("reply_countries")
+    @classmethod
+    def _countries(cls, value: str) -> str:
+        return ",".join(sorted(parse_countries(value, setting="KENGELE_REPLY_COUNTRIES")))
+
+    @property
+    def limits(self) -> Limits:
+        """The cost bounds these settings give (the derived countries are read from the database)."""
+        configured = parse_countries(self.reply_countries, setting="KENGELE_REPLY_COUNTRIES")
+        return Limits(
+            reply=parse_limit(self.reply_limit, setting="KENGELE_REPLY_LIMIT"),
+            flood=parse_limit(self.flood_limit, setting="KENGELE_FLOOD_LIMIT"),
+            countries=ReplyCountries(configured=configured or None, region=self.default_region),
+        )
 
     @field_validator("timezone")
     @classmethod

@@ -101,6 +101,7 @@ class AuditAction(StrEnum):
 
     # an incident's steps (its history in the API)
     FORWARD = "forward"
+    FORWARD_HELD = "forward_held"  # a new incident not forwarded: its sender floods (KENGELE_FLOOD_LIMIT)
     ESCALATE = "escalate"
     FAILOVER = "failover"
     ACK = "ack"

@@ -187,6 +187,7 @@ class Message(Base):
         Index("ix_messages_stale", "status", "claimed_until"),
         Index(None, "direction", "created_at"),
         Index("ix_messages_failed", "status", "purpose", "followed_up_at"),
+        Index(None, "recipient_index", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -195,6 +196,8 @@ class Message(Base):
     provider_message_id: Mapped[str | None] = mapped_column(String(100))
     sender: Mapped[str | None] = mapped_column(Encrypted())
     recipient: Mapped[str | None] = mapped_column(Encrypted())
+    # Replies to one number in a window (KENGELE_REPLY_LIMIT), counted across replicas.
+    recipient_index: Mapped[str | None] = mapped_column(String(64), default=BlindIndex("recipient"))
     kind: Mapped[str] = mapped_column(String(8), default=MessageKind.SMS)  # or a beep (a missed call)
     phone_valid: Mapped[bool] = mapped_column(Boolean, default=True)
     text: Mapped[str] = mapped_column(Encrypted(), default="")  # may hold a number someone typed
@@ -258,6 +261,8 @@ class Alert(Base):
     sender: Mapped[str] = mapped_column(Encrypted())
     # Reports of one sender (dedup: the same person reporting again is not a second reporter).
     sender_index: Mapped[str] = mapped_column(String(64), index=True, default=BlindIndex("sender"))
+    # The report opened its incident (KENGELE_FLOOD_LIMIT counts the incidents one sender opens).
+    opened: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     reported_at: Mapped[datetime]
     text: Mapped[str] = mapped_column(Encrypted())
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)

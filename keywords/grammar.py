@@ -52,6 +52,8 @@ REPLIES: dict[str, set[str]] = {
     "silent": {"area", "count", "names"},  # to officers and admins: focal points gone silent
     "acked": {"code", "who"},  # to the other officers told about it
     "closed": {"code", "who"},
+    # to officers: one sender (masked) opened more incidents than KENGELE_FLOOD_LIMIT forwards
+    "flood": {"sender", "count", "minutes", "code", "category", "place"},
 }
 # Reply templates a grammar may leave out, and the one used instead: a grammar written before the
 # singulars existed still loads, and says "1 reports" rather than nothing.

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import CursorResult, bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.crypto import keyring_of
 from app.db import utcnow
 from app.enums import (
     AuditAction,
@@ -28,10 +29,11 @@ from app.enums import (
     Purpose,
     Role,
 )
-from app.models import AuditLog, Incident, Message, Person, Place
-from app.phones import scrub
+from app.models import Alert, AuditLog, Incident, Message, Person, Place
+from app.phones import mask, scrub
 from app.services.areas import normalize_name
 from app.services.language import language_for
+from app.services.limits import Limit, Reason, opened_since, suppressed
 from app.services.outbox import enqueue
 from app.services.shifts import on_duty
 from app.services.worker import Pass, Signals, Worker
@@ -69,6 +71,21 @@ _TOLD = select(Message.person_id).where(
     Message.direction == Direction.OUTBOUND,
     Message.purpose.in_(FORWARDS),
 )
+FLOOD_KEY = "flood:"  # the idempotency key of a flooding notice: flood:<incident>:<officer>
+# The officers already told that this sender floods: notices about incidents the sender opened.
+_FLOOD_TOLD = (
+    select(Message.person_id)
+    .join(Alert, Alert.incident_id == Message.incident_id)
+    .where(
+        Message.direction == Direction.OUTBOUND,
+        Message.purpose == Purpose.NOTICE,
+        Message.idempotency_key.startswith(FLOOD_KEY),
+        Message.created_at > bindparam("since"),
+        Alert.sender_index.in_(bindparam("indexes", expanding=True)),
+        Alert.opened.is_(True),
+    )
+    .distinct()
+)
 _FAILED_FORWARDS = (
     select(Message)
     .where(
@@ -85,9 +102,16 @@ class Escalation:
     """Forwards, re-escalations, failovers and updates, written to the outbox in the caller's transaction."""
 
     def __init__(
-        self, *, lexicon: Lexicon, ack_timeout: float, timezone: str, reporter_phones: bool = False
+        self,
+        *,
+        lexicon: Lexicon,
+        ack_timeout: float,
+        timezone: str,
+        reporter_phones: bool = False,
+        flood: Limit | None = None,
     ) -> None:
         self.lexicon = lexicon
+        self.flood = flood
         self.reporter_phones = reporter_phones
         self.ack_timeout = timedelta(seconds=ack_timeout)
         self.tz = ZoneInfo(timezone)
@@ -186,9 +210,21 @@ class Escalation:
         now: datetime,
         beep: bool = False,
         reporter: str | None = None,
+        vouched: bool = True,
     ) -> int:
-        """Tell the first level of officers about a new incident; how many were told."""
+        """Tell the first level of officers about a new incident; how many were told.
+
+        A reporter the network does not vouch for (not an approved, active roster entry) has at
+        most KENGELE_FLOOD_LIMIT new incidents forwarded one by one; beyond it the incident waits in
+        the list and the officers who would have been told get one notice that the sender floods.
+        """
         incident.beep = beep
+        if not vouched and reporter and self.flood is not None:
+            opened = opened_since(session, phone=reporter, since=now - self.flood.window)  # this one too
+            if opened > self.flood.count:
+                return self._hold(
+                    session=session, incident=incident, reporter=reporter, opened=opened, now=now
+                )
         return self._step(
             session=session, incident=incident, level=1, step=1, people=people, now=now, reporter=reporter
         )
@@ -231,6 +267,58 @@ class Escalation:
         if not officers:
             log.warning("no officer covers an incident", extra={"incident": incident.code})
         return len(officers)
+
+    @staticmethod
+    def held(incident: Incident) -> bool:
+        """Whether an open incident was never forwarded (held back as a flood's)."""
+        return incident.status == IncidentStatus.OPEN and not incident.escalation_step
+
+    def _hold(
+        self, *, session: Session, incident: Incident, reporter: str, opened: int, now: datetime
+    ) -> int:
+        """Forward nothing; tell each officer not yet told of this flood in the window; how many were told."""
+        assert self.flood is not None
+        since = now - self.flood.window
+        _, officers = self.officers_for(session, incident, 1, now)
+        indexes = keyring_of(session).indexes(reporter)
+        told = set(session.scalars(_FLOOD_TOLD, {"indexes": indexes, "since": since}))
+        fresh = [o for o in officers if o.id not in told]
+        for officer in fresh:
+            language = self._language(officer)
+            grammar = self.lexicon.grammars[language]
+            text = grammar.replies["flood"].format(
+                sender=mask(reporter) or "?",
+                count=str(opened),
+                minutes=str(max(1, self.flood.seconds // 60)),
+                code=incident.code or "",
+                category=grammar.category_names.get(incident.category, incident.category),
+                place=self._place(incident),
+            )
+            enqueue(
+                session=session,
+                recipient=officer.phone,
+                text=fit_one(text),
+                purpose=Purpose.NOTICE,
+                key=f"{FLOOD_KEY}{incident.id}:{officer.id}",
+                incident_id=incident.id,
+                person_id=officer.id,
+                language=language,
+                now=now,
+            )
+        suppressed(Reason.FLOOD_FORWARD)
+        _audit(
+            session,
+            AuditAction.FORWARD_HELD,
+            incident,
+            now,
+            reason=Reason.FLOOD_FORWARD,
+            opened=opened,
+            limit=str(self.flood),
+            officers=[o.id for o in fresh],
+        )
+        if fresh:  # once an episode and officer: the next held incidents are in the audit log and metrics
+            log.warning("a sender floods: incidents not forwarded", extra={"incident": incident.code})
+        return len(fresh)
 
     def escalate_due(self, *, session: Session, now: datetime) -> int:
         """Send every escalation step that fell due (once, whatever the number of replicas).

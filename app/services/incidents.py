@@ -30,6 +30,7 @@ from app.services.areas import normalize_name
 from app.services.dedup import count_report, find_incident, refresh, severity
 from app.services.escalation import Escalation
 from app.services.geotag import Located, Spot
+from app.services.limits import vouched_for
 from keywords.parser import ParseResult, Via
 
 # A later report moves an incident only to a better location (Precision lists them worst first).
@@ -180,6 +181,7 @@ def record_report(
         text=message.text,
         details=details,
         confidence=result.confidence,
+        opened=new,
         created_at=now,
     )
     session.add(alert)
@@ -187,6 +189,18 @@ def record_report(
     message.incident_id = incident.id
     if escalation is not None:
         if new:
+            escalation.forward(
+                session=session,
+                incident=incident,
+                people=result.count,
+                now=now,
+                beep=result.via == Via.BEEP,
+                reporter=message.sender,
+                vouched=vouched_for(person),
+            )
+        elif escalation.held(incident) and vouched_for(person):
+            # A focal point confirms a flooder's incident: officers must know now. Unregistered
+            # numbers do not release it (a second forged number would then forward every one).
             escalation.forward(
                 session=session,
                 incident=incident,

@@ -27,6 +27,7 @@ from app.services.escalation import Escalation
 from app.services.geotag import PlaceIndexHolder
 from app.services.incidents import Actor, acknowledge, by_code, close, record_report
 from app.services.language import language_for
+from app.services.limits import Limits, Reason, lock_senders, replies_since, suppressed, vouched_for
 from app.services.outbox import enqueue
 from gateways.base import MessageKind
 from keywords.parser import Intent, Lexicon, ParseResult, SenderContext, Via, parse
@@ -47,6 +48,7 @@ class PipelineConfig:
     dedup_radius_km: float = 10.0
     dedup_window: timedelta = timedelta(hours=6)
     escalation: Escalation | None = None
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass(slots=True)
@@ -76,6 +78,8 @@ class Inbound:
             return
         if self.person is not None and self.person.opted_out and not always:
             return
+        if not self._affordable(message.sender):
+            return
         template = self.config.lexicon.grammars[self.language].replies[key]
         enqueue(
             session=self.session,
@@ -89,6 +93,26 @@ class Inbound:
             language=self.language,
             now=self.now,
         )
+
+    def _affordable(self, phone: str) -> bool:
+        """Whether cost control lets this reply go: its country, then the sender's replies in the window.
+
+        Officers and admins on the roster are not limited: an officer acknowledging ten incidents
+        of one attack must get ten confirmations, and their number is one the network vouched for.
+        """
+        person, limits = self.person, self.config.limits
+        if vouched_for(person) and person is not None and person.role in OFFICER_ROLES:
+            return True
+        countries = limits.countries
+        if countries is not None and not vouched_for(person) and not countries.covers(self.session, phone):
+            suppressed(Reason.REPLY_COUNTRY)  # SMS pumping sends to foreign numbers
+            return False
+        if limits.reply is not None:
+            sent = replies_since(self.session, phone=phone, since=self.now - limits.reply.window)
+            if sent >= limits.reply.count:
+                suppressed(Reason.REPLY_LIMIT)
+                return False
+        return True
 
 
 @dataclass(slots=True)
@@ -111,6 +135,7 @@ def load_senders(session: Session, phones: set[str], now: datetime) -> Senders:
     """Load the senders of a batch of messages in two queries."""
     if not phones:
         return Senders({}, set())
+    lock_senders(session, phones)  # the counts of cost control, one replica at a time per sender
     indexes = keyring_of(session).indexes_of(phones)
     people = {p.phone: p for p in session.scalars(_PEOPLE_BY_PHONE, {"indexes": indexes})}
     pending: set[int] = set()

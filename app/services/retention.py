@@ -94,7 +94,7 @@ WRITTEN_DETAILS = ("words", "corrections", "place")
 # blind index of an encrypted number belongs here: clearing the number clears it too).
 NUMBER_COLUMNS: dict[str, tuple[str, ...]] = {
     "messages.sender": ("sender",),
-    "messages.recipient": ("recipient",),
+    "messages.recipient": ("recipient", "recipient_index"),
     "alerts.sender": ("sender", "sender_index"),
 }
 

@@ -39,6 +39,7 @@ class Runtime:
         )
         self.factory = make_sessionmaker(self.engine)
         self.gateways = gateways.build(settings)
+        limits = settings.limits
         self.pipeline = PipelineConfig(
             lexicon=lexicon(settings.default_language),
             reply_unregistered=settings.reply_unregistered,
@@ -49,7 +50,9 @@ class Runtime:
                 ack_timeout=settings.ack_timeout,
                 timezone=settings.timezone,
                 reporter_phones=settings.forward_reporter_phone,
+                flood=limits.flood,
             ),
+            limits=limits,
         )
         lease = timedelta(seconds=settings.processing_lease)
         # The workers, and all that passes between them (through `signals`, nothing else):

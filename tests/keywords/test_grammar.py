@@ -101,6 +101,8 @@ WORST = {
     "time": "08:14",
     "area": "Kanyabayonga-Iga Barriere",
     "count": "120",
+    "sender": "+243*****4567",
+    "minutes": "1440",
     "names": "Dieudonne Lonu-Kasereka +119",  # the code adds names only while the SMS stays one segment
 }
 
