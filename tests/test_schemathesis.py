@@ -326,3 +326,22 @@ def test_a_body_that_is_not_json_is_refused_naming_the_body(client: TestClient) 
             headers={**bearer(ADMIN_TOKEN), "Content-Type": "application/json"},
         )
         assert (r.status_code, r.json()) == (422, {"detail": "body: JSON decode error"}), body
+
+
+def test_every_api_operation_documents_its_refusals(client: TestClient) -> None:
+    """The refusals an API client can get are in the document, each with the body it carries."""
+    document = client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in document["components"]["schemas"]  # no answer has that shape
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if not path.startswith("/api/"):
+                continue
+            responses = operation["responses"]
+            assert "401" in responses, (method, path)
+            for code, response in responses.items():
+                if code.startswith("4") and path != "/api/v1/people/import":
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/ErrorOut"}, (method, path, code)
+    readyz = document["paths"]["/readyz"]["get"]["responses"]
+    assert {"200", "503"} <= set(readyz)
+    assert "text/plain" in document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
