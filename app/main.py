@@ -73,6 +73,8 @@ def create_app(
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "body", "path"))
+        if first.get("type") == "json_invalid":  # its loc ends in a character offset, not a field
+            where = "body"
         return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
 
     @app.exception_handler(Exception)

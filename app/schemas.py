@@ -126,6 +126,35 @@ def for_viewer(view: M) -> M:
     return view
 
 
+class ErrorOut(BaseModel):
+    """Every refusal of the API: one sentence that names the field or the thing refused."""
+
+    detail: str
+
+
+# What each refusal means; a route declares those it can answer (`responses=refusals(...)`), so
+# the API document lists every status a client can get, each with the body it carries.
+REFUSALS: dict[int, str] = {
+    400: "a body that cannot be read at all (not UTF-8 text)",
+    401: "no bearer token, or an unknown or revoked one",
+    403: "the token's role is below the one this operation needs",
+    404: "no such incident, alert or person; `detail` names it",
+    409: "a clash with the roster (a phone already on it, a registration no longer pending)",
+    413: "a body larger than this operation takes",
+    422: "a parameter or field missing or malformed, or a decision refused; `detail` names it",
+}
+
+
+def refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of these refusals, each an ErrorOut."""
+    return {code: {"model": ErrorOut, "description": REFUSALS[code]} for code in codes}
+
+
+class Readiness(BaseModel):
+    status: str  # "ready" or "unavailable"
+    detail: str | None = None  # what is not: the database, or the worker that stopped
+
+
 class Page(BaseModel, Generic[T]):
     items: list[T]
     total: int

@@ -13,9 +13,9 @@ from app.auth import Principal, require
 from app.db import transaction
 from app.enums import ApiRole, Direction, MessageStatus, Outcome, Purpose
 from app.models import Message
-from app.schemas import MAX_ID, MessagePublic, Page
+from app.schemas import MAX_ID, MessagePublic, Page, refusals
 
-router = APIRouter(prefix="/api/v1", tags=["api"])
+router = APIRouter(prefix="/api/v1", tags=["api"], responses=refusals(401, 403, 422))
 T = TypeVar("T")
 
 Limit = Annotated[int, Query(ge=1, le=500)]

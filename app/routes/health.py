@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+
+from app.schemas import Readiness
 
 router = APIRouter(tags=["health"])
 
@@ -16,7 +18,11 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "the database or a background worker is down"}},
+)
 def readyz(request: Request) -> Response:
     """The database answers and every background part this process started still runs."""
     runtime = request.app.state.runtime
@@ -30,7 +36,7 @@ def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready"})
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 def metrics() -> Response:
     """Prometheus exposition."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -29,11 +29,12 @@ from app.schemas import (
     MergeRequest,
     MoveRequest,
     Page,
+    refusals,
 )
 from app.services import incidents as actions
 
 log = logging.getLogger("kengele.api")
-router = APIRouter(prefix="/api/v1", tags=["incidents"])
+router = APIRouter(prefix="/api/v1", tags=["incidents"], responses=refusals(401, 422))
 Viewer = Annotated[Principal, Depends(require(ApiRole.VIEWER))]
 Officer = Annotated[Principal, Depends(require(ApiRole.OFFICER))]
 # The incident of every /incidents/{incident_id}/... path: officers only ever see codes, so a code
@@ -102,7 +103,7 @@ def incidents_geojson(
     return {"type": "FeatureCollection", "features": features}
 
 
-@router.get("/incidents/{incident_id}", response_model=IncidentDetail)
+@router.get("/incidents/{incident_id}", response_model=IncidentDetail, responses=refusals(404))
 def get_incident(request: Request, incident_id: IncidentId, principal: Viewer) -> IncidentDetail:
     """One incident with its reports."""
     with transaction(request.app.state.runtime.factory) as session:
@@ -128,19 +129,21 @@ def _decide(
     return detail
 
 
-@router.post("/incidents/{incident_id}/ack", response_model=IncidentDetail)
+@router.post("/incidents/{incident_id}/ack", response_model=IncidentDetail, responses=refusals(403, 404))
 def ack_incident(request: Request, incident_id: IncidentId, principal: Officer) -> IncidentDetail:
     """Acknowledge (the first acknowledgement wins; a later one changes nothing)."""
     return _decide(request, incident_id, principal, actions.acknowledge)
 
 
-@router.post("/incidents/{incident_id}/close", response_model=IncidentDetail)
+@router.post("/incidents/{incident_id}/close", response_model=IncidentDetail, responses=refusals(403, 404))
 def close_incident(request: Request, incident_id: IncidentId, principal: Officer) -> IncidentDetail:
     """Close: the incident takes no more reports."""
     return _decide(request, incident_id, principal, actions.close)
 
 
-@router.post("/incidents/{incident_id}/merge", response_model=IncidentDetail)
+@router.post(
+    "/incidents/{incident_id}/merge", response_model=IncidentDetail, responses=refusals(400, 403, 404)
+)
 def merge_incident(
     request: Request, incident_id: IncidentId, body: MergeRequest, principal: Officer
 ) -> IncidentDetail:
@@ -182,7 +185,7 @@ def list_alerts(
     return Page[AlertPublic](items=items, total=total)
 
 
-@router.get("/alerts/{alert_id}", response_model=AlertPublic)
+@router.get("/alerts/{alert_id}", response_model=AlertPublic, responses=refusals(403, 404))
 def get_alert(
     request: Request,
     alert_id: RowId,
@@ -212,7 +215,7 @@ def get_alert(
     return view
 
 
-@router.post("/alerts/{alert_id}/move", response_model=IncidentDetail)
+@router.post("/alerts/{alert_id}/move", response_model=IncidentDetail, responses=refusals(400, 403, 404))
 def move_alert(request: Request, alert_id: RowId, body: MoveRequest, principal: Officer) -> IncidentDetail:
     """Move a report out of its incident: into another, or into an incident of its own."""
     with transaction(request.app.state.runtime.factory) as session:

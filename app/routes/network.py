@@ -9,10 +9,10 @@ from fastapi import APIRouter, Depends, Request
 from app.auth import Principal, require
 from app.db import transaction
 from app.enums import ApiRole
-from app.schemas import NetworkHealth
+from app.schemas import NetworkHealth, refusals
 from app.services import network
 
-router = APIRouter(prefix="/api/v1", tags=["network"])
+router = APIRouter(prefix="/api/v1", tags=["network"], responses=refusals(401))
 Viewer = Annotated[Principal, Depends(require(ApiRole.VIEWER))]
 
 

@@ -19,10 +19,10 @@ from app.db import transaction
 from app.enums import ApiRole, PersonStatus, Role
 from app.models import Person
 from app.routes.api import Limit, Offset, RowId, paged
-from app.schemas import ImportReport, Page, PersonIn, PersonOut, PersonPatch
+from app.schemas import ErrorOut, ImportReport, Page, PersonIn, PersonOut, PersonPatch, refusals
 from app.services import roster
 
-router = APIRouter(prefix="/api/v1", tags=["people"])
+router = APIRouter(prefix="/api/v1", tags=["people"], responses=refusals(401, 403, 422))
 Admin = Annotated[Principal, Depends(require(ApiRole.ADMIN))]
 MAX_UPLOAD = 10_000_000  # bytes: a roster of 100,000 people fits
 
@@ -86,7 +86,7 @@ def list_people(
         return Page[PersonOut](items=roster.views(session=session, people=people), total=total)
 
 
-@router.post("/people", response_model=PersonOut, status_code=201)
+@router.post("/people", response_model=PersonOut, status_code=201, responses=refusals(400, 409))
 def create_person(request: Request, body: PersonIn, principal: Admin) -> PersonOut:
     """Add one person, checked as one row of a roster file."""
     with transaction(request.app.state.runtime.factory) as session, _refusals():
@@ -96,13 +96,13 @@ def create_person(request: Request, body: PersonIn, principal: Admin) -> PersonO
         return roster.views(session=session, people=[person])[0]
 
 
-@router.get("/people/{person_id}", response_model=PersonOut)
+@router.get("/people/{person_id}", response_model=PersonOut, responses=refusals(404))
 def get_person(request: Request, person_id: RowId, _: Admin) -> PersonOut:
     with transaction(request.app.state.runtime.factory) as session:
         return roster.views(session=session, people=[_person(session, person_id)])[0]
 
 
-@router.patch("/people/{person_id}", response_model=PersonOut)
+@router.patch("/people/{person_id}", response_model=PersonOut, responses=refusals(400, 404, 409))
 def update_person(request: Request, person_id: RowId, body: PersonPatch, principal: Admin) -> PersonOut:
     """Change the fields given; the person is checked again as a whole row."""
     with transaction(request.app.state.runtime.factory) as session, _refusals():
@@ -122,19 +122,19 @@ def _set(request: Request, person_id: int, principal: Principal, decide: Callabl
         return roster.views(session=session, people=[person])[0]
 
 
-@router.delete("/people/{person_id}", response_model=PersonOut)
+@router.delete("/people/{person_id}", response_model=PersonOut, responses=refusals(404, 409))
 def deactivate_person(request: Request, person_id: RowId, principal: Admin) -> PersonOut:
     """Deactivate: no more check-ins or forwards. The person stays, so their reports keep their history."""
     return _set(request, person_id, principal, roster.deactivate)
 
 
-@router.post("/people/{person_id}/approve", response_model=PersonOut)
+@router.post("/people/{person_id}/approve", response_model=PersonOut, responses=refusals(404, 409))
 def approve_person(request: Request, person_id: RowId, principal: Admin) -> PersonOut:
     """Approve a pending self-registration (JOIN): the person becomes an active focal point."""
     return _set(request, person_id, principal, roster.approve)
 
 
-@router.post("/people/{person_id}/reject", response_model=PersonOut)
+@router.post("/people/{person_id}/reject", response_model=PersonOut, responses=refusals(404, 409))
 def reject_person(request: Request, person_id: RowId, principal: Admin) -> PersonOut:
     """Reject a pending self-registration: they stay known (a new JOIN does not re-open it), inactive."""
     return _set(request, person_id, principal, roster.reject)
@@ -153,7 +153,34 @@ def _upload(content_type: str, body: bytes) -> bytes:
     raise HTTPException(422, "file: a multipart upload needs the CSV in a field named file")
 
 
-@router.post("/people/import", response_model=ImportReport)
+# The body is read raw (a CSV, or a multipart form with it), so the document is told what it takes.
+IMPORT_BODY = {
+    "required": True,
+    "content": {
+        "text/csv": {"schema": {"type": "string"}},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+                "required": ["file"],
+            }
+        },
+    },
+}
+
+
+@router.post(
+    "/people/import",
+    response_model=ImportReport,
+    responses=refusals(413)
+    | {
+        422: {
+            "model": ImportReport | ErrorOut,
+            "description": "a bad row (the report, nothing changed), or no CSV in a multipart upload",
+        }
+    },
+    openapi_extra={"requestBody": IMPORT_BODY},
+)
 async def import_people(request: Request, principal: Admin, skip_bad: bool = False) -> JSONResponse:
     """Import a roster CSV (the raw body, or a multipart field `file`); 422 with the report, and
     nothing changed, when a row is bad and bad rows are not skipped."""
