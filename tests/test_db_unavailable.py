@@ -181,7 +181,7 @@ def test_a_route_answers_503_with_retry_after(
 def test_ussd_ends_asking_to_dial_again_in_the_callers_language(
     away: TestClient, sender: str, words: str
 ) -> None:
-    # Africa's Talking does not retry a USSD step: a 503 would show the caller only a network error.
+    # A 503 ends the session (AT takes only CON/END): the caller would see only a network error.
     r = away.post(f"{AT}/ussd", data=ussd(sender))
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert r.text.startswith(f"END {words}") and len(r.text) <= 182

@@ -317,8 +317,8 @@ _HANDLING: dict[WebhookKind, str] = {
     WebhookKind.RECEIPT: "Updates the status of the message it is about.",
     WebhookKind.USSD: (
         "Answered with the next screen of the session. While the database is unavailable, with "
-        "200 and an `END` screen asking the caller to dial again (never a 503: the caller would "
-        "see only the network's error)."
+        "200 and an `END` screen asking the caller to dial again (never a 503: Africa's Talking "
+        "would end the session with only the network's error)."
     ),
 }
 

@@ -298,9 +298,9 @@ async def answer(*, runtime: Runtime, request: UssdRequest) -> str:
     """Answer this step of a USSD session with a `CON ...` or `END ...` screen of at most 182 characters.
 
     While the database is away the caller gets an END screen asking them to dial again, in their
-    number's language, rather than a 503: Africa's Talking does not retry a USSD step, and the
-    caller would only see the network's error. Once the report is stored, a later failure still
-    ends with "received" (the SMS reply brings the code).
+    number's language, rather than a 503: Africa's Talking ends the session on any answer that
+    is not CON/END, and the caller, waiting on the line, would see only the network's error.
+    Once the report is stored, a later failure still ends with "received" (the SMS brings the code).
     """
     phone = normalize(request.phone, runtime.settings.default_region).value  # E.164 when valid
     request = replace(request, phone=phone)
