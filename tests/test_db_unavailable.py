@@ -191,6 +191,13 @@ def test_liveness_does_not_need_the_database(away: TestClient) -> None:
     assert away.get("/healthz").status_code == 200
 
 
+def test_the_api_document_names_the_503_of_webhooks(away: TestClient) -> None:
+    paths = away.get("/openapi.json").json()["paths"]
+    sms = paths["/webhooks/twilio/sms"]["post"]["responses"]
+    assert "Retry-After" in sms["503"]["headers"]
+    assert "503" not in paths["/webhooks/africastalking/{secret}/ussd"]["post"]["responses"]  # an END screen
+
+
 def test_one_warning_for_an_outage_not_a_traceback_per_request(
     away: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -250,6 +250,7 @@ class Webhooks:
             if not unavailable(exc):
                 raise  # a bug: 500 with its traceback
             # Never a 2xx for what was not committed: the provider keeps the message and may retry.
+            WEBHOOK_REJECTED.labels(route.provider, "database").inc()
             self.runtime.signals.database.failed(where=f"webhook {route.provider}", exc=exc)
             await respond_json(send, 503, UNAVAILABLE_DETAIL, RETRY_HEADERS)
             return
@@ -308,6 +309,7 @@ ERRORS: dict[int, str] = {
     422: "a required field missing or malformed; `detail` names it",
     503: f"the database is unavailable: nothing was kept; retry (`Retry-After: {RETRY_AFTER}`)",
 }
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
 _DETAIL = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
 _HANDLING: dict[WebhookKind, str] = {
     WebhookKind.MESSAGE: (
@@ -388,6 +390,7 @@ def _operation(name: str, path: str, provider: type[Gateway], webhook: Webhook) 
         handled["content"] = {media: {"schema": {"type": "string"}} | example}
     refused = {
         str(code): {"description": text, "content": {"application/json": {"schema": _DETAIL}}}
+        | ({"headers": _RETRY_AFTER} if code == 503 else {})
         for code, text in ERRORS.items()
         if not (code == 503 and webhook.kind is WebhookKind.USSD)
     }
