@@ -53,6 +53,24 @@ def unavailable(exc: BaseException) -> bool:
     return False
 
 
+def dropped(exc: BaseException) -> bool:
+    """Tell whether the error is a connection lost or refused, which a retry on a fresh one may cure at once.
+
+    Not a lock waited out or a full disk (SQLite's busy timeout already waited 30 s): retrying
+    those would only keep the provider waiting past its timeout.
+    """
+    orig: BaseException | None = exc
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - SQLite-only installs
+        return False
+    return isinstance(orig, psycopg.OperationalError) and orig.sqlstate is None
+
+
 def _driver_away(exc: BaseException) -> bool:
     """Tell whether a driver's own exception (sqlite3, psycopg) says the database is away."""
     if isinstance(exc, sqlite3.Error):

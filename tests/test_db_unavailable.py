@@ -16,7 +16,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.config import Settings
 from app.main import create_app
-from app.outage import RETRY_AFTER, unavailable
+from app.outage import RETRY_AFTER, dropped, unavailable
 from tests.conftest import ADMIN_TOKEN, PG_ADMIN_URL, _truncate
 from tests.helpers import AT_SECRET, TWILIO_TOKEN, at_form, count, signed_headers, twilio_form
 from tests.server import TEST_SECRET_KEY, free_port
@@ -105,11 +105,13 @@ def test_sqlite_errors_tell_outage_from_bug(tmp_path: Path) -> None:
     ]
     for name, exc, expected in table:
         assert unavailable(exc) is expected, name
+        assert not dropped(exc), name  # never retried at once: the busy timeout already waited
 
 
 def test_postgresql_errors_tell_outage_from_bug(pg_database: str) -> None:
     closed = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing"
     killed = _sqlalchemy(pg_database, "SELECT pg_terminate_backend(pg_backend_pid())")
+    assert dropped(killed) and dropped(_sqlalchemy(closed, "SELECT 1"))  # a fresh connection may cure these
     table: list[tuple[str, BaseException, bool]] = [
         ("connection refused", _sqlalchemy(closed, "SELECT 1"), True),
         ("backend terminated (AdminShutdown)", killed, True),

@@ -24,7 +24,7 @@ from app.db import durable, insert_ignoring_conflicts, utcnow
 from app.enums import Direction, MessageStatus
 from app.metrics import INBOUND, INTAKE_BATCH
 from app.models import Message
-from app.outage import unavailable
+from app.outage import dropped, unavailable
 from app.phones import normalize
 from app.services.worker import Pass, Signals, Worker
 from gateways.base import InboundSms
@@ -125,7 +125,7 @@ def store_batch(engine: Engine, rows: list[dict[str, Any]]) -> list[int | None]:
         try:
             return _insert(engine, rows)
         except Exception as exc:
-            if not unavailable(exc):
+            if not dropped(exc):
                 raise
             time.sleep(pause)
     return _insert(engine, rows)

@@ -28,7 +28,7 @@ from app.crypto import keyring_of
 from app.db import transaction, utcnow
 from app.enums import AuditAction, AuditEntity, Direction, Precision
 from app.models import Alert, AuditLog, Incident, Message, Person, Place, UssdSession
-from app.outage import unavailable
+from app.outage import dropped, unavailable
 from app.phones import country, normalize
 from app.services import ussd_menu as menu
 from app.services.language import language_for
@@ -335,7 +335,7 @@ async def _advance_retrying(*, runtime: Runtime, request: UssdRequest) -> str | 
     except IntegrityError:  # two first requests of one session at once: the other row is there now
         return await asyncio.to_thread(_advance, runtime=runtime, request=request)
     except Exception as exc:
-        if not unavailable(exc):
+        if not dropped(exc):
             raise
         # A connection killed under the transaction is replaced by the pool: one more try.
         return await asyncio.to_thread(_advance, runtime=runtime, request=request)
