@@ -450,7 +450,8 @@ class Scheduler(Worker):
                 # than hand a session that may still hold the lock back to the pool.
                 self._lock_conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LEADER_LOCK})
             except Exception as exc:
-                if unavailable(exc):  # a lost connection holds no lock: nothing to release
+                # A lost connection (invalidated under the failed check) holds no lock: nothing to release.
+                if self._lock_conn.invalidated or unavailable(exc):
                     self.signals.database.failed(where=self.name, exc=exc)
                 else:
                     log.exception("releasing the leader lock failed")

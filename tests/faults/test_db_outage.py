@@ -253,6 +253,8 @@ def run_outage(url: str, workdir: Path, *, rate: float, seconds: float) -> None:
         assert sum(kills) > 0 and statuses["503"] > 0, figures  # there was an outage
         assert ok >= sent // 2, figures  # and most of the load got through it
         assert processed == len(stored), figures
+        request_paths = ('"kengele.webhooks"', '"kengele.intake"', '"kengele.ussd"', '"uvicorn.error"')
+        assert not [line for line in tracebacks if any(name in line for name in request_paths)], figures
         assert parked == 0, figures  # an outage is not the message's fault: none parked as a failure
         assert len(warnings) <= 1 + int(took / BLACKOUT_EVERY), figures  # a warning an episode at most
     finally:
