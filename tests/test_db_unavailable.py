@@ -17,6 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from app.config import Settings
 from app.main import create_app
 from app.outage import RETRY_AFTER, dropped, unavailable
+from keywords import grammar
 from tests.conftest import ADMIN_TOKEN, PG_ADMIN_URL, _truncate
 from tests.helpers import AT_SECRET, TWILIO_TOKEN, at_form, count, signed_headers, twilio_form
 from tests.server import TEST_SECRET_KEY, free_port
@@ -285,3 +286,11 @@ def test_back_by_itself_after_every_connection_is_killed(dropping: tuple[TestCli
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     assert client.get("/api/v1/messages", headers=auth).status_code == 200
     assert client.get("/readyz").status_code == 200
+
+
+def test_a_grammar_without_the_unavailable_text_uses_its_expired_one(tmp_path: Path) -> None:
+    source = (Path(grammar.__file__).parent / "grammars" / "en.toml").read_text(encoding="utf-8")
+    older = "\n".join(line for line in source.splitlines() if not line.startswith("unavailable ="))
+    (tmp_path / "en.toml").write_text(older, encoding="utf-8")
+    loaded = grammar.load_grammar(tmp_path / "en.toml")
+    assert loaded.ussd["unavailable"] == loaded.ussd["expired"]
