@@ -26,6 +26,8 @@ from app.crypto import Keyring, attach
 
 log = logging.getLogger("kengele.db")
 
+PG_CONNECT_TIMEOUT = 3  # seconds
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -143,7 +145,13 @@ def _make_engine(url: str, sqlite_synchronous: str, pool_size: int, background_c
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+    # pre_ping: a connection the server dropped (restart, failover, admin kill) is replaced at
+    # checkout, so the service recovers by itself. connect_timeout: an unreachable host answers
+    # the request 503 in seconds, well inside the providers' webhook timeouts (libpq waits forever).
+    connect_args = {} if "connect_timeout=" in url else {"connect_timeout": PG_CONNECT_TIMEOUT}
+    return create_engine(
+        url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True, connect_args=connect_args
+    )
 
 
 class Checkpointer:

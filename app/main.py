@@ -9,8 +9,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.config import Settings
+from app.outage import RETRY_AFTER, unavailable
 from app.routes import api, docs, health, incidents, network, people, webhooks
 from app.routes.headers import SECURITY_HEADERS, SecurityHeaders
 from app.services.runtime import Runtime
@@ -76,6 +79,18 @@ def create_app(
         if first.get("type") == "json_invalid":  # its loc ends in a character offset, not a field
             where = "body"
         return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(PoolTimeout)
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        if not unavailable(exc):
+            raise exc  # a bug: on to `_crash`, a 500 and its traceback
+        rt.signals.database.failed(where=f"{request.method} {request.url.path}", exc=exc)
+        return JSONResponse(
+            {"detail": f"database unavailable; retry in {RETRY_AFTER} s"},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER)},
+        )
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:

@@ -86,7 +86,10 @@ USSD: dict[str, set[str]] = {
     "checked_in": set(),
     "language_set": {"language"},
     "expired": set(),
+    "unavailable": set(),  # the service cannot keep anything now: dial again later
 }
+# USSD texts a grammar may leave out, and the one used instead (a grammar written before them loads).
+USSD_FALLBACKS: dict[str, str] = {"unavailable": "expired"}
 SEPARATORS = ' \t\r\n.,-*#+;:!/()[]"«»_=&|'
 
 
@@ -255,7 +258,7 @@ def load_grammar(path: Path) -> Grammar:
     if not isinstance(countries, list) or not all(isinstance(c, str) and len(c) == 2 for c in countries):
         raise GrammarError(path, "countries", "must be a list of ISO 3166 alpha-2 codes")
     name = data.get("name", language)
-    ussd = _templates(path, "ussd", data.get("ussd"), USSD, closed=True)
+    ussd = _templates(path, "ussd", data.get("ussd"), USSD, closed=True, fallbacks=USSD_FALLBACKS)
     return Grammar(
         language=language,
         name=str(name),

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from app.outage import RETRY_AFTER, describe, unavailable
 from app.schemas import Readiness
 
 router = APIRouter(tags=["health"])
@@ -26,13 +27,18 @@ def healthz() -> dict[str, str]:
 def readyz(request: Request) -> Response:
     """The database answers and every background part this process started still runs."""
     runtime = request.app.state.runtime
+    retry = {"Retry-After": str(RETRY_AFTER)}
     try:
         with runtime.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as exc:
-        return JSONResponse({"status": "unavailable", "detail": f"database: {type(exc).__name__}"}, 503)
+        if unavailable(exc):  # one warning per outage, however often the orchestrator asks
+            runtime.signals.database.failed(where="readyz", exc=exc)
+        detail = describe(exc).split(":")[0]  # the error's class only: the probe is unauthenticated
+        return JSONResponse({"status": "unavailable", "detail": f"database: {detail}"}, 503, retry)
+    runtime.signals.database.succeeded()
     for part in runtime.dead_parts():
-        return JSONResponse({"status": "unavailable", "detail": f"{part} not running"}, 503)
+        return JSONResponse({"status": "unavailable", "detail": f"{part} not running"}, 503, retry)
     return JSONResponse({"status": "ready"})
 
 

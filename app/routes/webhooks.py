@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 import gateways
 from app.config import Settings
 from app.metrics import WEBHOOK_REJECTED
+from app.outage import RETRY_AFTER, unavailable
 from app.routes.headers import SECURITY_HEADERS
 from app.services import ussd
 from app.services.outbox import receive_receipt
@@ -126,7 +127,9 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def respond(send: Send, status: int, body: bytes, content_type: bytes) -> None:
+async def respond(
+    send: Send, status: int, body: bytes, content_type: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -135,14 +138,21 @@ async def respond(send: Send, status: int, body: bytes, content_type: bytes) -> 
                 (b"content-type", content_type),
                 (b"content-length", str(len(body)).encode()),
                 *SECURITY_HEADERS,
+                *extra,
             ],
         }
     )
     await send({"type": "http.response.body", "body": body})
 
 
-async def respond_json(send: Send, status: int, detail: str) -> None:
-    await respond(send, status, json.dumps({"detail": detail}).encode(), b"application/json")
+async def respond_json(
+    send: Send, status: int, detail: str, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    await respond(send, status, json.dumps({"detail": detail}).encode(), b"application/json", extra)
+
+
+UNAVAILABLE_DETAIL = "database unavailable: nothing was kept, retry later"
+RETRY_HEADERS = ((b"retry-after", str(RETRY_AFTER).encode()),)
 
 
 class Unchecked(Verifier):
@@ -236,6 +246,14 @@ class Webhooks:
             WEBHOOK_REJECTED.labels(route.provider, "payload").inc()
             await respond_json(send, exc.status, str(exc))
             return
+        except Exception as exc:
+            if not unavailable(exc):
+                raise  # a bug: 500 with its traceback
+            # Never a 2xx for what was not committed: the provider keeps the message and may retry.
+            WEBHOOK_REJECTED.labels(route.provider, "database").inc()
+            self.runtime.signals.database.failed(where=f"webhook {route.provider}", exc=exc)
+            await respond_json(send, 503, UNAVAILABLE_DETAIL, RETRY_HEADERS)
+            return
         await respond(send, answer.status, answer.body, answer.content_type)
 
     def match(self, rest: str) -> tuple[Route | None, str | None]:
@@ -289,7 +307,9 @@ ERRORS: dict[int, str] = {
     413: f"a body larger than {MAX_BODY} bytes",
     415: f"a body that is not {FORM_TYPE}",
     422: "a required field missing or malformed; `detail` names it",
+    503: f"the database is unavailable: nothing was kept; retry (`Retry-After: {RETRY_AFTER}`)",
 }
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
 _DETAIL = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
 _HANDLING: dict[WebhookKind, str] = {
     WebhookKind.MESSAGE: (
@@ -297,7 +317,11 @@ _HANDLING: dict[WebhookKind, str] = {
         "2xx and changes nothing."
     ),
     WebhookKind.RECEIPT: "Updates the status of the message it is about.",
-    WebhookKind.USSD: "Answered with the next screen of the session.",
+    WebhookKind.USSD: (
+        "Answered with the next screen of the session. While the database is unavailable, with "
+        "200 and an `END` screen asking the caller to dial again (never a 503: Africa's Talking "
+        "would end the session with only the network's error)."
+    ),
 }
 
 
@@ -366,7 +390,9 @@ def _operation(name: str, path: str, provider: type[Gateway], webhook: Webhook) 
         handled["content"] = {media: {"schema": {"type": "string"}} | example}
     refused = {
         str(code): {"description": text, "content": {"application/json": {"schema": _DETAIL}}}
+        | ({"headers": _RETRY_AFTER} if code == 503 else {})
         for code, text in ERRORS.items()
+        if not (code == 503 and webhook.kind is WebhookKind.USSD)
     }
     title = provider.title or name
     return {

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import insert_ignoring_conflicts, transaction, utcnow
 from app.enums import AuditAction, AuditEntity, PersonStatus, Purpose, Role
 from app.models import AuditLog, CheckIn, CheckInRound, Message, Person, Place
+from app.outage import unavailable
 from app.services.areas import normalize_name
 from app.services.escalation import area_names
 from app.services.incidents import person_area
@@ -448,8 +449,12 @@ class Scheduler(Worker):
                 # A pooled connection outlives this use: unlock, and drop the connection rather
                 # than hand a session that may still hold the lock back to the pool.
                 self._lock_conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LEADER_LOCK})
-            except Exception:
-                log.exception("releasing the leader lock failed")
+            except Exception as exc:
+                # A lost connection (invalidated under the failed check) holds no lock: nothing to release.
+                if self._lock_conn.invalidated or unavailable(exc):
+                    self.signals.database.failed(where=self.name, exc=exc)
+                else:
+                    log.exception("releasing the leader lock failed")
             finally:
                 self._lock_conn.invalidate()
                 self._lock_conn.close()

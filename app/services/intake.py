@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import queue
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,6 +24,7 @@ from app.db import durable, insert_ignoring_conflicts, utcnow
 from app.enums import Direction, MessageStatus
 from app.metrics import INBOUND, INTAKE_BATCH
 from app.models import Message
+from app.outage import dropped, unavailable
 from app.phones import normalize
 from app.services.worker import Pass, Signals, Worker
 from gateways.base import InboundSms
@@ -30,6 +32,10 @@ from gateways.base import InboundSms
 log = logging.getLogger("kengele.intake")
 
 BATCH_MAX = 512
+# Pauses before retrying a batch the database dropped: a connection killed mid-commit is replaced
+# by the pool at once, so one quick retry turns most of an episode's 503s into 2xx; the last pause
+# keeps a webhook's wait for its 503 well inside the providers' timeouts when the database is down.
+RETRY_PAUSES = (0.0, 0.2)
 # Rows bind plain strings: sqlite3 binds a str subclass (an enum member) only after looking for an adapter.
 _INBOUND, _RECEIVED = str(Direction.INBOUND), str(MessageStatus.RECEIVED)
 
@@ -109,7 +115,23 @@ def _store_statement(dialect_name: str) -> Insert:
 
 
 def store_batch(engine: Engine, rows: list[dict[str, Any]]) -> list[int | None]:
-    """Insert rows in one transaction; the id of each new row, None for each already stored."""
+    """Insert rows in one transaction; the id of each new row, None for each already stored.
+
+    A batch the database dropped (an outage, a connection killed mid-commit) is tried again a
+    little later. Retrying is safe: a row whose commit did land before the connection died is
+    skipped by the unique key on its provider message id and reported as already stored.
+    """
+    for pause in RETRY_PAUSES:
+        try:
+            return _insert(engine, rows)
+        except Exception as exc:
+            if not dropped(exc):
+                raise
+            time.sleep(pause)
+    return _insert(engine, rows)
+
+
+def _insert(engine: Engine, rows: list[dict[str, Any]]) -> list[int | None]:
     stmt = _store_statement(engine.dialect.name)
     with durable(), engine.begin() as conn:
         returned = conn.execute(stmt, rows).all()
@@ -202,10 +224,14 @@ class IntakeWriter(Worker):
         outcomes: list[int | Exception | None]
         try:
             outcomes = list(store_batch(self.engine, rows))
+            self.signals.database.succeeded()
         except Exception as exc:
-            log.exception("intake commit failed", extra={"batch": len(batch)})
-            # One bad row must not fail the others: store them one by one.
-            outcomes = [self._store_alone(row) for row in rows] if len(batch) > 1 else [exc]
+            if unavailable(exc):  # every request of the batch answers 503 and says so (routes/webhooks)
+                outcomes = [exc] * len(batch)
+            else:
+                log.exception("intake commit failed", extra={"batch": len(batch)})
+                # One bad row must not fail the others: store them one by one.
+                outcomes = [self._store_alone(row) for row in rows] if len(batch) > 1 else [exc]
         self.signals.intake_committed(len(batch))
         fresh: list[int] = []
         for (sms, loop, future), outcome in zip(batch, outcomes, strict=True):
@@ -225,7 +251,8 @@ class IntakeWriter(Worker):
         try:
             return store_batch(self.engine, [row])[0]
         except Exception as exc:
-            log.exception("intake commit failed for one message", extra={"provider": row["provider"]})
+            if not unavailable(exc):
+                log.exception("intake commit failed for one message", extra={"provider": row["provider"]})
             return exc
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import utcnow
 from app.enums import Direction, Outcome
 from app.models import Message
+from app.outage import unavailable
 from app.services.pipeline import PipelineConfig, handle_inbound, load_senders
 from app.services.worker import Pass, Signals, Worker
 
@@ -212,6 +213,9 @@ class Processor(Worker):
                 handle_inbound(session=session, message=message, config=self.config)
             return 1
         except Exception as exc:
+            if unavailable(exc):  # not the message's fault: no attempt counted; a sweep retries it
+                self.signals.database.failed(where=self.name, exc=exc)
+                return 0
             log.exception("processing failed", extra={"message_id": message_id})
             self._record_failure(message_id, exc)
             return 0

@@ -28,6 +28,7 @@ from app.crypto import keyring_of
 from app.db import transaction, utcnow
 from app.enums import AuditAction, AuditEntity, Direction, Precision
 from app.models import Alert, AuditLog, Incident, Message, Person, Place, UssdSession
+from app.outage import dropped, unavailable
 from app.phones import country, normalize
 from app.services import ussd_menu as menu
 from app.services.language import language_for
@@ -294,20 +295,54 @@ async def _made(*, runtime: Runtime, message_id: int | None) -> tuple[str | None
 
 
 async def answer(*, runtime: Runtime, request: UssdRequest) -> str:
-    """Answer this step of a USSD session with a `CON ...` or `END ...` screen of at most 182 characters."""
+    """Answer this step of a USSD session with a `CON ...` or `END ...` screen of at most 182 characters.
+
+    While the database is away the caller gets an END screen asking them to dial again, in their
+    number's language, rather than a 503: Africa's Talking ends the session on any answer that
+    is not CON/END, and the caller, waiting on the line, would see only the network's error.
+    Once the report is stored, a later failure still ends with "received" (the SMS brings the code).
+    """
     phone = normalize(request.phone, runtime.settings.default_region).value  # E.164 when valid
     request = replace(request, phone=phone)
     try:
-        reply = await asyncio.to_thread(_advance, runtime=runtime, request=request)
-    except IntegrityError:  # two first requests of one session at once: the other row is there now
-        reply = await asyncio.to_thread(_advance, runtime=runtime, request=request)
-    if isinstance(reply, str):
-        return reply
-    message_id = await _store(runtime=runtime, request=request, outcome=reply)
+        reply = await _advance_retrying(runtime=runtime, request=request)
+        if isinstance(reply, str):
+            return reply
+        message_id = await _store(runtime=runtime, request=request, outcome=reply)
+    except Exception as exc:
+        if not unavailable(exc):
+            raise
+        return _unavailable(runtime=runtime, phone=phone, exc=exc)
     code = category = place = None
-    if reply.kind is OutcomeKind.REPORT:
-        code, category, place = await _made(runtime=runtime, message_id=message_id)
-    await asyncio.to_thread(
-        _ended, runtime=runtime, session_id=request.session_id, message_id=message_id, code=code
-    )
+    try:
+        if reply.kind is OutcomeKind.REPORT:
+            code, category, place = await _made(runtime=runtime, message_id=message_id)
+        await asyncio.to_thread(
+            _ended, runtime=runtime, session_id=request.session_id, message_id=message_id, code=code
+        )
+    except Exception as exc:
+        if not unavailable(exc):
+            raise
+        runtime.signals.database.failed(where="ussd", exc=exc)
+        code = None  # stored: the caller is told it was received, the pipeline's SMS names the code
     return menu.closing(reply, lex=runtime.pipeline.lexicon, code=code, category=category, place=place)
+
+
+async def _advance_retrying(*, runtime: Runtime, request: UssdRequest) -> str | Outcome:
+    """Advance the session, again once after a clash or a dropped connection (a replay is idempotent)."""
+    try:
+        return await asyncio.to_thread(_advance, runtime=runtime, request=request)
+    except IntegrityError:  # two first requests of one session at once: the other row is there now
+        return await asyncio.to_thread(_advance, runtime=runtime, request=request)
+    except Exception as exc:
+        if not dropped(exc):
+            raise
+        # A connection killed under the transaction is replaced by the pool: one more try.
+        return await asyncio.to_thread(_advance, runtime=runtime, request=request)
+
+
+def _unavailable(*, runtime: Runtime, phone: str, exc: BaseException) -> str:
+    """Note the outage and build the END screen asking the caller to dial again later."""
+    runtime.signals.database.failed(where="ussd", exc=exc)
+    lex = runtime.pipeline.lexicon
+    return menu.end(End.UNAVAILABLE, language=language_for(lexicon=lex, phone=phone), lex=lex)

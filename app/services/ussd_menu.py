@@ -60,6 +60,7 @@ class End(StrEnum):
     SENT_LATER = "sent_later"
     CHECKED_IN = "checked_in"
     EXPIRED = "expired"
+    UNAVAILABLE = "unavailable"  # the database is away: dial again later
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from typing import ClassVar
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import db
+from app.outage import Outage, unavailable
 
 log = logging.getLogger("kengele.worker")
 
@@ -55,6 +56,8 @@ class Signals:
     # written by the intake: when it last committed (monotonic), and webhooks per commit (average)
     last_commit: float = 0.0
     batch_average: float = 1.0
+    # everyone who meets the database away -> the log: one warning per outage, not one per request
+    database: Outage = field(default_factory=Outage)
 
     def intake_committed(self, batch: int) -> None:
         """Note an intake commit of `batch` webhooks."""
@@ -171,13 +174,20 @@ class Worker(ABC):
         while self.drain or not self._stop.is_set():
             try:
                 after = self.step()
-            except Exception:
+            except Exception as exc:
                 failures += 1
-                log.exception("%s pass failed", self.name, extra={"worker": self.name, "failures": failures})
+                if unavailable(exc):  # the outage's one warning says it; a traceback per pass would not
+                    self.signals.database.failed(where=self.name, exc=exc)
+                else:
+                    log.exception(
+                        "%s pass failed", self.name, extra={"worker": self.name, "failures": failures}
+                    )
                 # A notify() ends the pause: work committed meanwhile means the database is back.
                 self._wake.wait(backoff(self.retry, failures, cap=self.backoff_cap))
                 self._wake.clear()
                 continue
+            if failures:
+                self.signals.database.succeeded()
             failures = 0
             if after is Pass.DONE:
                 return
