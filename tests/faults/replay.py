@@ -38,6 +38,11 @@ TWILIO_FROM = "+15005550006"
 IN_FLIGHT_WINDOW = 10.0
 # One line of figures per fault run, printed at the end of the session (tests/faults/conftest.py).
 FIGURES: list[str] = []
+# The dispatcher of the server under test: 4 parallel sends, a claim of at most
+# concurrency x lease / (2 x timeout) = 16 rows a pass (app/services/outbox.py), taken over 8 s
+# after a kill. A kill repeats at most the sends of one claim: those answered, not yet recorded.
+SEND_CONCURRENCY, SEND_LEASE, SEND_TIMEOUT = 4, 8, 1
+SENDS_IN_FLIGHT = SEND_CONCURRENCY * SEND_LEASE // (2 * SEND_TIMEOUT)
 # Intents the replay draws from: the corpus's commands naming an incident code ({E1}) are left out.
 REPLAYED = {"alert", "unknown", "checkin", "help"}
 
@@ -90,12 +95,12 @@ def twilio_server(db_url: str, workdir: Path, fake: FakeProvider) -> Server:
         TWILIO_AUTH_TOKEN=TWILIO_TOKEN,
         TWILIO_FROM=TWILIO_FROM,
         KENGELE_TWILIO_API_BASE=fake.url,
-        KENGELE_SEND_TIMEOUT="2",
-        KENGELE_DISPATCH_CONCURRENCY="4",
+        KENGELE_SEND_TIMEOUT=str(SEND_TIMEOUT),
+        KENGELE_DISPATCH_CONCURRENCY=str(SEND_CONCURRENCY),
         KENGELE_SEND_BACKOFF_BASE="0.2",
         KENGELE_SEND_BACKOFF_MAX="1",
         # Rows a killed process held are taken over soon after the restart.
-        KENGELE_SEND_LEASE="3",
+        KENGELE_SEND_LEASE=str(SEND_LEASE),
         KENGELE_PROCESSING_LEASE="3",
     )
 
@@ -111,6 +116,8 @@ class Replay:
     statuses: Counter[int] = field(default_factory=Counter)  # every answer that was not 2xx
     connection_errors: int = 0
     posts: int = 0
+    started: float = 0.0
+    finished: float = 0.0  # when the last message was answered 2xx (time.monotonic())
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -122,6 +129,7 @@ class Replay:
         return sum(n for status, n in self.statuses.items() if status >= 500)
 
     def start(self) -> Replay:
+        self.started = time.monotonic()
         for worker in self._workers:
             worker.start()
         return self
@@ -133,6 +141,7 @@ class Replay:
         assert not any(w.is_alive() for w in self._workers), (
             f"replay unfinished: {len(self.answered)} answered"
         )
+        self.finished = time.monotonic()
 
     def _take(self) -> dict[str, str] | None:
         with self.lock:
@@ -199,7 +208,8 @@ class Figures:
     server_errors: int
     connection_errors: int
     posts: int
-    duration: float
+    duration: float  # from the first post until everything was processed and sent
+    replay_seconds: float  # until every message was answered 2xx
     orphans_outside_kills: int = 0  # sent twice with no kill during the first send: a bug
     phantoms: int = 0  # sends that repeat no outbox row: a bug
     statuses: dict[int, int] = field(default_factory=dict)
@@ -211,7 +221,7 @@ class Figures:
             f"failed={self.failed} duplicates={self.duplicates} lost={self.lost} "
             f"5xx={self.server_errors} connection_errors={self.connection_errors} posts={self.posts} "
             f"other_statuses={self.statuses} sent_twice_outside_kills={self.orphans_outside_kills} "
-            f"phantoms={self.phantoms} duration={self.duration:.1f}s"
+            f"phantoms={self.phantoms} replayed_in={self.replay_seconds:.1f}s duration={self.duration:.1f}s"
         )
 
 
@@ -238,9 +248,7 @@ def settled(db_url: str) -> bool:
         db.dispose()
 
 
-def figures(
-    *, db_url: str, replay: Replay, fake: FakeProvider, kill_times: list[float], started: float
-) -> Figures:
+def figures(*, db_url: str, replay: Replay, fake: FakeProvider, kill_times: list[float]) -> Figures:
     """Set the database against what was answered, and the fake's log against the outbox and the kills."""
     db = engine(db_url)
     try:
@@ -289,7 +297,8 @@ def figures(
         server_errors=replay.server_errors,
         connection_errors=replay.connection_errors,
         posts=replay.posts,
-        duration=time.monotonic() - started,
+        duration=time.monotonic() - replay.started,
+        replay_seconds=replay.finished - replay.started,
         orphans_outside_kills=len(outside),
         phantoms=len(phantoms),
         statuses=dict(replay.statuses),
