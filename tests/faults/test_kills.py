@@ -36,16 +36,18 @@ def run(
     """Replay `messages` with `kills` SIGKILLs, record the figures under `name`, then check them."""
     fake = start_fake("twilio")
     server = twilio_server(db_url, workdir, fake)
+    replay = Replay(server.url + "/webhooks/twilio/sms", messages_to_replay(messages, seed))
     try:
         load_corpus_network(server)
         server.start()
-        replay = Replay(server.url + "/webhooks/twilio/sms", messages_to_replay(messages, seed)).start()
-        kill_times = kill_during(server, replay, kills, seed)
+        replay.start()
+        kill_times = kill_during(server, replay, kills, seed, timeout)
         replay.join(timeout)
         wait_for(lambda: settled(db_url), timeout=timeout, interval=0.5)
         server.stop()
         result = figures(db_url=db_url, replay=replay, fake=fake, kill_times=kill_times)
     finally:
+        replay.stop()
         server.stop()
         fake.stop()
     FIGURES.append(f"{name}: {result.line()}")
@@ -61,6 +63,7 @@ def run(
 
 
 def test_kills_during_replay(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> None:
+    """1,000 messages, 3 kills (KENGELE_FAULT_MESSAGES and KENGELE_FAULT_KILLS choose others)."""
     messages = int(os.environ.get("KENGELE_FAULT_MESSAGES", "1000"))
     kills = int(os.environ.get("KENGELE_FAULT_KILLS", "3"))
     run(request.node.name, db_url, tmp_path, messages=messages, kills=kills, seed=14, timeout=120)
@@ -68,4 +71,5 @@ def test_kills_during_replay(request: pytest.FixtureRequest, db_url: str, tmp_pa
 
 @pytest.mark.fault_long
 def test_kills_during_long_replay(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> None:
+    """10,000 messages, 20 kills: run by .ci/run (`pytest -m fault_long tests/faults`)."""
     run(request.node.name, db_url, tmp_path, messages=10_000, kills=20, seed=1414, timeout=900)
