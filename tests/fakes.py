@@ -24,6 +24,9 @@ class Received:
     path: str
     headers: dict[str, str]
     form: dict[str, list[str]]
+    # When it arrived (time.monotonic()), and the message id answered to it (None: no id given).
+    at: float = field(default_factory=time.monotonic)
+    sid: str | None = None
 
 
 @dataclass
@@ -138,13 +141,15 @@ def _handler(fake: FakeProvider, answer: Any) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             form = parse_qs(self.rfile.read(length).decode("utf-8"), keep_blank_values=True)
+            received = Received(self.path, dict(self.headers.items()), form)
             with fake.lock:
-                fake.requests.append(Received(self.path, dict(self.headers.items()), form))
+                fake.requests.append(received)
             behaviour = fake.next_behaviour((form.get("To") or form.get("to") or [""])[0])
             if behaviour == "timeout":
                 time.sleep(TIMEOUT_SLEEP)
                 behaviour = "ok"
             status, body = answer(fake, form, behaviour)
+            received.sid = body.get("sid")
             data = json.dumps(body).encode()
             ctype = "application/json; charset=utf-8" if behaviour == "ok_charset" else "application/json"
             try:
