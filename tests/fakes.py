@@ -1,7 +1,9 @@
 """Fake Twilio and Africa's Talking APIs: real HTTP servers on loopback that the official SDKs talk to.
 
 Each fake answers from a script of behaviours, one per request ("ok", "500", "timeout", "400",
-...), then "ok" when the script runs out, and records every request it received.
+"429ra": a 429 with `retry_after` as its Retry-After header, ...), then "ok" when the script runs
+out, and records every request it received with the time it arrived. `fail_for(seconds, how)`
+answers every request with one behaviour for a while (an outage), whatever the script says.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class Received:
     path: str
     headers: dict[str, str]
     form: dict[str, list[str]]
+    at: float = 0.0  # time.time() on arrival
 
 
 @dataclass
@@ -34,6 +37,9 @@ class FakeProvider:
     requests: list[Received] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    retry_after: str = "1"  # the Retry-After header of a "429ra" answer (seconds or an HTTP date)
+    outage_until: float = 0.0
+    outage: str = "500"
 
     @property
     def url(self) -> str:
@@ -51,8 +57,16 @@ class FakeProvider:
             self.by_recipient.setdefault(recipient, deque()).extend(behaviours)
         return self
 
+    def fail_for(self, seconds: float, how: str = "500") -> FakeProvider:
+        """Answer every request with `how` for the next `seconds` (an outage), then as scripted."""
+        with self.lock:
+            self.outage, self.outage_until = how, time.time() + seconds
+        return self
+
     def next_behaviour(self, recipient: str = "") -> str:
         with self.lock:
+            if time.time() < self.outage_until:
+                return self.outage
             own = self.by_recipient.get(recipient)
             if own:
                 return own.popleft()
@@ -88,7 +102,7 @@ def _twilio_answer(
         }
     if behaviour == "401":
         return 401, {"code": 20003, "message": "Authenticate", "status": 401}
-    if behaviour == "429":
+    if behaviour in ("429", "429ra"):
         return 429, {"code": 20429, "message": "Too Many Requests", "status": 429}
     return 500, {"code": 20500, "message": "Internal Server Error", "status": 500}
 
@@ -127,6 +141,8 @@ def _at_answer(fake: FakeProvider, form: dict[str, list[str]], behaviour: str) -
         }
     if behaviour == "401":
         return 401, {"error": "The supplied authentication is invalid"}
+    if behaviour in ("429", "429ra"):
+        return 429, {"error": "Too many requests"}
     return 500, {"error": "Internal Server Error"}
 
 
@@ -139,7 +155,7 @@ def _handler(fake: FakeProvider, answer: Any) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("content-length") or 0)
             form = parse_qs(self.rfile.read(length).decode("utf-8"), keep_blank_values=True)
             with fake.lock:
-                fake.requests.append(Received(self.path, dict(self.headers.items()), form))
+                fake.requests.append(Received(self.path, dict(self.headers.items()), form, time.time()))
             behaviour = fake.next_behaviour((form.get("To") or form.get("to") or [""])[0])
             if behaviour == "timeout":
                 time.sleep(TIMEOUT_SLEEP)
@@ -151,6 +167,8 @@ def _handler(fake: FakeProvider, answer: Any) -> type[BaseHTTPRequestHandler]:
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(data)))
+                if behaviour == "429ra":
+                    self.send_header("Retry-After", fake.retry_after)
                 self.end_headers()
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):
