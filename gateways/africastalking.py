@@ -283,6 +283,10 @@ class AfricasTalkingGateway(Gateway):
         self._local.last = response
         return response
 
+    def warm(self) -> None:
+        """Build this thread's SDK service."""
+        self._service()
+
     def _retry_after(self) -> float | None:
         """The Retry-After of this thread's last answer when it was a 429 or 503, else None."""
         last: requests.Response | None = getattr(self._local, "last", None)

@@ -282,6 +282,9 @@ class Gateway(ABC):
     def from_settings(cls, settings: Any) -> Gateway:
         """Build the sender from settings; raise ValueError naming what is missing."""
 
+    def warm(self) -> None:  # noqa: B027  (optional hook: most gateways need none)
+        """Make this thread ready to send at once (an SDK's client built), before waiting for a slot."""
+
     @abstractmethod
     def send(self, *, to: str, text: str, idempotency_key: str, label: str = "") -> SendResult:
         """Hand one SMS to the provider; raise SendError when it was not accepted.

@@ -310,6 +310,10 @@ class TwilioGateway(Gateway):
             self._local.client = client
         return client
 
+    def warm(self) -> None:
+        """Build this thread's client and load the SDK's lazily imported message API."""
+        _ = self._client().api.v2010.account.messages
+
     def _retry_after(self) -> float | None:
         """The Retry-After of this thread's last answer (TwilioRestException carries no headers)."""
         http = self._client().http_client

@@ -297,10 +297,11 @@ _RELEASE_ALL = (
     .where(_T.c.claim_token == bindparam("token"), _T.c.status == MessageStatus.SENDING)
     .values(status=MessageStatus.QUEUED, claim_token=None, claimed_until=None)
 )
+PURPOSE_OF_PRIORITY = {1: "notices and updates", 2: "replies", 3: "check-ins"}
 # The notice admins get when a gateway has spent NOTICE_SHARE of its daily budget.
 BUDGET_NOTICE = (
     "Kengele: {gateway} has sent {spent} of its {budget} SMS for {day}. At {stop}, replies and "
-    "check-ins stop for the day; forwards and escalations go on."
+    "check-ins stop for the day; at {budget}, notices; forwards and escalations go on."
 )
 
 
@@ -538,14 +539,14 @@ class Dispatcher(Worker):
         decided: dict[int, Decision] = {}
         self._day = ""
         for name, group in by_gateway.items():
-            urgent = [row.priority == PRIORITY[Purpose.ALERT_FORWARD] for row in group]
+            priorities = [row.priority for row in group]
             if self.pacer.paced(name):
                 with self.transaction() as session:
-                    reservation = self.pacer.reserve(session=session, gateway=name, urgent=urgent)
+                    reservation = self.pacer.reserve(session=session, gateway=name, priorities=priorities)
                     if reservation.notice_due:
                         self._notify_admins(session, name, reservation.day, reservation.spent)
             else:
-                reservation = self.pacer.reserve(session=None, gateway=name, urgent=urgent)
+                reservation = self.pacer.reserve(session=None, gateway=name, priorities=priorities)
             self._day = reservation.day
             for row, decision in zip(group, reservation.decisions, strict=True):
                 decided[row.id] = decision
@@ -558,7 +559,7 @@ class Dispatcher(Worker):
         budget = self.pacer.budgets[gateway]
         admins = session.execute(
             select(Person.id, Person.phone, Person.language).where(
-                Person.role == Role.ADMIN, Person.active.is_(True)
+                Person.role == Role.ADMIN, Person.active.is_(True), Person.opted_out.is_(False)
             )
         ).all()
         text = BUDGET_NOTICE.format(
@@ -597,7 +598,7 @@ class Dispatcher(Worker):
         SUPPRESSED.labels("budget").inc()
         why = (
             f"{name}: not sent: the daily SMS budget ({budget}, KENGELE_DAILY_SMS_BUDGET) is spent "
-            "for replies and check-ins; forwards and escalations go on"
+            f"for {PURPOSE_OF_PRIORITY.get(row.priority, 'this purpose')}; forwards and escalations go on"
         )
         log.warning("send stopped: daily budget", extra={"message_id": row.id, "gateway": name})
         if index + 1 < len(self.gateways):
@@ -644,6 +645,7 @@ class Dispatcher(Worker):
         index = min(row.gateway_index, len(self.gateways) - 1)
         gateway = self.gateways[index]
         if slot is not None:
+            gateway.warm()  # what takes time once per thread is done before the slot, not in it
             wait = slot - time.time()
             if wait > 0:
                 time.sleep(wait)

@@ -13,8 +13,9 @@ check-in) decides again. The 10 % added to the spacing keeps a late thread or a 
 putting `rate + 1` requests into one second at the provider's end.
 
 The budget: forwards and escalations are never stopped by it (an officer must learn of an attack
-whatever it costs) and the other purposes stop at RESERVE_SHARE of it, so the last tenth is kept
-for them. Admins are told once a day when NOTICE_SHARE is reached.
+whatever it costs); replies and check-ins stop at RESERVE_SHARE of it, so the last tenth is kept
+for forwards, escalations, notices and updates, which stop at the budget itself. Admins are told
+once per gateway and day, when NOTICE_SHARE is reached (the notice goes within the budget).
 """
 
 from __future__ import annotations
@@ -116,14 +117,14 @@ class Pacer:
         """The local day (KENGELE_TIMEZONE) a budget counts, as YYYY-MM-DD."""
         return datetime.fromtimestamp(now, self.tz).date().isoformat()
 
-    def reserve(self, *, session: Session | None, gateway: str, urgent: Sequence[bool]) -> Reservation:
-        """Decide, in order, for rows of `gateway` (urgent: a forward or escalation) when each goes."""
+    def reserve(self, *, session: Session | None, gateway: str, priorities: Sequence[int]) -> Reservation:
+        """Decide, in order, for rows of `gateway` (their outbox PRIORITY) when each may go."""
         now = self.clock()
         day = self.day(now)
         if session is None or not self.paced(gateway):
             paused = self.paused_until(gateway)
             verdict = Decision(Verdict.WAIT, paused) if paused > now else Decision(Verdict.SEND, now)
-            return Reservation([verdict] * len(urgent), day, 0, False)
+            return Reservation([verdict] * len(priorities), day, 0, False)
         conn = session.connection()
         conn.execute(
             insert_ignoring_conflicts(conn.dialect.name, _T),
@@ -132,12 +133,15 @@ class Pacer:
         row = conn.execute(select(_T).where(_T.c.gateway == gateway).with_for_update()).one()
         spent = row.spent if row.day == day else 0
         budget = self.budgets.get(gateway)
-        others_stop = math.floor(budget * RESERVE_SHARE) if budget else None
+        # Priority 0 (forwards, escalations): never stopped; 1 (notices, updates): at the budget;
+        # the rest (replies, check-ins): at RESERVE_SHARE of it.
+        stops = {1: budget, 2: math.floor(budget * RESERVE_SHARE)} if budget else {}
         spacing = self.spacing(gateway)
         slot = max(row.next_at, now, self.paused_until(gateway))
         decisions: list[Decision] = []
-        for is_urgent in urgent:
-            if others_stop is not None and not is_urgent and spent >= others_stop:
+        for priority in priorities:
+            stop = stops.get(min(priority, 2)) if stops else None
+            if stop is not None and spent >= stop:
                 decisions.append(Decision(Verdict.BUDGET, now))
             elif slot > now + HORIZON:
                 decisions.append(Decision(Verdict.WAIT, slot))
