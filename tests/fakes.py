@@ -2,8 +2,9 @@
 
 Each fake answers from a script of behaviours, one per request ("ok", "500", "timeout", "400",
 "429ra": a 429 with `retry_after` as its Retry-After header, ...), then "ok" when the script runs
-out, and records every request it received with the time it arrived. `fail_for(seconds, how)`
-answers every request with one behaviour for a while (an outage), whatever the script says.
+out, and records every request it received with the time it arrived and how it was answered.
+`fail_for(seconds, how)` answers every request with one behaviour for a while (an outage),
+whatever the script says; outages given one after another follow each other.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Received:
     headers: dict[str, str]
     form: dict[str, list[str]]
     at: float = 0.0  # time.time() on arrival
+    answered: str = ""  # the behaviour that answered it ("ok", "500", "timeout", "429ra", ...)
 
 
 @dataclass
@@ -38,8 +40,7 @@ class FakeProvider:
     server: ThreadingHTTPServer | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     retry_after: str = "1"  # the Retry-After header of a "429ra" answer (seconds or an HTTP date)
-    outage_until: float = 0.0
-    outage: str = "500"
+    outages: list[tuple[float, str]] = field(default_factory=list)  # (until, how), in order
 
     @property
     def url(self) -> str:
@@ -58,15 +59,23 @@ class FakeProvider:
         return self
 
     def fail_for(self, seconds: float, how: str = "500") -> FakeProvider:
-        """Answer every request with `how` for the next `seconds` (an outage), then as scripted."""
+        """Answer every request with `how` for `seconds` after the outages given before, then as scripted."""
         with self.lock:
-            self.outage, self.outage_until = how, time.time() + seconds
+            begin = max([time.time(), *(until for until, _ in self.outages)])
+            self.outages.append((begin + seconds, how))
         return self
+
+    @property
+    def outage_over(self) -> float:
+        """When the last outage given ends (0: none)."""
+        return max((until for until, _ in self.outages), default=0.0)
 
     def next_behaviour(self, recipient: str = "") -> str:
         with self.lock:
-            if time.time() < self.outage_until:
-                return self.outage
+            now = time.time()
+            for until, how in self.outages:
+                if now < until:
+                    return how
             own = self.by_recipient.get(recipient)
             if own:
                 return own.popleft()
@@ -154,9 +163,12 @@ def _handler(fake: FakeProvider, answer: Any) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             form = parse_qs(self.rfile.read(length).decode("utf-8"), keep_blank_values=True)
-            with fake.lock:
-                fake.requests.append(Received(self.path, dict(self.headers.items()), form, time.time()))
+            arrived = time.time()
             behaviour = fake.next_behaviour((form.get("To") or form.get("to") or [""])[0])
+            with fake.lock:
+                fake.requests.append(
+                    Received(self.path, dict(self.headers.items()), form, arrived, behaviour)
+                )
             if behaviour == "timeout":
                 time.sleep(TIMEOUT_SLEEP)
                 behaviour = "ok"
