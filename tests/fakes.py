@@ -161,9 +161,9 @@ def _handler(fake: FakeProvider, answer: Any) -> type[BaseHTTPRequestHandler]:
             pass
 
         def do_POST(self) -> None:
+            arrived = time.time()  # before the body is read: as close to the provider's clock as can be
             length = int(self.headers.get("content-length") or 0)
             form = parse_qs(self.rfile.read(length).decode("utf-8"), keep_blank_values=True)
-            arrived = time.time()
             behaviour = fake.next_behaviour((form.get("To") or form.get("to") or [""])[0])
             with fake.lock:
                 fake.requests.append(

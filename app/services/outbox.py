@@ -472,9 +472,9 @@ class Dispatcher(Worker):
         unsent: dict[tuple[str, str], int] = {}
         for future in as_completed(futures):
             row, outcome = futures[future], future.result()
-            if outcome is None or (outcome.provider_message_id is None and outcome.sent_at is None):
-                key = (self._gateway_of(row).name, self._day)
-                unsent[key] = unsent.get(key, 0) + 1
+            name = self._gateway_of(row).name
+            if name in self.pacer.budgets and (outcome is None or outcome.sent_at is None):
+                unsent[(name, self._day)] = unsent.get((name, self._day), 0) + 1
             if outcome is None:
                 given_back.append(row)
                 continue
