@@ -344,3 +344,31 @@ def test_a_pass_whose_pacing_fails_gives_its_rows_back(
     monkeypatch.undo()
     assert runtime.dispatcher.run_once() == 2
     assert set(statuses(runtime).values()) == {"sent"}
+
+
+def test_a_retry_after_is_shared_with_the_other_replicas(settings: Settings, runtimes: list[Runtime]) -> None:
+    from app.services.pacing import Pacer, Verdict
+
+    runtime = Runtime(settings)
+    runtimes.append(runtime)
+    here, there = (Pacer(rates={"console": 10}, budgets={}) for _ in range(2))
+    with transaction(runtime.factory) as session:
+        until = here.pause(session=session, gateway="console", seconds=3)
+    with transaction(runtime.factory) as session:
+        (decision,) = there.reserve(session=session, gateway="console", priorities=[0]).decisions
+    assert decision.verdict == Verdict.WAIT and decision.at == pytest.approx(until)
+
+
+def test_a_failed_send_gives_its_budget_back(
+    providers: Callable[..., Settings], twilio_fake: FakeProvider, runtimes: list[Runtime]
+) -> None:
+    from app.models import SendPacing
+
+    twilio_fake.then("500", "500")
+    runtime = Runtime(providers("twilio", daily_sms_budget="twilio=10", send_max_attempts=5))
+    runtimes.append(runtime)
+    queue(runtime, Purpose.ALERT_FORWARD, ["f1"])
+    wait_for(lambda: runtime.dispatcher.run_once() == 0 and statuses(runtime)["f1"] == "sent", timeout=10)
+    assert len(twilio_fake.requests) == 3
+    with runtime.factory() as session:
+        assert session.scalars(select(SendPacing.spent)).one() == 1  # three tries, one SMS sent
