@@ -506,7 +506,7 @@ class Dispatcher(Worker):
         try:
             self._record(token, finished)
         except SQLAlchemyError as exc:
-            log.warning("could not record sends; trying again at the end of the pass", exc_info=True)
+            log.warning("could not record sends; trying again at the end of the pass: %s", type(exc).__name__)
             return exc
         finished.clear()
         return None
