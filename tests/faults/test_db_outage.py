@@ -10,7 +10,6 @@ is processed. The figures are printed (`pytest -s`).
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import uuid
@@ -23,9 +22,8 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from app.db import upgrade
 from app.models import Message
-from tests.conftest import PG_ADMIN_URL, REQUIRE_PG
+from tests.conftest import PG_ADMIN_URL, throwaway_pg
 from tests.helpers import AT_SECRET, TWILIO_TOKEN, at_form, signed_headers, twilio_form, wait_for
 from tests.server import Server
 
@@ -39,27 +37,8 @@ BLACKOUT_EVERY, BLACKOUT = 4.0, 1.0  # seconds: how often, and how long, no conn
 @pytest.fixture
 def fresh_pg() -> Iterator[str]:
     """A fresh PostgreSQL database of its own (its backends are killed: no other test may share it)."""
-    name = f"kengele_outage_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        admin.dispose()
-        if REQUIRE_PG:
-            pytest.fail(f"PostgreSQL is required here but unreachable: {exc}")
-        pytest.skip(f"PostgreSQL unreachable: {type(exc).__name__}")
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    try:
-        upgrade(url)
+    with throwaway_pg("kengele_outage") as url:
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"), {"d": name}
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 @dataclass
