@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import math
+from collections.abc import Callable
+from typing import Annotated, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
@@ -27,6 +29,34 @@ def weak_secret(value: str) -> str | None:
     if len(set(value)) == 1:
         return "is one character repeated"
     return None
+
+
+T = TypeVar("T", int, float)
+
+# SMS per second where KENGELE_SEND_RATE does not say: a Twilio long code sends one a second;
+# Africa's Talking is not documented as slower than this. The console texts no one: not paced.
+DEFAULT_SEND_RATES: dict[str, float] = {"twilio": 1.0, "africastalking": 10.0}
+
+
+def _per_gateway(setting: str, value: str, kind: Callable[[str], T], unit: str) -> dict[str, T]:
+    """Read "5" or "twilio=1,africastalking=10" (a bare number: every gateway, key "*")."""
+    found: dict[str, T] = {}
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        name, _, number = part.rpartition("=")
+        name = name.strip().lower() or "*"
+        if name != "*" and name not in PROVIDERS:
+            raise ValueError(f"{setting}: unknown gateway {name!r}; known: {', '.join(PROVIDERS)}")
+        if name in found:
+            raise ValueError(f"{setting}: {name} is given twice")
+        try:
+            found[name] = kind(number.strip())
+        except ValueError:
+            raise ValueError(f"{setting}: {part!r} is not {unit} (e.g. twilio=1)") from None
+        if not math.isfinite(found[name]):
+            raise ValueError(f"{setting}: {part!r} is not {unit}")
+    return found
 
 
 def _alias(*names: str) -> AliasChoices:
@@ -95,6 +125,11 @@ class Settings(BaseSettings):
     # How often each process looks for escalation steps that fell due and failed forwards.
     escalation_poll: float = Field(5.0, gt=0)
     send_lease: float = Field(120.0, gt=0, description="seconds a dispatcher owns a row it sends")
+    # SMS per second per gateway, "twilio=1,africastalking=10"; a bare number is every gateway's.
+    # Unnamed gateways get DEFAULT_SEND_RATES; the console is not paced unless named.
+    send_rate: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+    # SMS per day per gateway, "500" (each gateway) or "twilio=500,africastalking=2000"; unset: no limit.
+    daily_sms_budget: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
 
     twilio_account_sid: str | None = Field(None, validation_alias=_alias("TWILIO_ACCOUNT_SID"))
     twilio_auth_token: SecretStr | None = Field(None, validation_alias=_alias("TWILIO_AUTH_TOKEN"))
@@ -178,6 +213,47 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("at least one gateway is needed")
         return value
+
+    @field_validator("send_rate", mode="before")
+    @classmethod
+    def _parse_send_rate(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        rates = _per_gateway("KENGELE_SEND_RATE", value, float, "SMS per second")
+        bad = [name for name, rate in rates.items() if not 0 < rate <= 1000]
+        if bad:
+            raise ValueError(
+                f"KENGELE_SEND_RATE: {bad[0]}: must be more than 0 and at most 1000 SMS per second"
+            )
+        return rates
+
+    @field_validator("daily_sms_budget", mode="before")
+    @classmethod
+    def _parse_budget(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        budgets = _per_gateway("KENGELE_DAILY_SMS_BUDGET", value, int, "a whole number of SMS")
+        bad = [name for name, budget in budgets.items() if budget < 1]
+        if bad:
+            raise ValueError(
+                f"KENGELE_DAILY_SMS_BUDGET: {bad[0]}: must be at least 1 (unset it for no limit)"
+            )
+        return budgets
+
+    @property
+    def send_rates(self) -> dict[str, float | None]:
+        """SMS per second for each configured gateway (None: not paced)."""
+        every = self.send_rate.get("*")
+        return {
+            name: self.send_rate.get(name, every if every is not None else DEFAULT_SEND_RATES.get(name))
+            for name in self.gateway
+        }
+
+    @property
+    def sms_budgets(self) -> dict[str, int | None]:
+        """SMS per day for each configured gateway (None: no limit)."""
+        every = self.daily_sms_budget.get("*")
+        return {name: self.daily_sms_budget.get(name, every) for name in self.gateway}
 
     @field_validator("default_region")
     @classmethod

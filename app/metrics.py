@@ -15,5 +15,11 @@ PROCESSED = Counter("kengele_processed_messages_total", "Inbound messages proces
 OUTBOUND = Counter("kengele_outbound_attempts_total", "Outbound send attempts", ["gateway", "result"])
 DELIVERY = Counter("kengele_delivery_reports_total", "Delivery receipts", ["provider", "status"])
 OUTBOX_DEPTH = Gauge("kengele_outbox_claimed", "Outbound messages claimed by the last dispatcher pass")
-# Messages not sent to keep costs bounded (app/services/limits.py): by reason, never by number.
+# Messages not sent to keep costs bounded (app/services/limits.py; the outbox's daily budget,
+# reason "budget"): by reason, never by number.
 SUPPRESSED = Counter("kengele_suppressed_total", "Outbound SMS not sent by cost control", ["reason"])
+SEND_DEFERRED = Counter(
+    "kengele_send_deferred_total",
+    "Outbound SMS put back in the queue to keep a gateway's pace (rate) or its Retry-After (paused)",
+    ["gateway", "reason"],
+)

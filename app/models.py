@@ -361,3 +361,19 @@ class AuditLog(Base):
     entity: Mapped[str] = mapped_column(String(40))  # AuditEntity
     entity_id: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class SendPacing(Base):
+    """One gateway's pacing and daily budget, shared by every dispatcher of every replica.
+
+    A dispatcher reserves send slots here under a row lock, so the rate holds for all of them at
+    once; times are epoch seconds (floats) read from the dispatchers' clocks.
+    """
+
+    __tablename__ = "send_pacing"
+
+    gateway: Mapped[str] = mapped_column(String(40), primary_key=True)
+    next_at: Mapped[float] = mapped_column(Float, default=0.0)  # the first free slot
+    day: Mapped[str] = mapped_column(String(10), default="")  # the local day `spent` counts
+    spent: Mapped[int] = mapped_column(Integer, default=0)
+    noticed: Mapped[str] = mapped_column(String(10), default="")  # the day admins were told of 80 %

@@ -193,6 +193,7 @@ def main(
             "TWILIO_AUTH_TOKEN": "bench-twilio-token-0123456789abcdef",
             "TWILIO_FROM": "+15005550006",
             "KENGELE_TWILIO_API_BASE": fake.url,
+            "KENGELE_SEND_RATE": "1000",  # the server's own speed, not a long code's pace (1 SMS/s)
         }
         server = Server(url, workdir, **env)
         try:

@@ -31,6 +31,7 @@ from gateways.base import (
     Webhook,
     WebhookKind,
     WebhookRequest,
+    retry_after_seconds,
     secrets_equal,
 )
 
@@ -269,8 +270,29 @@ class AfricasTalkingGateway(Gateway):
             if self._base:
                 # The SDK has no public option for its host; this attribute is what it builds URLs from.
                 service._baseUrl = self._base.rstrip("/") + "/version1"
+            # The SDK raises on a non-2xx answer with its body only: the status and a 429's
+            # Retry-After are kept here, from the one (private, static) function that POSTs.
+            service._Service__make_post_request = self._keeping_post
             self._local.service = service
         return service
+
+    def _keeping_post(self, url: str, headers: Any, data: Any, params: Any, **kwargs: Any) -> Any:
+        response = requests.post(
+            url=url, headers=headers, params=params, data=data, timeout=kwargs.get("timeout")
+        )
+        self._local.last = response
+        return response
+
+    def warm(self) -> None:
+        """Build this thread's SDK service."""
+        self._service()
+
+    def _retry_after(self) -> float | None:
+        """The Retry-After of this thread's last answer when it was a 429 or 503, else None."""
+        last: requests.Response | None = getattr(self._local, "last", None)
+        if last is None or last.status_code not in (429, 503):
+            return None
+        return retry_after_seconds(last.headers.get("Retry-After"))
 
     def send(self, *, to: str, text: str, idempotency_key: str, label: str = "") -> SendResult:
         try:
@@ -287,7 +309,9 @@ class AfricasTalkingGateway(Gateway):
             raise SendError(f"africastalking unreachable: {type(exc).__name__}", retryable=True) from exc
         except AfricasTalkingException as exc:
             # The SDK reports any non-2xx answer with its body only: a provider-side failure.
-            raise SendError(f"africastalking error: {str(exc)[:200]}", retryable=True) from exc
+            raise SendError(
+                f"africastalking error: {str(exc)[:200]}", retryable=True, retry_after=self._retry_after()
+            ) from exc
         return _read_answer(answer)
 
 

@@ -11,7 +11,8 @@ import hmac
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
@@ -41,13 +42,42 @@ class Forbidden(Exception):
 
 class SendError(Exception):
     """Sending failed. `retryable`: the same gateway may accept it later. `recipient`: the fault is
-    the recipient's (invalid number, unsubscribed), so no other gateway can deliver it either."""
+    the recipient's (invalid number, unsubscribed), so no other gateway can deliver it either.
+    `retry_after`: seconds the provider asked us to wait before sending anything more through it
+    (a 429's Retry-After), or None."""
 
-    def __init__(self, reason: str, *, retryable: bool, recipient: bool = False) -> None:
+    def __init__(
+        self, reason: str, *, retryable: bool, recipient: bool = False, retry_after: float | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
         self.recipient = recipient
+        self.retry_after = retry_after
+
+
+# The longest Retry-After obeyed: a provider's typo ("86400") must not stop alerts for a day.
+MAX_RETRY_AFTER = 600.0
+
+
+def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Read a Retry-After header (delay-seconds or an HTTP date) as seconds from now; None if bad."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # RFC 9110 dates are GMT
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 class Form:
@@ -251,6 +281,9 @@ class Gateway(ABC):
     @abstractmethod
     def from_settings(cls, settings: Any) -> Gateway:
         """Build the sender from settings; raise ValueError naming what is missing."""
+
+    def warm(self) -> None:  # noqa: B027  (optional hook: most gateways need none)
+        """Make this thread ready to send at once (an SDK's client built), before waiting for a slot."""
 
     @abstractmethod
     def send(self, *, to: str, text: str, idempotency_key: str, label: str = "") -> SendResult:

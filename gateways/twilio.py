@@ -7,13 +7,14 @@ import hashlib
 import hmac
 import threading
 from collections.abc import Mapping
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit, urlunsplit
 from xml.sax.saxutils import escape
 
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
 from twilio.rest import Client
 
 from gateways.base import (
@@ -34,6 +35,7 @@ from gateways.base import (
     Webhook,
     WebhookKind,
     WebhookRequest,
+    retry_after_seconds,
 )
 
 NAME = "twilio"
@@ -61,6 +63,16 @@ STATUSES: Mapping[str, DeliveryStatus] = {
 _HASHES = {"HMAC_SHA1": hashlib.sha1, "HMAC_SHA256": hashlib.sha256}
 # Error codes about the recipient: no other gateway can deliver to them either.
 RECIPIENT_CODES = {21211, 21214, 21217, 21401, 21407, 21610, 21614}
+
+
+class _HeaderKeepingClient(TwilioHttpClient):
+    """The SDK's HTTP client, keeping its last answer: a 429's Retry-After is only in the headers."""
+
+    last: Response | None = None
+
+    def request(self, *args: Any, **kwargs: Any) -> Response:
+        self.last = super().request(*args, **kwargs)
+        return self.last
 
 
 def parse_inbound(form: Form) -> InboundSms:
@@ -292,11 +304,21 @@ class TwilioGateway(Gateway):
     def _client(self) -> Client:
         client: Client | None = getattr(self._local, "client", None)
         if client is None:
-            client = Client(self._sid, self._token, http_client=TwilioHttpClient(timeout=self._timeout))
+            client = Client(self._sid, self._token, http_client=_HeaderKeepingClient(timeout=self._timeout))
             if self._base:
                 client.api.base_url = self._base.rstrip("/")
             self._local.client = client
         return client
+
+    def warm(self) -> None:
+        """Build this thread's client and load the SDK's lazily imported message API."""
+        _ = self._client().api.v2010.account.messages
+
+    def _retry_after(self) -> float | None:
+        """The Retry-After of this thread's last answer (TwilioRestException carries no headers)."""
+        http = self._client().http_client
+        last = http.last if isinstance(http, _HeaderKeepingClient) else None
+        return retry_after_seconds(last.headers.get("Retry-After")) if last and last.headers else None
 
     def send(self, *, to: str, text: str, idempotency_key: str, label: str = "") -> SendResult:
         kwargs = {"to": to, "from_": self._from, "body": text}
@@ -311,6 +333,7 @@ class TwilioGateway(Gateway):
                 f"twilio {exc.status} code {exc.code}: {exc.msg}",
                 retryable=retryable,
                 recipient=exc.code in RECIPIENT_CODES,
+                retry_after=self._retry_after() if exc.status in (429, 503) else None,
             ) from exc
         except requests.Timeout as exc:
             raise SendError("twilio timeout", retryable=True) from exc

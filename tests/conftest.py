@@ -206,9 +206,8 @@ def providers(
             at_api_key="at-key-0123456789",
             at_sender="KENGELE",
             at_api_base=at_fake.url,
-            send_timeout=1.0,
-            send_max_attempts=2,
-            **overrides,
+            # Tests of sending, not of pacing: the providers' default rates (1/s) would slow them.
+            **({"send_timeout": 1.0, "send_max_attempts": 2, "send_rate": "100"} | overrides),
         )
 
     return build

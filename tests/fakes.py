@@ -1,7 +1,10 @@
 """Fake Twilio and Africa's Talking APIs: real HTTP servers on loopback that the official SDKs talk to.
 
 Each fake answers from a script of behaviours, one per request ("ok", "500", "timeout", "400",
-...), then "ok" when the script runs out, and records every request it received.
+"429ra": a 429 with `retry_after` as its Retry-After header, ...), then "ok" when the script runs
+out, and records every request it received with the time it arrived and how it was answered.
+`fail_for(seconds, how)` answers every request with one behaviour for a while (an outage),
+whatever the script says; outages given one after another follow each other.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ class Received:
     path: str
     headers: dict[str, str]
     form: dict[str, list[str]]
-    # When it arrived (time.monotonic()), and the message id answered to it (None: no id given).
-    at: float = field(default_factory=time.monotonic)
-    sid: str | None = None
+    at: float = field(default_factory=time.time)  # time.time() on arrival (before the body is read)
+    answered: str = ""  # the behaviour that answered it ("ok", "500", "timeout", "429ra", ...)
+    sid: str | None = None  # the message id answered to it (None: no id given)
 
 
 @dataclass
@@ -37,6 +40,8 @@ class FakeProvider:
     requests: list[Received] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    retry_after: str = "1"  # the Retry-After header of a "429ra" answer (seconds or an HTTP date)
+    outages: list[tuple[float, str]] = field(default_factory=list)  # (until, how), in order
 
     @property
     def url(self) -> str:
@@ -54,8 +59,24 @@ class FakeProvider:
             self.by_recipient.setdefault(recipient, deque()).extend(behaviours)
         return self
 
+    def fail_for(self, seconds: float, how: str = "500") -> FakeProvider:
+        """Answer every request with `how` for `seconds` after the outages given before, then as scripted."""
+        with self.lock:
+            begin = max([time.time(), *(until for until, _ in self.outages)])
+            self.outages.append((begin + seconds, how))
+        return self
+
+    @property
+    def outage_over(self) -> float:
+        """When the last outage given ends (0: none)."""
+        return max((until for until, _ in self.outages), default=0.0)
+
     def next_behaviour(self, recipient: str = "") -> str:
         with self.lock:
+            now = time.time()
+            for until, how in self.outages:
+                if now < until:
+                    return how
             own = self.by_recipient.get(recipient)
             if own:
                 return own.popleft()
@@ -91,7 +112,7 @@ def _twilio_answer(
         }
     if behaviour == "401":
         return 401, {"code": 20003, "message": "Authenticate", "status": 401}
-    if behaviour == "429":
+    if behaviour in ("429", "429ra"):
         return 429, {"code": 20429, "message": "Too Many Requests", "status": 429}
     return 500, {"code": 20500, "message": "Internal Server Error", "status": 500}
 
@@ -130,6 +151,8 @@ def _at_answer(fake: FakeProvider, form: dict[str, list[str]], behaviour: str) -
         }
     if behaviour == "401":
         return 401, {"error": "The supplied authentication is invalid"}
+    if behaviour in ("429", "429ra"):
+        return 429, {"error": "Too many requests"}
     return 500, {"error": "Internal Server Error"}
 
 
@@ -139,12 +162,13 @@ def _handler(fake: FakeProvider, answer: Any) -> type[BaseHTTPRequestHandler]:
             pass
 
         def do_POST(self) -> None:
+            arrived = time.time()  # before the body is read: as close to the provider's clock as can be
             length = int(self.headers.get("content-length") or 0)
             form = parse_qs(self.rfile.read(length).decode("utf-8"), keep_blank_values=True)
-            received = Received(self.path, dict(self.headers.items()), form)
+            behaviour = fake.next_behaviour((form.get("To") or form.get("to") or [""])[0])
+            received = Received(self.path, dict(self.headers.items()), form, arrived, behaviour)
             with fake.lock:
                 fake.requests.append(received)
-            behaviour = fake.next_behaviour((form.get("To") or form.get("to") or [""])[0])
             if behaviour == "timeout":
                 time.sleep(TIMEOUT_SLEEP)
                 behaviour = "ok"
@@ -156,6 +180,8 @@ def _handler(fake: FakeProvider, answer: Any) -> type[BaseHTTPRequestHandler]:
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(data)))
+                if behaviour == "429ra":
+                    self.send_header("Retry-After", fake.retry_after)
                 self.end_headers()
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):

@@ -37,6 +37,8 @@ def provider_env(fake: FakeProvider) -> dict[str, str]:
         "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
         "TWILIO_FROM": "+15005550006",
         "KENGELE_TWILIO_API_BASE": fake.url,
+        # Tests of what is sent, not of pacing: a long code's 1 SMS/s would make them wait.
+        "KENGELE_SEND_RATE": "100",
     }
 
 

@@ -26,8 +26,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import insert_ignoring_conflicts, transaction, utcnow
 from app.enums import Direction, MessageStatus, Purpose, Role
-from app.metrics import DELIVERY, OUTBOUND, OUTBOX_DEPTH
+from app.metrics import DELIVERY, OUTBOUND, OUTBOX_DEPTH, SEND_DEFERRED, SUPPRESSED
 from app.models import DeliveryEvent, Message, Person
+from app.services.pacing import LATE, RESERVE_SHARE, Decision, Pacer, Verdict
 from app.services.worker import Pass, Signals, Worker
 from gateways.base import DeliveryReport, DeliveryStatus, Gateway, MessageKind, SendError
 
@@ -154,6 +155,7 @@ class Outgoing:
     gateway_attempts: int
     label: str = ""  # who the recipient is, in words (recipient_label)
     demo: bool = False  # for a demo person: never handed to a gateway that texts phones
+    priority: int = PRIORITY[Purpose.CHECKIN]
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +254,7 @@ _CLAIM = (
         _T.c.gateway_attempts,
         _T.c.person_id,
         _T.c.purpose,
+        _T.c.priority,
     )
 )
 _PEOPLE = select(Person.id, Person.role, Person.name, Person.level, Person.area).where(
@@ -279,6 +282,29 @@ _RECORD = (
 )
 
 
+# Claimed rows given back untouched: not attempted (no slot of a paced gateway, or a failed pass).
+_RELEASE = (
+    update(_T)
+    .where(
+        _T.c.id.in_(bindparam("ids", expanding=True)),
+        _T.c.claim_token == bindparam("token"),
+        _T.c.status == MessageStatus.SENDING,
+    )
+    .values(status=MessageStatus.QUEUED, claim_token=None, claimed_until=None)
+)
+_RELEASE_ALL = (
+    update(_T)
+    .where(_T.c.claim_token == bindparam("token"), _T.c.status == MessageStatus.SENDING)
+    .values(status=MessageStatus.QUEUED, claim_token=None, claimed_until=None)
+)
+PURPOSE_OF_PRIORITY = {1: "notices and updates", 2: "replies", 3: "check-ins"}
+# The notice admins get when a gateway has spent NOTICE_SHARE of its daily budget.
+BUDGET_NOTICE = (
+    "Kengele: {gateway} has sent {spent} of its {budget} SMS for {day}. At {stop}, replies and "
+    "check-ins stop for the day; at {budget}, notices; forwards and escalations go on."
+)
+
+
 # Alerts waiting to be processed above which the dispatcher sends only what officers must read now.
 URGENT_BACKLOG = 20
 
@@ -300,6 +326,7 @@ class Dispatcher(Worker):
         poll: float = 1.0,
         clock: Callable[[], datetime] = utcnow,
         send_timeout: float = 10.0,
+        pacer: Pacer | None = None,
     ) -> None:
         if not gateways:
             raise ValueError("the dispatcher needs at least one gateway")
@@ -316,6 +343,14 @@ class Dispatcher(Worker):
         self.texting = [gateway.name for gateway in self.gateways if gateway.reaches_phones]
         # Claim no more than can be sent, at worst, well within the lease.
         self.claim_limit = max(1, min(64, int(concurrency * lease / (send_timeout * 2))))
+        # Pacing and budgets (KENGELE_SEND_RATE, KENGELE_DAILY_SMS_BUDGET); none: every gateway
+        # sends as fast as it answers. A paced first gateway is claimed for only what it can send
+        # within the pacer's horizon, so the rest stays queued for the next pass to order again.
+        self.pacer = pacer or Pacer(rates={}, budgets={})
+        self.claim_limit = self.pacer.claim_limit(self.gateways[0].name, self.claim_limit)
+        # After a pass that could send nothing for want of a slot: how long to rest (seconds).
+        self._idle_for = 0.0
+        self._day = ""  # the budget day of the pass under way
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kengele-send")
 
     def start(self) -> None:
@@ -351,6 +386,9 @@ class Dispatcher(Worker):
         started = time.perf_counter()
         if self.run_once() == 0:
             return Pass.IDLE
+        if self._idle_for > 0:  # every row waits for a slot or a Retry-After: rest till then
+            self.rest(min(self._idle_for, 5.0))
+            return Pass.AGAIN
         if self.signals.intake_busy():  # storing comes before sending: leave the webhooks the CPU
             self.rest(3.0 * (time.perf_counter() - started))
         return Pass.AGAIN
@@ -392,8 +430,10 @@ class Dispatcher(Worker):
                 r.gateway_attempts,
                 labels.get(r.id, ""),
                 r.id in demo,
+                r.priority,
             )
-            for r in sorted(claimed, key=lambda r: r.id)
+            # What officers must read first takes the first slots of a paced gateway.
+            for r in sorted(claimed, key=lambda r: (r.priority, r.id))
         ]
         return token, rows
 
@@ -402,23 +442,170 @@ class Dispatcher(Worker):
 
         Outcomes are written in small groups as sends finish, so a row is never left `sending`
         longer than its own send, a delivery receipt finds its provider id, and a crash repeats at
-        most the sends in flight.
+        most the sends in flight. A pass that fails gives back at once whatever it could not record
+        (queued again, not `sending` until the lease ends), then raises.
         """
         token, rows = self.claim(self.claim_limit)
         OUTBOX_DEPTH.set(len(rows))
+        self._idle_for = 0.0
         if not rows:
             return 0
-        futures = {self._pool.submit(self._attempt, row): row for row in rows}
+        try:
+            plan = self._plan(rows)
+        except Exception:
+            self._release_all(token)
+            raise
         finished: list[tuple[Outgoing, Outcome]] = []
+        given_back: list[Outgoing] = []
+        failure: Exception | None = None
+        for row, decision in plan:
+            if decision.verdict == Verdict.BUDGET:
+                finished.append((row, self._over_budget(row)))
+            elif decision.verdict == Verdict.WAIT:
+                given_back.append(row)
+        futures = {
+            self._pool.submit(self._attempt, row, decision.at if self._paced(row) else None): row
+            for row, decision in plan
+            if decision.verdict == Verdict.SEND
+        }
         flushed = time.perf_counter()
+        unsent: dict[tuple[str, str], int] = {}
         for future in as_completed(futures):
-            finished.append((futures[future], future.result()))
+            row, outcome = futures[future], future.result()
+            name = self._gateway_of(row).name
+            if name in self.pacer.budgets and (outcome is None or outcome.sent_at is None):
+                unsent[(name, self._day)] = unsent.get((name, self._day), 0) + 1
+            if outcome is None:
+                given_back.append(row)
+                continue
+            finished.append((row, outcome))
             if len(finished) >= 16 or time.perf_counter() - flushed > 0.05:
-                self._record(token, finished)
-                finished, flushed = [], time.perf_counter()
+                failure = self._record_keeping(token, finished, failure)
+                flushed = time.perf_counter()
         if finished:
-            self._record(token, finished)
+            failure = self._record_keeping(token, finished, failure)
+        if finished and failure is not None:  # once more, all that is left: the fault may be gone
+            failure = self._record_keeping(token, finished, None)
+        if given_back or failure is not None:
+            self._release(token, [row.id for row in given_back] if failure is None else None)
+        if unsent:
+            self._give_back_budget(unsent)
+        if failure is not None:
+            raise failure
+        if given_back and not futures and not finished:
+            waits = [d.at for _, d in plan if d.verdict == Verdict.WAIT]
+            self._idle_for = max(0.01, min(waits) - time.time()) if waits else 0.0
         return len(rows)
+
+    def _record_keeping(
+        self, token: str, finished: list[tuple[Outgoing, Outcome]], failure: Exception | None
+    ) -> Exception | None:
+        """Record `finished` (emptying it) unless a write of this pass already failed; the failure."""
+        if failure is not None:
+            return failure
+        try:
+            self._record(token, finished)
+        except SQLAlchemyError as exc:
+            log.warning("could not record sends; trying again at the end of the pass: %s", type(exc).__name__)
+            return exc
+        finished.clear()
+        return None
+
+    def _release(self, token: str, ids: list[int] | None) -> None:
+        """Put claimed rows back in the queue untouched (`ids` None: all this pass still holds)."""
+        try:
+            with self.transaction() as session:
+                if ids is None:
+                    session.connection().execute(_RELEASE_ALL, {"token": token})
+                elif ids:
+                    session.connection().execute(_RELEASE, {"ids": ids, "token": token})
+        except SQLAlchemyError:  # the lease gives them back later
+            log.exception("could not give back claimed rows", extra={"rows": len(ids or [])})
+
+    def _release_all(self, token: str) -> None:
+        self._release(token, None)
+
+    def _gateway_of(self, row: Outgoing) -> Gateway:
+        return self.gateways[min(row.gateway_index, len(self.gateways) - 1)]
+
+    def _paced(self, row: Outgoing) -> bool:
+        return self.pacer.paced(self._gateway_of(row).name)
+
+    def _plan(self, rows: list[Outgoing]) -> list[tuple[Outgoing, Decision]]:
+        """Ask the pacer, gateway by gateway, when each claimed row may go (rows in priority order)."""
+        by_gateway: dict[str, list[Outgoing]] = {}
+        for row in rows:
+            by_gateway.setdefault(self._gateway_of(row).name, []).append(row)
+        decided: dict[int, Decision] = {}
+        self._day = ""
+        for name, group in by_gateway.items():
+            priorities = [row.priority for row in group]
+            if self.pacer.paced(name):
+                with self.transaction() as session:
+                    reservation = self.pacer.reserve(session=session, gateway=name, priorities=priorities)
+                    if reservation.notice_due:
+                        self._notify_admins(session, name, reservation.day, reservation.spent)
+            else:
+                reservation = self.pacer.reserve(session=None, gateway=name, priorities=priorities)
+            self._day = reservation.day
+            for row, decision in zip(group, reservation.decisions, strict=True):
+                decided[row.id] = decision
+                if decision.verdict == Verdict.WAIT:
+                    SEND_DEFERRED.labels(name, "rate").inc()
+        return [(row, decided[row.id]) for row in rows]
+
+    def _notify_admins(self, session: Session, gateway: str, day: str, spent: int) -> None:
+        """Queue ONE notice per admin, gateway and day: most of the day's budget is spent."""
+        budget = self.pacer.budgets[gateway]
+        admins = session.execute(
+            select(Person.id, Person.phone, Person.language).where(
+                Person.role == Role.ADMIN, Person.active.is_(True), Person.opted_out.is_(False)
+            )
+        ).all()
+        text = BUDGET_NOTICE.format(
+            gateway=gateway, spent=spent, budget=budget, day=day, stop=int(budget * RESERVE_SHARE)
+        )
+        for admin in admins:
+            enqueue(
+                session=session,
+                recipient=admin.phone,
+                text=text,
+                purpose=Purpose.NOTICE,
+                key=f"budget:{gateway}:{day}:{admin.id}",
+                person_id=admin.id,
+                language=admin.language,
+            )
+        log.warning(
+            "daily SMS budget mostly spent",
+            extra={"gateway": gateway, "spent": spent, "budget": budget, "admins": len(admins)},
+        )
+        self.signals.outbox_ready()
+
+    def _give_back_budget(self, unsent: dict[tuple[str, str], int]) -> None:
+        """Return budget reserved for SMS that were not sent (failed, or given back unsent)."""
+        try:
+            with self.transaction() as session:
+                for (gateway, day), count in unsent.items():
+                    self.pacer.give_back(session=session, gateway=gateway, day=day, count=count)
+        except SQLAlchemyError:  # the count stays a little high: it errs towards spending less
+            log.exception("could not give back unused budget")
+
+    def _over_budget(self, row: Outgoing) -> Outcome:
+        """The next gateway for a row its gateway's spent budget stops, or `failed` saying why."""
+        index = min(row.gateway_index, len(self.gateways) - 1)
+        name = self.gateways[index].name
+        budget = self.pacer.budgets[name]
+        SUPPRESSED.labels("budget").inc()
+        why = (
+            f"{name}: not sent: the daily SMS budget ({budget}, KENGELE_DAILY_SMS_BUDGET) is spent "
+            f"for {PURPOSE_OF_PRIORITY.get(row.priority, 'this purpose')}; forwards and escalations go on"
+        )
+        log.warning("send stopped: daily budget", extra={"message_id": row.id, "gateway": name})
+        if index + 1 < len(self.gateways):
+            return Outcome(
+                MessageStatus.QUEUED, row.attempts, index + 1, 0, next_attempt_at=self.clock(), error=why
+            )
+        return Outcome(MessageStatus.FAILED, row.attempts, index, row.gateway_attempts, error=why)
 
     def _record(self, token: str, finished: list[tuple[Outgoing, Outcome]]) -> None:
         params = [
@@ -453,10 +640,22 @@ class Dispatcher(Worker):
                     _RECORD, params | {"b_provider_message_id": None, "b_error": reused}
                 )
 
-    def _attempt(self, row: Outgoing) -> Outcome:
-        """Send one row through its current gateway; what happened to it."""
+    def _attempt(self, row: Outgoing, slot: float | None = None) -> Outcome | None:
+        """Send one row through its current gateway at its slot; what happened (None: not tried)."""
         index = min(row.gateway_index, len(self.gateways) - 1)
         gateway = self.gateways[index]
+        if slot is not None:
+            gateway.warm()  # what takes time once per thread is done before the slot, not in it
+            wait = slot - time.time()
+            if wait > 0:
+                time.sleep(wait)
+            # A thread that comes late would crowd its send into the next slot's second.
+            if time.time() > slot + LATE:
+                SEND_DEFERRED.labels(gateway.name, "late").inc()
+                return None
+        if self.pacer.paused_until(gateway.name) > time.time():  # a Retry-After came meanwhile
+            SEND_DEFERRED.labels(gateway.name, "paused").inc()
+            return None
         if row.demo and gateway.reaches_phones:
             OUTBOUND.labels(gateway.name, "demo").inc()
             log.warning("send refused: a demo person", extra={"message_id": row.id, "gateway": gateway.name})
@@ -466,6 +665,8 @@ class Dispatcher(Worker):
             result = gateway.send(to=row.recipient, text=row.text, idempotency_key=row.key, label=row.label)
         except SendError as exc:
             OUTBOUND.labels(gateway.name, "retryable" if exc.retryable else "permanent").inc()
+            if exc.retry_after is not None:
+                self._pause(gateway.name, exc.retry_after)
             outcome = self._after_failure(row, index, exc)
             log.warning(
                 "send failed",
@@ -495,6 +696,15 @@ class Dispatcher(Worker):
             sent_at=self.clock(),
         )
 
+    def _pause(self, gateway: str, seconds: float) -> None:
+        """Send nothing through `gateway` for `seconds`, here and (shared row) in every replica."""
+        log.warning("gateway asked us to wait", extra={"gateway": gateway, "retry_after": seconds})
+        try:
+            with self.transaction() as session:
+                self.pacer.pause(session=session, gateway=gateway, seconds=seconds)
+        except SQLAlchemyError:  # this process still waits: the pause is kept in memory first
+            log.exception("could not share a gateway's pause", extra={"gateway": gateway})
+
     def _after_failure(self, row: Outgoing, index: int, exc: SendError) -> Outcome:
         attempts = row.attempts + 1
         name = self.gateways[index].name
@@ -510,7 +720,9 @@ class Dispatcher(Worker):
             )
         gateway_attempts = row.gateway_attempts + 1
         if gateway_attempts < self.policy.max_attempts:
-            later = self.clock() + self.policy.delay(gateway_attempts)
+            later = self.clock() + max(
+                self.policy.delay(gateway_attempts), timedelta(seconds=exc.retry_after or 0.0)
+            )
             return Outcome(
                 MessageStatus.QUEUED, attempts, index, gateway_attempts, next_attempt_at=later, error=tried
             )

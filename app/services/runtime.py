@@ -15,6 +15,7 @@ from app.services.checkins import CheckIns, Scheduler
 from app.services.escalation import Escalation, Escalator
 from app.services.intake import IntakeWriter
 from app.services.outbox import Dispatcher, RetryPolicy
+from app.services.pacing import Pacer
 from app.services.pipeline import PipelineConfig
 from app.services.processing import Processor
 from app.services.retention import RetentionJob
@@ -83,6 +84,7 @@ class Runtime:
             lease=settings.send_lease,
             poll=settings.dispatch_poll,
             send_timeout=settings.send_timeout,
+            pacer=Pacer(rates=settings.send_rates, budgets=settings.sms_budgets, timezone=settings.timezone),
         )
         assert self.pipeline.escalation is not None
         self.escalator = Escalator(
