@@ -35,6 +35,7 @@ TWILIO_SID = "AC" + "1" * 32
 TWILIO_FROM = "+15005550006"
 # One line of figures per fault run, printed at the end of the session (tests/faults/conftest.py).
 FIGURES: list[str] = []
+ORPHAN_DETAILS: list[str] = []
 # The dispatcher of the server under test: 4 parallel sends, a claim of at most
 # concurrency x lease / (2 x timeout) = 8 rows a pass (app/services/outbox.py), taken over 20 s
 # after a kill. A kill repeats at most the sends of one claim: those answered, not yet recorded.
@@ -287,6 +288,7 @@ def figures(*, db_url: str, replay: Replay, fake: FakeProvider, kill_times: list
                     Message.recipient,
                     Message.text,
                     Message.attempts,
+                    Message.error,
                 ).where(Message.direction == Direction.OUTBOUND)
             ).all()
     finally:
@@ -310,6 +312,22 @@ def figures(*, db_url: str, replay: Replay, fake: FakeProvider, kill_times: list
     queued = {(row.recipient, row.text) for row in outbound}
     phantoms = [r for r in orphans if (r.form["To"][0], r.form["Body"][0]) not in queued]
     not_stored = replay.answered - stored
+    for r in outside:  # what a reader needs to tell a bug from a kill the window missed
+        key = (r.form.get("To", [""])[0], r.form.get("Body", [""])[0])
+        near = min((r.at - k for k in kill_times), key=abs, default=None)
+        same = [
+            (round(q.at - r.at, 3), q.answered, q.sid == r.sid)
+            for q in requests
+            if (q.form["To"][0], q.form["Body"][0]) == key
+        ]
+        rows = [
+            (row.id, row.status, row.attempts, row.error)
+            for row in outbound
+            if (row.recipient, row.text) == key
+        ]
+        ORPHAN_DETAILS.append(
+            f"orphan at={r.at:.3f} nearest_kill={near} answered={r.answered} sends={same} rows={rows}"
+        )
     not_processed = replay.answered - processed
     not_sent = len(outbound) - len(sent) - sum(row.status == MessageStatus.FAILED for row in outbound)
     return Figures(

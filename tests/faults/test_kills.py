@@ -16,6 +16,7 @@ import pytest
 from tests.fakes import start_fake
 from tests.faults.replay import (
     FIGURES,
+    ORPHAN_DETAILS,
     SENDS_IN_FLIGHT,
     Replay,
     figures,
@@ -56,7 +57,9 @@ def run(
     assert result.lost == 0
     assert result.failed == 0
     assert result.sent == result.outbox > 0
-    assert result.orphans_outside_kills == 0, "an SMS was sent twice without a kill during its send"
+    assert result.orphans_outside_kills == 0, (
+        "an SMS was sent twice without a kill during its send: " + "; ".join(ORPHAN_DETAILS)
+    )
     assert result.phantoms == 0, "an SMS went out that no outbox row asked for"
     assert result.duplicates <= result.kills * SENDS_IN_FLIGHT
     assert result.server_errors == 0
