@@ -1,4 +1,9 @@
-"""Bearer tokens and roles: admin > officer > viewer."""
+"""Who is calling: a bearer token (the API) or a signed-in browser (the dashboard); admin > officer > viewer.
+
+A browser's session cookie authenticates the API as well (the dashboard's scripts call it), but a
+write made with the cookie must carry the session's CSRF token in `X-CSRF-Token`: another site
+can make a browser send the cookie, never read the token.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy import select
@@ -22,10 +28,18 @@ ROLES = tuple(ApiRole)
 RANK: dict[str, int] = {role: i for i, role in enumerate(ROLES)}
 
 
+SESSION_COOKIE = "kengele_session"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     name: str
     role: str
+    user_id: int | None = None  # a dashboard user (signed in with a session cookie)
+    csrf: str | None = None  # that session's CSRF token
+    language: str = "en"
 
     def at_least(self, role: ApiRole) -> bool:
         return RANK[self.role] >= RANK[role]
@@ -87,8 +101,15 @@ def _audit(session: Session, actor: str, action: AuditAction, row: ApiToken, **d
 
 
 def authenticate(request: Request) -> Principal:
-    """The caller of the API, from its bearer token; 401 without a valid one."""
+    """The caller: its bearer token, else its session cookie; 401 without either."""
     header = request.headers.get("authorization", "")
+    if not header and request.cookies.get(SESSION_COOKIE):
+        principal = session_principal(request)
+        if principal is None:
+            raise HTTPException(401, "session ended: sign in again at /login")
+        if request.method not in SAFE_METHODS:
+            check_csrf(request, principal, request.headers.get(CSRF_HEADER))
+        return principal
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise HTTPException(
@@ -105,6 +126,45 @@ def authenticate(request: Request) -> Principal:
             raise HTTPException(401, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
         row.last_used_at = utcnow()
         return Principal(row.name, row.role)
+
+
+def session_principal(request: Request) -> Principal | None:
+    """The signed-in user of the request's session cookie, or None (no cookie, or an ended session)."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token or len(token) > 200:
+        return None
+    cached = request.scope.get("kengele.principal")
+    if isinstance(cached, Principal):
+        return cached
+    from app.services.accounts import current
+
+    with transaction(request.app.state.runtime.factory) as session:
+        user = current(session=session, token=token)
+    if user is None:
+        return None
+    principal = Principal(user.name, user.role, user.user_id, user.csrf, user.language)
+    request.scope["kengele.principal"] = principal
+    return principal
+
+
+def check_csrf(request: Request, principal: Principal, given: str | None) -> None:
+    """403 unless a cookie-authenticated write carries its session's CSRF token and comes from here."""
+    if principal.csrf is None:  # a bearer token: no cookie, nothing another site could ride on
+        return
+    if not given or not secrets_equal(given, principal.csrf):
+        raise HTTPException(403, "csrf_token: missing or wrong (reload the page and try again)")
+    origin = request.headers.get("origin")
+    if origin and origin.rstrip("/") not in _own_origins(request):
+        raise HTTPException(403, f"origin: {origin} is not this site")
+
+
+def _own_origins(request: Request) -> set[str]:
+    """This site as a browser names it: the host asked for, and KENGELE_PUBLIC_URL (behind a proxy)."""
+    public = urlsplit(request.app.state.runtime.settings.public_url)
+    return {
+        f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}",
+        f"{public.scheme}://{public.netloc}",
+    }
 
 
 def require(role: ApiRole) -> Callable[[Principal], Principal]:

@@ -585,6 +585,97 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _read_password() -> str:
+    """The new user's password: prompted twice on a terminal, else the first line of stdin."""
+    if sys.stdin.isatty():
+        first = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != first:
+            raise CliError("password: the two entries differ")
+        return first
+    line = sys.stdin.readline()
+    if not line:
+        raise CliError("password: none given (type it at the prompt, or pipe it on stdin)")
+    return line.rstrip("\r\n")
+
+
+def cmd_user_create(args: argparse.Namespace) -> int:
+    from app.auth import ROLES
+    from app.db import make_sessionmaker, transaction
+    from app.enums import ApiRole
+    from app.services.accounts import AccountError, create_user
+
+    if args.role not in ROLES:
+        raise CliError(f"--role: {args.role!r} is not one of {', '.join(ROLES)}")
+    password = _read_password()
+    engine = _database(_settings())
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            user = create_user(
+                session=session,
+                name=args.name,
+                role=ApiRole(args.role),
+                password=password,
+                language=args.language,
+                actor=f"cli:{_user()}",
+            )
+            name = user.name
+    except AccountError as exc:
+        field, _, why = str(exc).partition(": ")
+        raise CliError(f"--{field}: {why}" if why and field != "password" else str(exc)) from None
+    finally:
+        engine.dispose()
+    print(f"user {name!r} created ({args.role}); sign in at /login")
+    return EXIT_OK
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    from app.db import make_sessionmaker, transaction
+    from app.services.accounts import list_users
+
+    engine = _database(_settings())
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            rows = [
+                (
+                    u.name,
+                    u.role,
+                    u.language,
+                    _when(u.created_at),
+                    _when(u.last_login_at),
+                    "active" if u.active else f"disabled {_when(u.disabled_at)}",
+                )
+                for u in list_users(session=session)
+            ]
+    finally:
+        engine.dispose()
+    if not rows:
+        print("no users")
+        return EXIT_OK
+    table = [("NAME", "ROLE", "LANGUAGE", "CREATED", "LAST SIGN-IN", "STATUS"), *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
+def cmd_user_disable(args: argparse.Namespace) -> int:
+    from app.db import make_sessionmaker, transaction
+    from app.services.accounts import AccountError, disable_user
+
+    engine = _database(_settings())
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            changed = disable_user(session=session, name=args.name, actor=f"cli:{_user()}")
+    except AccountError as exc:
+        raise CliError(f"user disable: {exc}") from None
+    finally:
+        engine.dispose()
+    print(
+        f"disabled {args.name!r}: signed out everywhere" if changed else f"{args.name!r} was disabled already"
+    )
+    return EXIT_OK
+
+
 def _when(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value is not None else "-"
 
@@ -838,6 +929,22 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = token_sub.add_parser("revoke", help="refuse the token of this name from now on")
     revoke.add_argument("name")
     revoke.set_defaults(func=cmd_token_revoke)
+
+    user = sub.add_parser("user", help="dashboard accounts")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    user_create = user_sub.add_parser(
+        "create", help="a new dashboard user; the password is read from stdin (prompted on a terminal)"
+    )
+    user_create.add_argument("--role", required=True)
+    user_create.add_argument("--name", required=True)
+    user_create.add_argument("--language", default="en", help="en, fr or sw (the dashboard's language)")
+    user_create.set_defaults(func=cmd_user_create)
+    user_sub.add_parser("list", help="every user: name, role, last sign-in, status").set_defaults(
+        func=cmd_user_list
+    )
+    user_disable = user_sub.add_parser("disable", help="refuse the user's sign-ins; end their sessions")
+    user_disable.add_argument("name")
+    user_disable.set_defaults(func=cmd_user_disable)
 
     retention = sub.add_parser("retention", help="removing old texts and numbers")
     retention_sub = retention.add_subparsers(dest="retention_command", required=True)

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
+    # The dashboard's map tiles ({z}/{x}/{y}; empty: no tiles, the markers and place names on a
+    # plain background). Every officer's browser asks this server for the tiles of what it shows:
+    # a network that must not tell a tile server where it looks runs its own and names it here.
+    map_tiles: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    map_attribution: str = "© OpenStreetMap contributors"
+
     # Forwards carry the reporter's phone number only where a network decides officers need it.
     forward_reporter_phone: bool = False
 
@@ -299,6 +305,14 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("map_tiles")
+    @classmethod
+    def _map_tiles(cls, value: str) -> str:
+        value = value.strip()
+        if value and not (value.startswith(("http://", "https://")) and "{z}" in value and "{x}" in value):
+            raise ValueError("a tile URL such as https://tile.example.org/{z}/{x}/{y}.png, or empty for none")
+        return value
 
     @field_validator("at_webhook_secret")
     @classmethod

@@ -93,6 +93,7 @@ class AuditEntity(StrEnum):
     PERSON = "person"
     ALERT = "alert"
     TOKEN = "token"  # noqa: S105 (an API token, by name; not a secret)
+    USER = "user"  # a dashboard account
     DATABASE = "database"  # the whole database (a retention run)
 
 
@@ -127,5 +128,15 @@ class AuditAction(StrEnum):
     # an API token's (names, not secrets)
     TOKEN_CREATE = "token_create"  # noqa: S105
     TOKEN_REVOKE = "token_revoke"  # noqa: S105
+    # a dashboard account's
+    USER_CREATE = "user_create"
+    USER_DISABLE = "user_disable"
+    USER_ENABLE = "user_enable"
+    USER_PASSWORD = "user_password"  # noqa: S105 (a password was changed; never the password)
+    USER_LOCKED = "user_locked"  # LOCK_AFTER failed sign-ins in a row
+    SIGN_IN = "sign_in"
+    NOTE = "note"  # an officer's note on an incident
+    DISMISS = "dismiss"  # a message nobody could read, set aside with a reason (triage)
+    TRIAGE_ALERT = "triage_alert"  # a message nobody could read, made an alert by an officer
     # the database's: what a retention run removed
     RETENTION = "retention"

@@ -7,14 +7,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.config import Settings
 from app.outage import RETRY_AFTER, unavailable
-from app.routes import api, docs, health, incidents, network, people, webhooks
+from app.routes import api, dashboard, docs, health, incidents, network, people, web, webhooks
 from app.routes.headers import SECURITY_HEADERS, SecurityHeaders
 from app.services.runtime import Runtime
 
@@ -53,6 +55,8 @@ def create_app(
     app.include_router(network.router)
     app.include_router(docs.router)
     app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")
+    app.include_router(dashboard.router)
+    app.mount(web.STATIC_URL, web.assets(), name="static")
 
     build_openapi = app.openapi
 
@@ -73,12 +77,25 @@ def create_app(
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend it
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "body", "path"))
         if first.get("type") == "json_invalid":  # its loc ends in a character offset, not a field
             where = "body"
-        return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
+        detail = f"{where}: {first.get('msg', 'invalid')}"
+        if web.is_page(request):
+            return web.error_page(request, 422, detail)
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _refused(request: Request, exc: StarletteHTTPException) -> Response:
+        if web.is_page(request):  # a person at a browser reads a page, not JSON
+            return web.error_page(request, exc.status_code, str(exc.detail))
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(web.SignInNeeded)
+    async def _sign_in(request: Request, exc: web.SignInNeeded) -> Response:
+        return web.login_redirect(exc.next_url)
 
     @app.exception_handler(DBAPIError)
     @app.exception_handler(PoolTimeout)

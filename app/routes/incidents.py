@@ -51,6 +51,13 @@ def _incident(session: Session, key: IncidentKey, field: str | None = None) -> I
     return incident
 
 
+def _actor(principal: Principal) -> actions.Actor:
+    """The audit log's name for the caller: a token's holder, or a dashboard user (its scripts)."""
+    if principal.user_id is not None:
+        return actions.Actor.dashboard(principal.name)
+    return actions.Actor.api(principal.name)
+
+
 def _detail(session: Session, incident: Incident, principal: Principal) -> IncidentDetail:
     return actions.detail(session=session, incident=incident, full=principal.at_least(ApiRole.OFFICER))
 
@@ -119,7 +126,7 @@ def _decide(
         decision = decide(
             session=session,
             incident=_incident(session, incident_id),
-            officer=actions.Actor.api(principal.name),
+            officer=_actor(principal),
             escalation=runtime.pipeline.escalation,
             now=utcnow(),
         )
@@ -155,7 +162,7 @@ def merge_incident(
                 session=session,
                 source=source,
                 target=target,
-                officer=actions.Actor.api(principal.name),
+                officer=_actor(principal),
                 now=utcnow(),
             )
         except actions.Refused as exc:
@@ -207,7 +214,7 @@ def get_alert(
         view = actions.reveal_sender(
             session=session,
             alert=alert,
-            actor=actions.Actor.api(principal.name),
+            actor=_actor(principal),
             reason=(reason or "").strip(),
             now=utcnow(),
         )
@@ -229,7 +236,7 @@ def move_alert(request: Request, alert_id: RowId, body: MoveRequest, principal: 
                 session=session,
                 alert=alert,
                 target=target,
-                officer=actions.Actor.api(principal.name),
+                officer=_actor(principal),
                 now=utcnow(),
             )
         except actions.Refused as exc:

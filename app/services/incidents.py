@@ -14,7 +14,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from app.enums import AuditAction, AuditEntity, Direction, IncidentStatus, Precision, Purpose
-from app.models import Alert, AuditLog, Incident, Message, Person, Place
+from app.models import Alert, AuditLog, Incident, IncidentNote, Message, Person, Place
 from app.phones import mask
 from app.schemas import (
     CODE_PREFIX,
@@ -54,6 +54,11 @@ class Actor:
     def api(cls, name: str) -> Actor:
         """Name the holder of an API token; not a roster entry, so every officer told learns who."""
         return cls(name, None, f"api:{name}")
+
+    @classmethod
+    def dashboard(cls, name: str) -> Actor:
+        """Name a user signed in to the dashboard."""
+        return cls(name, None, f"web:{name}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,6 +388,15 @@ def _audit(
             at=now,
         )
     )
+
+
+def add_note(*, session: Session, incident: Incident, actor: Actor, text: str) -> IncidentNote:
+    """Keep an officer's note on the incident (shown on its page, logged in its history)."""
+    note = IncidentNote(incident_id=incident.id, author=actor.name, text=text)
+    session.add(note)
+    session.flush()
+    _audit(session, actor.audit, AuditAction.NOTE, incident, note.created_at, note=note.id)
+    return note
 
 
 # -- reading -------------------------------------------------------------------------------------

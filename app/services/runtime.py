@@ -32,9 +32,10 @@ class Runtime:
         self.settings = settings
         path = sqlite_path(settings.database_url) if engine is None else None
         self.checkpointer = Checkpointer(path) if path else None
+        self.keyring = keyring_for(settings)
         self.engine = engine or make_engine(
             settings.database_url,
-            keyring=keyring_for(settings),
+            keyring=self.keyring,
             sqlite_synchronous=settings.sqlite_synchronous,
             background_checkpoints=self.checkpointer is not None,
         )
