@@ -49,6 +49,7 @@ class Outcome(StrEnum):
     COMMAND = "command"
     UNKNOWN = "unknown"  # not understood: for a human to read (triage)
     ERROR = "error"  # processing failed every time: parked for triage
+    DISMISSED = "dismissed"  # read by an officer in triage: not an alert (the reason is audit-logged)
 
 
 class IncidentStatus(StrEnum):
@@ -94,6 +95,7 @@ class AuditEntity(StrEnum):
     ALERT = "alert"
     TOKEN = "token"  # noqa: S105 (an API token, by name; not a secret)
     USER = "user"  # a dashboard account
+    MESSAGE = "message"  # an inbound message (triage)
     DATABASE = "database"  # the whole database (a retention run)
 
 

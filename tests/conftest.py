@@ -118,10 +118,17 @@ def pg_database() -> Iterator[str]:
 
 
 def _truncate(url: str) -> None:
+    """Empty every table and restart every id: DELETE, not TRUNCATE (which costs 130-200 ms a test
+    here, for new files on disk; DELETE of a test's few rows costs about 30 ms)."""
     engine = create_engine(url)
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]  # children before parents
     with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        sequences = conn.execute(
+            text("SELECT sequencename FROM pg_sequences WHERE schemaname = current_schema()")
+        ).scalars()
+        statements = [f'DELETE FROM "{name}"' for name in tables]
+        statements += [f'ALTER SEQUENCE "{name}" RESTART' for name in sequences]
+        conn.execute(text("; ".join(statements)))
     engine.dispose()
 
 

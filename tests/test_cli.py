@@ -26,14 +26,16 @@ from tests.server import KENGELE, TEST_SECRET_KEY
 
 
 def run(
-    *args: str, db_url: str | None = None, cwd: Path | None = None, **env: str
+    *args: str, db_url: str | None = None, cwd: Path | None = None, input_text: str | None = None, **env: str
 ) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("KENGELE_", "TWILIO_", "AT_"))}
     environ["KENGELE_SECRET_KEY"] = TEST_SECRET_KEY
     if db_url:
         environ["KENGELE_DATABASE_URL"] = db_url
     environ.update(env)
-    return subprocess.run([KENGELE, *args], capture_output=True, text=True, env=environ, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [KENGELE, *args], capture_output=True, text=True, env=environ, cwd=cwd, timeout=120, input=input_text
+    )
 
 
 def test_simulate_shows_stored_message_and_reply(db_url: str) -> None:

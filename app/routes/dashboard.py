@@ -110,13 +110,16 @@ def login(
         )
     if not username.strip() or not password:
         return _login_form(request, next_url=next_url, error="Enter your name and password.", status=422)
-    try:
-        with transaction(request.app.state.runtime.factory) as session:
+    refused: accounts.SignInRefused | None = None
+    with transaction(request.app.state.runtime.factory) as session:
+        try:
             signed = accounts.sign_in(
                 session=session, name=username, password=password, address=_address(request)
             )
-    except accounts.SignInRefused as exc:
-        if exc.locked:
+        except accounts.SignInRefused as exc:  # caught inside: the failure is counted (committed)
+            refused = exc
+    if refused is not None:
+        if refused.locked:
             error, status = "Too many failed sign-ins. Wait 15 minutes, or ask an admin.", 429
         else:
             error, status = "Wrong name or password.", 401

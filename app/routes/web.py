@@ -14,7 +14,7 @@ from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from typing import Annotated, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -172,6 +172,7 @@ def render(
         map_tiles=settings.map_tiles,
         map_attribution=settings.map_attribution,
         path=request.url.path,
+        query_for=lambda page: urlencode({**request.query_params, "page": page}),
         **context,
     )
     response = HTMLResponse(html, status_code=status)
