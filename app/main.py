@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -44,6 +45,9 @@ def create_app(
     # /docs and /redoc are served from local files (routes/docs.py), not FastAPI's CDN pages.
     app = FastAPI(title="Kengele", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.runtime = rt
+    # Innermost: pages, assets and API answers are compressed for slow links (a map page's first
+    # load is a third of its size); the webhooks answer before reaching it, uncompressed.
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
     # Added first, so it runs inside the webhooks' middleware: webhooks add the same headers on
     # their own fast path (routes/webhooks.respond) and never pay for this layer.
     app.add_middleware(SecurityHeaders)

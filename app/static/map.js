@@ -6,14 +6,14 @@
   var list = document.getElementById("incident-list");
   if (!box || !list || typeof L === "undefined") return;
   var colours = { critical: "#9b1c1c", high: "#d9622b", medium: "#d9a72b", low: "#4f7a28" };
-  var map = L.map(box, { zoomControl: true, attributionControl: true });
+  var map = L.map(box, { zoomControl: true, attributionControl: true, maxZoom: 18 }); // with no tiles, the clusters need it
   var tiles = box.getAttribute("data-tiles");
   if (tiles) {
     L.tileLayer(tiles, { maxZoom: 18, attribution: box.getAttribute("data-attribution") || "" }).addTo(map);
   }
+  map.setView([0.5, 25.0], 5); // before any layer: the cluster layer needs a view
   var cluster = L.markerClusterGroup({ maxClusterRadius: 40, showCoverageOnHover: false });
   map.addLayer(cluster);
-  map.setView([0.5, 25.0], 5);
   var first = true;
 
   function draw() {
