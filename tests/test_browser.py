@@ -1,9 +1,10 @@
 """The dashboard in a real browser (Debian's Chromium, driven by Playwright) against a real server.
 
 Every request the browser makes is watched: one for anywhere but 127.0.0.1 fails the test (and
-cannot leave: Chromium is told to resolve no other name). `KENGELE_SCREENSHOTS=DIR` keeps the screenshots there (docs/screenshots/ holds the ones
-the README shows: `KENGELE_SCREENSHOTS=docs/screenshots pytest tests/test_browser.py -k sqlite`).
-In CI (KENGELE_TEST_REQUIRE_BROWSER=1, set by .ci/run) a missing Chromium fails instead of skipping.
+cannot leave: Chromium is told to resolve no other name). `KENGELE_SCREENSHOTS=DIR` keeps the
+screenshots there; docs/screenshots/ holds the ones the README shows
+(`KENGELE_SCREENSHOTS=docs/screenshots pytest tests/test_browser.py -k sqlite`). In CI
+(KENGELE_TEST_REQUIRE_BROWSER=1, set by .ci/run) a missing Chromium fails instead of skipping.
 """
 
 from __future__ import annotations
