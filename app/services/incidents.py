@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Select, func, select, text, update
 from sqlalchemy.orm import Session
 
 from app.enums import AuditAction, AuditEntity, Direction, IncidentStatus, Precision, Purpose
@@ -418,6 +418,35 @@ def find(*, session: Session, key: IncidentKey) -> Incident | None:
     if key.code is not None:
         return by_code(session=session, code=key.code)
     return session.get(Incident, key.id)
+
+
+# Newest first: the order of the lists (the JSON pages), by the last report, then by id.
+INCIDENT_ORDER = (Incident.last_reported_at.desc(), Incident.id.desc())
+ALERT_ORDER = (Alert.id.desc(),)
+
+
+def incidents_query(
+    *, status: IncidentStatus | None, category: str | None, since: datetime | None
+) -> Select[Incident]:
+    """Select the incidents a list's filters name (`since`: reported to at or after it, in UTC)."""
+    query = select(Incident)
+    if status:
+        query = query.where(Incident.status == status)
+    if category:
+        query = query.where(Incident.category == category)
+    if since:
+        query = query.where(Incident.last_reported_at >= since)
+    return query
+
+
+def alerts_query(*, incident_id: int | None, since: datetime | None) -> Select[Alert]:
+    """Select the reports a list's filters name (`since`: reported at or after it, in UTC)."""
+    query = select(Alert)
+    if incident_id is not None:
+        query = query.where(Alert.incident_id == incident_id)
+    if since:
+        query = query.where(Alert.reported_at >= since)
+    return query
 
 
 def report_view(*, alert: Alert, full: bool) -> AlertPublic:
