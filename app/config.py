@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from typing import Annotated, Literal, TypeVar
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
@@ -85,6 +86,9 @@ class Settings(BaseSettings):
     retention_days: int = Field(90, ge=1)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+
+    # Who CAP alerts (GET /api/v1/incidents/{id}/cap) say they come from; unset: KENGELE_PUBLIC_URL's host.
+    cap_sender: str | None = None
 
     # Forwards carry the reporter's phone number only where a network decides officers need it.
     forward_reporter_phone: bool = False
@@ -299,6 +303,24 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("cap_sender", mode="before")
+    @classmethod
+    def _cap_sender(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        # CAP 1.2 forbids these in <sender>, and the sender is a part of every <identifier> too.
+        if any(ch.isspace() or ch in ",<&" for ch in value):
+            raise ValueError(
+                "must hold no spaces, commas, '<' or '&' (CAP 1.2 <sender>), e.g. alerts.example.org"
+            )
+        return value or None
+
+    @property
+    def cap_origin(self) -> str:
+        """The CAP sender: KENGELE_CAP_SENDER, else the host KENGELE_PUBLIC_URL names."""
+        return self.cap_sender or urlsplit(self.public_url).hostname or "kengele"
 
     @field_validator("at_webhook_secret")
     @classmethod

@@ -7,6 +7,7 @@ Everything runs in the caller's transaction; every decision is audit-logged.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -510,3 +511,51 @@ def detail(*, session: Session, incident: Incident, full: bool) -> IncidentDetai
         history=history,
     )
     return view if full else for_viewer(view)
+
+
+# An incident's steps that change what it tells the world (its CAP version): the first report,
+# each later one, an acknowledgement, an escalation, reports merged or moved in, the close.
+# A failover or a refused command changes who is told or nothing, not the incident.
+_CHANGING_STEPS = (AuditAction.ESCALATE, AuditAction.MERGE, AuditAction.MOVE_REPORT)
+
+
+def change_times(*, session: Session, incidents: Sequence[Incident]) -> dict[int, list[datetime]]:
+    """List, oldest first, the times each incident changed; the first is its opening.
+
+    Read from what stays: the incident's own times, its reports' and its audit log's (append-only),
+    so the n-th change of an incident is the same at every reading, and so is its CAP version n.
+    A report counts from when it was recorded, not the time it says it was sent: a backlog
+    delivered late is a change of today. A report moved or merged in counts once, by its step.
+    One limit: an incident a report is moved out of loses that report's change (the audit log
+    records a move on the incident moved into), so its later versions are numbered one lower.
+    Two queries whatever the number of incidents.
+    """
+    times: dict[int, list[datetime]] = {}
+    opened: dict[int, datetime] = {}
+    for incident in incidents:
+        opened[incident.id] = incident.created_at
+        times[incident.id] = [incident.created_at]
+        times[incident.id] += [t for t in (incident.acknowledged_at, incident.closed_at) if t is not None]
+    if not incidents:
+        return times
+    moved_in: set[int] = set()
+    steps = session.execute(
+        select(AuditLog.entity_id, AuditLog.action, AuditLog.at, AuditLog.details).where(
+            AuditLog.entity == AuditEntity.INCIDENT,
+            AuditLog.entity_id.in_([str(i) for i in times]),
+            AuditLog.action.in_(_CHANGING_STEPS),
+        )
+    )
+    for entity_id, action, at, details in steps:
+        times[int(entity_id)].append(at)
+        if action == AuditAction.MOVE_REPORT and isinstance((details or {}).get("alert"), int):
+            moved_in.add(details["alert"])
+    reports = session.execute(
+        select(Alert.id, Alert.incident_id, Alert.created_at).where(Alert.incident_id.in_(list(times)))
+    )
+    for alert_id, incident_id, created_at in reports:
+        # The opening report was recorded with the incident, and one older than its incident came
+        # in by a merge, which is a step of its own.
+        if incident_id is not None and created_at > opened[incident_id] and alert_id not in moved_in:
+            times[incident_id].append(created_at)
+    return {incident_id: sorted(found) for incident_id, found in times.items()}
