@@ -27,7 +27,6 @@ ATOM_NS = "http://www.w3.org/2005/Atom"
 CAP_MEDIA_TYPE = "application/cap+xml"
 ATOM_MEDIA_TYPE = "application/atom+xml"
 CSV_MEDIA_TYPE = "text/csv"
-ET.register_namespace("cap", CAP_NS)  # inside the Atom feed; a CAP document alone has it as default
 
 # -- CAP: what an incident's state says --------------------------------------------------------
 # Restricted, not Public: an alert names villages under threat and how many people reported it;
@@ -165,8 +164,17 @@ def description(incident: IncidentPublic) -> str:
     )
 
 
-def _add(parent: ET.Element, tag: str, text: str | None = None, ns: str = CAP_NS) -> ET.Element:
-    element = ET.SubElement(parent, f"{{{ns}}}{tag}")
+def _root(tag: str, namespace: str) -> ET.Element:
+    """A document's root element, declaring its namespace as the default one.
+
+    Its children are named without a prefix and inherit it; xml.etree's own namespace handling
+    cannot serialise an unprefixed default namespace with unprefixed attributes (Atom's `href`).
+    """
+    return ET.Element(tag, {"xmlns": namespace})
+
+
+def _add(parent: ET.Element, tag: str, text: str | None = None) -> ET.Element:
+    element = ET.SubElement(parent, tag)
     if text is not None:
         element.text = _NOT_XML.sub("\ufffd", text)
     return element
@@ -176,7 +184,7 @@ def cap_alert(*, source: CapSource, origin: Origin) -> ET.Element:
     """Build an incident's CAP 1.2 `<alert>` (elements in the order the schema requires)."""
     incident, version = source.incident, source.version
     sent = source.changes[-1] if source.changes else incident.last_reported_at
-    alert = ET.Element(f"{{{CAP_NS}}}alert")
+    alert = _root("alert", CAP_NS)
     _add(alert, "identifier", identifier(origin=origin, incident=incident, version=version))
     _add(alert, "sender", origin.sender)
     _add(alert, "sent", cap_time(sent))
@@ -218,36 +226,34 @@ def cap_alert(*, source: CapSource, origin: Origin) -> ET.Element:
 def cap_document(*, source: CapSource, origin: Origin) -> bytes:
     """One incident as a CAP 1.2 XML document (UTF-8)."""
     alert = cap_alert(source=source, origin=origin)
-    return ET.tostring(alert, encoding="utf-8", xml_declaration=True, default_namespace=CAP_NS)
+    return ET.tostring(alert, encoding="utf-8", xml_declaration=True)
 
 
 def atom_feed(*, sources: Sequence[CapSource], origin: Origin, url: str, now: datetime) -> bytes:
     """An Atom feed of incidents, newest first, each entry carrying its CAP alert and linking to it."""
-    feed = ET.Element(f"{{{ATOM_NS}}}feed")
-    _add(feed, "id", f"{origin.public_url}/api/v1/incidents.cap", ATOM_NS)
-    _add(feed, "title", "Kengele incidents (CAP 1.2)", ATOM_NS)
+    feed = _root("feed", ATOM_NS)
+    _add(feed, "id", f"{origin.public_url}/api/v1/incidents.cap")
+    _add(feed, "title", "Kengele incidents (CAP 1.2)")
     latest = [s.changes[-1] for s in sources if s.changes]
-    _add(feed, "updated", atom_time(max(latest, default=now)), ATOM_NS)
-    author = _add(feed, "author", ns=ATOM_NS)
-    _add(author, "name", f"Kengele ({origin.sender})", ATOM_NS)
-    _add(feed, "link", ns=ATOM_NS).attrib.update({"rel": "self", "href": url, "type": ATOM_MEDIA_TYPE})
+    _add(feed, "updated", atom_time(max(latest, default=now)))
+    author = _add(feed, "author")
+    _add(author, "name", f"Kengele ({origin.sender})")
+    _add(feed, "link").attrib.update({"rel": "self", "href": url, "type": ATOM_MEDIA_TYPE})
     for source in sources:
         incident = source.incident
-        entry = _add(feed, "entry", ns=ATOM_NS)
+        entry = _add(feed, "entry")
         link = cap_url(origin=origin, incident=incident)
         # One entry per incident, the same id at every version: a reader replaces it when `updated` moves.
-        _add(entry, "id", link, ATOM_NS)
-        _add(entry, "title", headline(incident), ATOM_NS)
+        _add(entry, "id", link)
+        _add(entry, "title", headline(incident))
         changed = source.changes[-1] if source.changes else incident.last_reported_at
-        _add(entry, "updated", atom_time(changed), ATOM_NS)
-        _add(entry, "link", ns=ATOM_NS).attrib.update(
-            {"rel": "alternate", "href": link, "type": CAP_MEDIA_TYPE}
-        )
-        _add(entry, "summary", description(incident), ATOM_NS)
-        content = _add(entry, "content", ns=ATOM_NS)
+        _add(entry, "updated", atom_time(changed))
+        _add(entry, "link").attrib.update({"rel": "alternate", "href": link, "type": CAP_MEDIA_TYPE})
+        _add(entry, "summary", description(incident))
+        content = _add(entry, "content")
         content.set("type", CAP_MEDIA_TYPE)  # an XML media type: the alert itself is the content
         content.append(cap_alert(source=source, origin=origin))
-    return ET.tostring(feed, encoding="utf-8", xml_declaration=True, default_namespace=ATOM_NS)
+    return ET.tostring(feed, encoding="utf-8", xml_declaration=True)
 
 
 # -- CSV ---------------------------------------------------------------------------------------
