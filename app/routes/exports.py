@@ -125,8 +125,14 @@ def _csv(
 def incidents_csv(request: Request, principal: Viewer, query: IncidentFilter) -> StreamingResponse:
     """Every incident the filters name, as CSV (the JSON list's fields; masked for viewers as it is)."""
     full = principal.at_least(ApiRole.OFFICER)
-    view = lambda i: actions.incident_view(incident=i, full=full)  # noqa: E731
-    return _csv(request, "incidents", query, Incident.id, IncidentPublic, view)
+    return _csv(
+        request,
+        "incidents",
+        query,
+        Incident.id,
+        IncidentPublic,
+        lambda i: actions.incident_view(incident=i, full=full),
+    )
 
 
 @router.get(
@@ -137,5 +143,6 @@ def incidents_csv(request: Request, principal: Viewer, query: IncidentFilter) ->
 def alerts_csv(request: Request, principal: Viewer, query: AlertFilter) -> StreamingResponse:
     """Every report the filters name, as CSV (the JSON list's fields; masked for viewers as it is)."""
     full = principal.at_least(ApiRole.OFFICER)
-    view = lambda a: actions.report_view(alert=a, full=full)  # noqa: E731
-    return _csv(request, "alerts", query, Alert.id, AlertPublic, view)
+    return _csv(
+        request, "alerts", query, Alert.id, AlertPublic, lambda a: actions.report_view(alert=a, full=full)
+    )

@@ -148,7 +148,10 @@ def _plural(count: int, word: str) -> str:
 
 
 def description(incident: IncidentPublic) -> str:
-    """Say what happened where, how many reported it and when: counts and places, no one's number or name."""
+    """Say what happened where and how many reported it: counts and places, no one's number or name.
+
+    No times: they are the alert's own elements, and a date in a text reads as a number would.
+    """
     where = _where(incident) or "an unknown place"
     status = {
         IncidentStatus.OPEN: "not yet acknowledged by an officer",
@@ -157,8 +160,7 @@ def description(incident: IncidentPublic) -> str:
     }[incident.status]
     return (
         f"{event_name(incident.category)} reported at {where} (incident {_code(incident)}): "
-        f"{_plural(incident.report_count, 'report')} from {_plural(incident.reporter_count, 'reporter')}, "
-        f"first at {atom_time(incident.first_reported_at)}, last at {atom_time(incident.last_reported_at)}. "
+        f"{_plural(incident.report_count, 'report')} from {_plural(incident.reporter_count, 'reporter')}. "
         f"Severity {incident.severity}; {status}. Reports are SMS from community focal points and "
         "villagers, not verified."
     )
