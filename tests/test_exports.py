@@ -125,6 +125,48 @@ def test_cap_goes_alert_update_cancel_each_valid_and_referencing_the_one_before(
     assert text(third, "cap:info/cap:urgency") == "Past"
 
 
+def test_merges_and_moves_are_versions_and_keep_the_earlier_ones_as_they_were(
+    app_client: TestClient, auth: dict[str, str]
+) -> None:
+    djugu = by_place(app_client, auth, "Djugu", "attack")  # two reports: version 2
+    bunia = by_place(app_client, auth, "Bunia", "attack")  # one report: version 1
+    before = {i["code"]: cap(app_client, i["code"], VIEWER) for i in (djugu, bunia)}
+    r = app_client.post(
+        f"/api/v1/incidents/{bunia['code']}/merge", json={"into": djugu["code"]}, headers=auth
+    )
+    assert r.status_code == 200, r.text
+
+    def follows(alert: etree._Element, code: object, version: int) -> None:
+        """`alert` is version `version` of `code`, referencing the version before as it was served."""
+        earlier = before[str(code)]
+        assert text(alert, "cap:identifier") == f"kengele:{SENDER}:{code}:{version}"
+        assert text(earlier, "cap:identifier") == f"kengele:{SENDER}:{code}:{version - 1}"
+        assert (
+            text(alert, "cap:references")
+            == f"{SENDER},{text(earlier, 'cap:identifier')},{text(earlier, 'cap:sent')}"
+        )
+
+    merged = cap(app_client, djugu["code"], VIEWER)
+    follows(merged, djugu["code"], 3)
+    assert text(merged, "cap:msgType") == "Update"
+    assert "3 reports from 3 reporters" in (text(merged, "cap:info/cap:description") or "")
+    gone = cap(app_client, bunia["code"], VIEWER)
+    follows(gone, bunia["code"], 2)  # closed by the merge: one change, not two
+    assert text(gone, "cap:msgType") == "Cancel"
+
+    before = {str(djugu["code"]): merged, str(bunia["code"]): gone}
+    detail = app_client.get(f"/api/v1/incidents/{djugu['code']}", headers=auth).json()
+    first = detail["reports"][0]["id"]  # recorded into Djugu: its change stays Djugu's
+    r = app_client.post(f"/api/v1/alerts/{first}/move", json={"incident_id": None}, headers=auth)
+    assert r.status_code == 200, r.text
+    own = r.json()
+    follows(cap(app_client, djugu["code"], VIEWER), djugu["code"], 4)
+    assert text(cap(app_client, bunia["code"], VIEWER), "cap:identifier") == text(gone, "cap:identifier")
+    alone = cap(app_client, own["code"], VIEWER)  # opened by the move: new
+    assert text(alone, "cap:msgType") == "Alert"
+    assert text(alone, "cap:identifier") == f"kengele:{SENDER}:{own['code']}:1"
+
+
 def test_an_incident_with_two_reports_is_an_update_and_the_sender_defaults_to_the_public_host(
     client: TestClient, auth: dict[str, str], db_url: str
 ) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, func, select, text, update
+from sqlalchemy import Select, and_, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from app.enums import AuditAction, AuditEntity, Direction, IncidentStatus, Precision, Purpose
@@ -268,13 +268,16 @@ def merge(*, session: Session, source: Incident, target: Incident, officer: Acto
         raise Refused(f"into: {target.code} is closed")
     if source.category != target.category:
         raise Refused(f"into: {target.code} is {target.category}, {source.code} is {source.category}")
+    # The reports it moves are named in the audit log: each keeps the change it made to `source`
+    # (an incident's CAP versions are counted from its log, see change_times).
+    moved = list(session.scalars(select(Alert.id).where(Alert.incident_id == source.id).order_by(Alert.id)))
     session.execute(update(Alert).where(Alert.incident_id == source.id).values(incident_id=target.id))
     session.execute(update(Message).where(Message.incident_id == source.id).values(incident_id=target.id))
     source.status, source.closed_at = IncidentStatus.CLOSED, now
     source.closed_by = f"merged into {target.code}"
     source.report_count = source.reporter_count = 0
     refresh(session, target)
-    _audit(session, officer.audit, AuditAction.MERGE, target, now, merged=source.code)
+    _audit(session, officer.audit, AuditAction.MERGE, target, now, merged=source.code, alerts=moved)
     return Decision(target, changed=True)
 
 
@@ -513,49 +516,71 @@ def detail(*, session: Session, incident: Incident, full: bool) -> IncidentDetai
     return view if full else for_viewer(view)
 
 
-# An incident's steps that change what it tells the world (its CAP version): the first report,
-# each later one, an acknowledgement, an escalation, reports merged or moved in, the close.
-# A failover or a refused command changes who is told or nothing, not the incident.
-_CHANGING_STEPS = (AuditAction.ESCALATE, AuditAction.MERGE, AuditAction.MOVE_REPORT)
+# Steps that move reports between incidents: a change of the incident moved into (the audit
+# log's entity) and of the one moved out of (the step's `source`, or `merged`).
+_MOVES = (AuditAction.MERGE, AuditAction.MOVE_REPORT)
 
 
 def change_times(*, session: Session, incidents: Sequence[Incident]) -> dict[int, list[datetime]]:
     """List, oldest first, the times each incident changed; the first is its opening.
 
-    Read from what stays: the incident's own times, its reports' and its audit log's (append-only),
-    so the n-th change of an incident is the same at every reading, and so is its CAP version n.
-    A report counts from when it was recorded, not the time it says it was sent: a backlog
-    delivered late is a change of today. A report moved or merged in counts once, by its step.
-    One limit: an incident a report is moved out of loses that report's change (the audit log
-    records a move on the incident moved into), so its later versions are numbered one lower.
-    Two queries whatever the number of incidents.
+    An incident changes when it opens, at each later report recorded into it, when acknowledged,
+    escalated or closed, and when reports are merged or moved in or out. All is read from what
+    stays (the incident's own times, its reports', the audit log, which only grows), so the n-th
+    change is the same at every reading, and so is the incident's CAP version n. A report counts
+    from when it was recorded, not the time it says it was sent (a backlog delivered late is a
+    change of today), and for the incident it was recorded into, wherever it was moved since.
+    Changes at the same instant are one (a move that empties an incident also closes it).
+    Merges logged before their reports were named in the log count those reports where they are.
     """
-    times: dict[int, list[datetime]] = {}
+    times: dict[int, set[datetime]] = {}
     opened: dict[int, datetime] = {}
+    by_code: dict[str, int] = {}
     for incident in incidents:
         opened[incident.id] = incident.created_at
-        times[incident.id] = [incident.created_at]
-        times[incident.id] += [t for t in (incident.acknowledged_at, incident.closed_at) if t is not None]
+        by_code[incident.code or code_of(incident.id)] = incident.id
+        times[incident.id] = {
+            t for t in (incident.created_at, incident.acknowledged_at, incident.closed_at) if t
+        }
     if not incidents:
-        return times
-    moved_in: set[int] = set()
+        return {}
+    keys = [str(i) for i in times]
+    # Every move and merge (officers' decisions: few), for the reports' first incidents.
     steps = session.execute(
-        select(AuditLog.entity_id, AuditLog.action, AuditLog.at, AuditLog.details).where(
+        select(AuditLog.entity_id, AuditLog.action, AuditLog.at, AuditLog.details)
+        .where(
             AuditLog.entity == AuditEntity.INCIDENT,
-            AuditLog.entity_id.in_([str(i) for i in times]),
-            AuditLog.action.in_(_CHANGING_STEPS),
+            or_(
+                AuditLog.action.in_(_MOVES),
+                and_(AuditLog.action == AuditAction.ESCALATE, AuditLog.entity_id.in_(keys)),
+            ),
+        )
+        .order_by(AuditLog.id)
+    )
+    recorded_in: dict[int, int | None] = {}  # a moved report: the incident it was recorded into, if ours
+    for entity_id, action, at, details in steps:
+        into = int(entity_id)
+        details = details or {}
+        out_of = by_code.get(str(details.get("source") or details.get("merged") or ""))
+        for changed in (into, out_of):
+            if changed in times:
+                times[changed].add(at)
+        if action in _MOVES:
+            alerts = details.get("alerts") if action == AuditAction.MERGE else [details.get("alert")]
+            for alert_id in alerts if isinstance(alerts, list) else []:
+                if isinstance(alert_id, int):
+                    recorded_in.setdefault(alert_id, out_of)  # the first move names where it began
+    reports = session.execute(
+        select(Alert.id, Alert.incident_id, Alert.created_at).where(
+            or_(
+                Alert.incident_id.in_(list(times)),
+                Alert.id.in_([a for a, origin in recorded_in.items() if origin is not None]),
+            )
         )
     )
-    for entity_id, action, at, details in steps:
-        times[int(entity_id)].append(at)
-        if action == AuditAction.MOVE_REPORT and isinstance((details or {}).get("alert"), int):
-            moved_in.add(details["alert"])
-    reports = session.execute(
-        select(Alert.id, Alert.incident_id, Alert.created_at).where(Alert.incident_id.in_(list(times)))
-    )
     for alert_id, incident_id, created_at in reports:
-        # The opening report was recorded with the incident, and one older than its incident came
-        # in by a merge, which is a step of its own.
-        if incident_id is not None and created_at > opened[incident_id] and alert_id not in moved_in:
-            times[incident_id].append(created_at)
+        origin = recorded_in.get(alert_id, incident_id)
+        # The opening report was recorded with its incident: that change is the opening.
+        if origin in times and created_at > opened[origin]:
+            times[origin].add(created_at)
     return {incident_id: sorted(found) for incident_id, found in times.items()}
