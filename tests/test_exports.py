@@ -167,6 +167,32 @@ def test_merges_and_moves_are_versions_and_keep_the_earlier_ones_as_they_were(
     assert text(alone, "cap:identifier") == f"kengele:{SENDER}:{own['code']}:1"
 
 
+def test_each_escalation_is_a_version(
+    make_settings: Callable[..., Settings], db_url: str, auth: dict[str, str]
+) -> None:
+    settings = make_settings(cap_sender=SENDER, ack_timeout=1, escalation_poll=0.1)
+    with TestClient(create_app(settings)) as client:
+        setup(client, db_url)
+        code = by_place(client, auth, "Bunia", "looting")["code"]
+
+        def history() -> list[str]:
+            detail = client.get(f"/api/v1/incidents/{code}", headers=auth).json()
+            return [step["action"] for step in detail["history"]]
+
+        wait_for(lambda: "escalate" in history())
+        assert client.post(f"/api/v1/incidents/{code}/ack", headers=auth).status_code == 200  # no more
+
+        def settled() -> tuple[int, etree._Element] | None:
+            """The escalations and the alert, read while no pass begun before the ack still commits."""
+            escalations, alert = history().count("escalate"), cap(client, code, auth)
+            return (escalations, alert) if history().count("escalate") == escalations else None
+
+        escalations, alert = wait_for(settled)
+        # opened, each escalation, the acknowledgement
+        assert text(alert, "cap:identifier") == f"kengele:{SENDER}:{code}:{1 + escalations + 1}"
+        assert text(alert, "cap:msgType") == "Update"
+
+
 def test_an_incident_with_two_reports_is_an_update_and_the_sender_defaults_to_the_public_host(
     client: TestClient, auth: dict[str, str], db_url: str
 ) -> None:
