@@ -137,7 +137,7 @@ def _where(incident: IncidentPublic) -> str:
 
 
 def headline(incident: IncidentPublic) -> str:
-    """`Attack at Djugu, Djugu`, `Looting (place unknown)`; at most HEADLINE_MAX characters."""
+    """`Looting at Bunia, Irumu`, `Threat (place unknown)`; at most HEADLINE_MAX characters."""
     where = _where(incident)
     text = f"{event_name(incident.category)} " + (f"at {where}" if where else "(place unknown)")
     return text if len(text) <= HEADLINE_MAX else text[: HEADLINE_MAX - 1] + "…"
