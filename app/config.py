@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from typing import Annotated, Literal, TypeVar
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
@@ -91,6 +92,8 @@ class Settings(BaseSettings):
     # a network that must not tell a tile server where it looks runs its own and names it here.
     map_tiles: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
     map_attribution: str = "© OpenStreetMap contributors"
+    # Who CAP alerts (GET /api/v1/incidents/{id}/cap) say they come from; unset: KENGELE_PUBLIC_URL's host.
+    cap_sender: str | None = None
 
     # Forwards carry the reporter's phone number only where a network decides officers need it.
     forward_reporter_phone: bool = False
@@ -313,6 +316,24 @@ class Settings(BaseSettings):
         if value and not (value.startswith(("http://", "https://")) and "{z}" in value and "{x}" in value):
             raise ValueError("a tile URL such as https://tile.example.org/{z}/{x}/{y}.png, or empty for none")
         return value
+
+    @field_validator("cap_sender", mode="before")
+    @classmethod
+    def _cap_sender(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        # CAP 1.2 forbids these in <sender>, and the sender is a part of every <identifier> too.
+        if any(ch.isspace() or ch in ",<&" for ch in value):
+            raise ValueError(
+                "must hold no spaces, commas, '<' or '&' (CAP 1.2 <sender>), e.g. alerts.example.org"
+            )
+        return value or None
+
+    @property
+    def cap_origin(self) -> str:
+        """The CAP sender: KENGELE_CAP_SENDER, else the host KENGELE_PUBLIC_URL names."""
+        return self.cap_sender or urlsplit(self.public_url).hostname or "kengele"
 
     @field_validator("at_webhook_secret")
     @classmethod

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.config import Settings
 from app.outage import RETRY_AFTER, unavailable
-from app.routes import api, dashboard, docs, health, incidents, network, pages, people, web, webhooks
+from app.routes import api, dashboard, docs, exports, health, incidents, network, pages, people, web, webhooks
 from app.routes.headers import SECURITY_HEADERS, SecurityHeaders
 from app.services.runtime import Runtime
 
@@ -54,6 +54,7 @@ def create_app(
     app.add_middleware(webhooks.Webhooks, runtime=rt)
     app.include_router(api.router)
     app.include_router(incidents.router)
+    app.include_router(exports.router)
     app.include_router(people.router)
     app.include_router(health.router)
     app.include_router(network.router)

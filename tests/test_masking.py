@@ -6,6 +6,7 @@ Every answer carries `X-Content-Type-Options: nosniff` and `Cache-Control: no-st
 
 from __future__ import annotations
 
+import csv
 import io
 import logging
 import uuid
@@ -17,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
+from lxml import etree
 from sqlalchemy import func, select, update
 
 from app.config import Settings
@@ -60,7 +62,26 @@ def viewer_answers(
         docs[f"alert {alert}"] = _get(client, f"/api/v1/alerts/{alert}", VIEWER)
     for incident in incidents if incidents is not None else [i["id"] for i in docs["incidents"]["items"]]:
         docs[f"incident {incident}"] = _get(client, f"/api/v1/incidents/{incident}", VIEWER)
+        docs[f"cap {incident}"] = _xml_texts(_body(client, f"/api/v1/incidents/{incident}/cap", VIEWER))
+    docs["incidents.cap"] = _xml_texts(_body(client, "/api/v1/incidents.cap", VIEWER, limit=500))
+    for name in ("incidents.csv", "alerts.csv"):
+        docs[name] = list(
+            csv.DictReader(io.StringIO(_body(client, f"/api/v1/{name}", VIEWER).decode("utf-8-sig")))
+        )
     return docs
+
+
+def _body(client: TestClient, path: str, token: str, **params: Any) -> bytes:
+    r = client.get(path, params=params, headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, (path, r.text)
+    return r.content
+
+
+def _xml_texts(body: bytes) -> list[str]:
+    """Every text and attribute of an XML document, split at commas (a CAP `references` holds a time)."""
+    root = etree.fromstring(body)
+    texts = [t for el in root.iter() for t in (el.text or "", *el.attrib.values())]
+    return [part for t in texts for part in t.split(",")]
 
 
 def leaked(docs: dict[str, Any], phones: list[str]) -> list[tuple[str, str, str]]:

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from app.auth import Principal, require
@@ -62,28 +62,38 @@ def _detail(session: Session, incident: Incident, principal: Principal) -> Incid
     return actions.detail(session=session, incident=incident, full=principal.at_least(ApiRole.OFFICER))
 
 
+def incident_filter(
+    status: IncidentStatus | None = None, category: str | None = None, since: datetime | None = None
+) -> Select[Incident]:
+    """The incidents the filters of a list name: the JSON page, the CSV and the Atom feed."""
+    return actions.incidents_query(status=status, category=category, since=as_utc(since))
+
+
+def alert_filter(
+    incident_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None, since: datetime | None = None
+) -> Select[Alert]:
+    """The reports the filters of a list name: the JSON page and the CSV."""
+    return actions.alerts_query(incident_id=incident_id, since=as_utc(since))
+
+
+# Declared after the caller's token in each route, so a bad token is refused before a bad filter.
+IncidentFilter = Annotated[Select[Incident], Depends(incident_filter)]
+AlertFilter = Annotated[Select[Alert], Depends(alert_filter)]
+
+
 @router.get("/incidents", response_model=Page[IncidentPublic])
 def list_incidents(
-    request: Request,
-    principal: Viewer,
-    status: IncidentStatus | None = None,
-    category: str | None = None,
-    since: datetime | None = None,
-    limit: Limit = 50,
-    offset: Offset = 0,
+    request: Request, principal: Viewer, query: IncidentFilter, limit: Limit = 50, offset: Offset = 0
 ) -> Page[IncidentPublic]:
     """Incidents, newest first."""
-    query = select(Incident)
-    if status:
-        query = query.where(Incident.status == status)
-    if category:
-        query = query.where(Incident.category == category)
-    if since:
-        query = query.where(Incident.last_reported_at >= as_utc(since))
-    order = (Incident.last_reported_at.desc(), Incident.id.desc())
     full = principal.at_least(ApiRole.OFFICER)
     items, total = paged(
-        request, query, order, lambda i: actions.incident_view(incident=i, full=full), limit, offset
+        request,
+        query,
+        actions.INCIDENT_ORDER,
+        lambda i: actions.incident_view(incident=i, full=full),
+        limit,
+        offset,
     )
     return Page[IncidentPublic](items=items, total=total)
 
@@ -172,22 +182,12 @@ def merge_incident(
 
 @router.get("/alerts", response_model=Page[AlertPublic])
 def list_alerts(
-    request: Request,
-    principal: Viewer,
-    incident_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-    since: datetime | None = None,
-    limit: Limit = 50,
-    offset: Offset = 0,
+    request: Request, principal: Viewer, query: AlertFilter, limit: Limit = 50, offset: Offset = 0
 ) -> Page[AlertPublic]:
     """Reports, newest first."""
-    query = select(Alert)
-    if incident_id is not None:
-        query = query.where(Alert.incident_id == incident_id)
-    if since:
-        query = query.where(Alert.reported_at >= as_utc(since))
     full = principal.at_least(ApiRole.OFFICER)
     items, total = paged(
-        request, query, (Alert.id.desc(),), lambda a: actions.report_view(alert=a, full=full), limit, offset
+        request, query, actions.ALERT_ORDER, lambda a: actions.report_view(alert=a, full=full), limit, offset
     )
     return Page[AlertPublic](items=items, total=total)
 

@@ -7,10 +7,11 @@ Everything runs in the caller's transaction; every decision is audit-logged.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Select, and_, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from app.enums import AuditAction, AuditEntity, Direction, IncidentStatus, Precision, Purpose
@@ -272,13 +273,16 @@ def merge(*, session: Session, source: Incident, target: Incident, officer: Acto
         raise Refused(f"into: {target.code} is closed")
     if source.category != target.category:
         raise Refused(f"into: {target.code} is {target.category}, {source.code} is {source.category}")
+    # The reports it moves are named in the audit log: each keeps the change it made to `source`
+    # (an incident's CAP versions are counted from its log, see change_times).
+    moved = list(session.scalars(select(Alert.id).where(Alert.incident_id == source.id).order_by(Alert.id)))
     session.execute(update(Alert).where(Alert.incident_id == source.id).values(incident_id=target.id))
     session.execute(update(Message).where(Message.incident_id == source.id).values(incident_id=target.id))
     source.status, source.closed_at = IncidentStatus.CLOSED, now
     source.closed_by = f"merged into {target.code}"
     source.report_count = source.reporter_count = 0
     refresh(session, target)
-    _audit(session, officer.audit, AuditAction.MERGE, target, now, merged=source.code)
+    _audit(session, officer.audit, AuditAction.MERGE, target, now, merged=source.code, alerts=moved)
     return Decision(target, changed=True)
 
 
@@ -434,6 +438,35 @@ def find(*, session: Session, key: IncidentKey) -> Incident | None:
     return session.get(Incident, key.id)
 
 
+# Newest first: the order of the lists (the JSON pages), by the last report, then by id.
+INCIDENT_ORDER = (Incident.last_reported_at.desc(), Incident.id.desc())
+ALERT_ORDER = (Alert.id.desc(),)
+
+
+def incidents_query(
+    *, status: IncidentStatus | None, category: str | None, since: datetime | None
+) -> Select[Incident]:
+    """Select the incidents a list's filters name (`since`: reported to at or after it, in UTC)."""
+    query = select(Incident)
+    if status:
+        query = query.where(Incident.status == status)
+    if category:
+        query = query.where(Incident.category == category)
+    if since:
+        query = query.where(Incident.last_reported_at >= since)
+    return query
+
+
+def alerts_query(*, incident_id: int | None, since: datetime | None) -> Select[Alert]:
+    """Select the reports a list's filters name (`since`: reported at or after it, in UTC)."""
+    query = select(Alert)
+    if incident_id is not None:
+        query = query.where(Alert.incident_id == incident_id)
+    if since:
+        query = query.where(Alert.reported_at >= since)
+    return query
+
+
 def report_view(*, alert: Alert, full: bool) -> AlertPublic:
     """Show a report; without `full` (a viewer) every number in it is masked."""
     view = AlertPublic.model_validate(alert)
@@ -495,3 +528,73 @@ def detail(*, session: Session, incident: Incident, full: bool) -> IncidentDetai
         history=history,
     )
     return view if full else for_viewer(view)
+
+
+# Steps that move reports between incidents: a change of the incident moved into (the audit
+# log's entity) and of the one moved out of (the step's `source`, or `merged`).
+_MOVES = (AuditAction.MERGE, AuditAction.MOVE_REPORT)
+
+
+def change_times(*, session: Session, incidents: Sequence[Incident]) -> dict[int, list[datetime]]:
+    """List, oldest first, the times each incident changed; the first is its opening.
+
+    An incident changes when it opens, at each later report recorded into it, when acknowledged,
+    escalated or closed, and when reports are merged or moved in or out. All is read from what
+    stays (the incident's own times, its reports', the audit log, which only grows), so the n-th
+    change is the same at every reading, and so is the incident's CAP version n. A report counts
+    from when it was recorded, not the time it says it was sent (a backlog delivered late is a
+    change of today), and for the incident it was recorded into, wherever it was moved since.
+    Changes at the same instant are one (a move that empties an incident also closes it).
+    Merges logged before their reports were named in the log count those reports where they are.
+    """
+    times: dict[int, set[datetime]] = {}
+    opened: dict[int, datetime] = {}
+    by_code: dict[str, int] = {}
+    for incident in incidents:
+        opened[incident.id] = incident.created_at
+        by_code[incident.code or code_of(incident.id)] = incident.id
+        times[incident.id] = {
+            t for t in (incident.created_at, incident.acknowledged_at, incident.closed_at) if t
+        }
+    if not incidents:
+        return {}
+    keys = [str(i) for i in times]
+    # Every move and merge (officers' decisions: few), for the reports' first incidents.
+    steps = session.execute(
+        select(AuditLog.entity_id, AuditLog.action, AuditLog.at, AuditLog.details)
+        .where(
+            AuditLog.entity == AuditEntity.INCIDENT,
+            or_(
+                AuditLog.action.in_(_MOVES),
+                and_(AuditLog.action == AuditAction.ESCALATE, AuditLog.entity_id.in_(keys)),
+            ),
+        )
+        .order_by(AuditLog.id)
+    )
+    recorded_in: dict[int, int | None] = {}  # a moved report: the incident it was recorded into, if ours
+    for entity_id, action, at, details in steps:
+        into = int(entity_id)
+        details = details or {}
+        out_of = by_code.get(str(details.get("source") or details.get("merged") or ""))
+        for changed in (into, out_of):
+            if changed in times:
+                times[changed].add(at)
+        if action in _MOVES:
+            alerts = details.get("alerts") if action == AuditAction.MERGE else [details.get("alert")]
+            for alert_id in alerts if isinstance(alerts, list) else []:
+                if isinstance(alert_id, int):
+                    recorded_in.setdefault(alert_id, out_of)  # the first move names where it began
+    reports = session.execute(
+        select(Alert.id, Alert.incident_id, Alert.created_at).where(
+            or_(
+                Alert.incident_id.in_(list(times)),
+                Alert.id.in_([a for a, origin in recorded_in.items() if origin is not None]),
+            )
+        )
+    )
+    for alert_id, incident_id, created_at in reports:
+        origin = recorded_in.get(alert_id, incident_id)
+        # The opening report was recorded with its incident: that change is the opening.
+        if origin in times and created_at > opened[origin]:
+            times[origin].add(created_at)
+    return {incident_id: sorted(found) for incident_id, found in times.items()}
