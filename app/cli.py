@@ -825,6 +825,15 @@ def _print_demo(loaded: Loaded, settings: Settings) -> None:
         print(f"  {loaded.token}")
         print(f'  curl -H "Authorization: Bearer {loaded.token}" {url}/api/v1/incidents')
         print(f"  {url}/docs  (Authorize with the token)")
+    if loaded.password is not None:
+        print(
+            f"\nThe dashboard: {url}/  sign in as {demo.USER_NAME!r} with {loaded.password}  (shown this once)"
+        )
+    else:
+        print(
+            f"\nThe dashboard: {url}/  (the user {demo.USER_NAME!r} exists already; "
+            f"`{_program()} user create --role admin --name NAME` for another)"
+        )
     if loaded.checkins:
         print(
             f"\nCheck-ins: a first round of {loaded.checkins} SMS is queued; the server sends it on starting."

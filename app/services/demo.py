@@ -10,6 +10,7 @@ gateway would text them (`refusal`: production, a gateway that reaches phones).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,13 +24,14 @@ from app.auth import create_token
 from app.config import Settings
 from app.db import transaction, utcnow
 from app.enums import ApiRole
-from app.models import ApiToken, Person
-from app.services import gazetteer, incidents, roster
+from app.models import ApiToken, Person, User
+from app.services import accounts, gazetteer, incidents, roster
 from app.services.checkins import CheckIns, last_fire_time, parse_schedule
 
 DATA = "app.demo"
 GAZETTEER, ROSTER = "gazetteer.csv", "roster.csv"
 TOKEN_NAME = "demo-admin"  # noqa: S105  (the name the token is listed and revoked by)
+USER_NAME = "demo-admin"  # the dashboard user the demo makes (an admin), its password shown once
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,7 @@ class Loaded:
     places_added: int
     people: roster.Report
     token: str | None  # the new admin token, to show once; None when a demo token is live already
+    password: str | None  # the dashboard user USER_NAME's password, to show once; None if the user exists
     checkins: int  # check-in SMS queued by the first round
     next_code: str  # the code the walk-through's alert gets, unless another incident comes first
 
@@ -114,9 +117,15 @@ def load(
         live = select(ApiToken.id).where(ApiToken.name == TOKEN_NAME, ApiToken.revoked_at.is_(None))
         if session.scalar(live) is None:
             token = create_token(session=session, name=TOKEN_NAME, role=ApiRole.ADMIN, actor=actor)
+        password = None
+        if session.scalar(select(User.id).where(User.name == USER_NAME)) is None:
+            password = secrets.token_urlsafe(12)
+            accounts.create_user(
+                session=session, name=USER_NAME, role=ApiRole.ADMIN, password=password, actor=actor
+            )
         code = incidents.next_code(session=session)
     queued = first_round(checkins, now or utcnow()) if report.created else 0
-    return Loaded(len(places), added, report, token, queued, code)
+    return Loaded(len(places), added, report, token, password, queued, code)
 
 
 def first_round(checkins: CheckIns, now: datetime) -> int:
