@@ -208,6 +208,7 @@ def test_one_scheduler_leads_and_another_takes_over(make_settings: Callable[...,
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+@pytest.mark.slow  # two real server processes
 def test_two_servers_send_each_round_once_to_each_focal_point(
     db_url: str, tmp_path: Path, make_settings: Callable[..., Settings], twilio_fake: FakeProvider
 ) -> None:

@@ -25,6 +25,8 @@ from tests.fakes import FakeProvider
 from tests.helpers import AT_SECRET, phone_is, signed_headers
 from tests.test_corpus import CORPUS, load_roster
 
+pytestmark = pytest.mark.slow  # timed: acknowledgement timeouts and failovers: run alone (make test)
+
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 DUFOUR, OKELLO, MENON, DIALLO = "+243990000001", "+243990000002", "+243990000003", "+243990000004"
 

@@ -25,6 +25,8 @@ from gateways.twilio import TwilioGateway
 from tests.fakes import FakeProvider
 from tests.helpers import wait_for
 
+pytestmark = pytest.mark.slow  # timed: sends per second: run alone (make test)
+
 
 def phone(i: int) -> str:
     return f"+2438100{i:05d}"

@@ -20,6 +20,8 @@ from tests.helpers import TWILIO_TOKEN, at_form
 from tests.server import Server
 from tests.test_corpus import CORPUS, load_roster
 
+pytestmark = pytest.mark.slow  # real server processes, timed: run alone (make test)
+
 ALERTS = [
     ("+243810000001", "A1 Djugu 20"),
     ("+243810000002", "A6 Fataki"),

@@ -27,6 +27,8 @@ from app.services.runtime import Runtime
 from gateways.base import InboundSms
 from tests.helpers import TWILIO_TOKEN, engine, signed_headers, twilio_form, wait_for
 
+pytestmark = pytest.mark.slow  # real server processes: run alone (make test)
+
 TW_URL = "http://testserver/webhooks/twilio/sms"
 FOREIGN = "+4915112345678"
 LOCAL = "+243820000777"

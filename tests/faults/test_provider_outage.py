@@ -25,6 +25,8 @@ from tests.fakes import FakeProvider, Received
 from tests.helpers import wait_for
 from tests.server import Server
 
+pytestmark = pytest.mark.slow  # a real server, timed against the provider's clock: run alone (make test)
+
 RATE = 10
 RETRY_AFTER = 1.0
 # The dispatcher's parallel sends (KENGELE_DISPATCH_CONCURRENCY's default), and how long after a 429
