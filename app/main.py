@@ -14,7 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.config import Settings
 from app.outage import RETRY_AFTER, unavailable
-from app.routes import api, docs, health, incidents, network, people, webhooks
+from app.routes import api, docs, health, incidents, integrations, network, people, webhooks
 from app.routes.headers import SECURITY_HEADERS, SecurityHeaders
 from app.services.runtime import Runtime
 
@@ -49,6 +49,7 @@ def create_app(
     app.include_router(api.router)
     app.include_router(incidents.router)
     app.include_router(people.router)
+    app.include_router(integrations.router)
     app.include_router(health.router)
     app.include_router(network.router)
     app.include_router(docs.router)

@@ -397,7 +397,7 @@ class Webhook(Base):
 
 
 class WebhookDelivery(Base):
-    """One incident change for one subscription: the outbox row its deliverer POSTs (app/services/webhooks.py)."""
+    """One incident change for one subscription: an outbox row a deliverer POSTs (services/webhooks.py)."""
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (

@@ -66,7 +66,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
         batch_op.create_index(
-            batch_op.f("ix_webhook_deliveries_state_next_attempt_at"), ["state", "next_attempt_at"], unique=False
+            batch_op.f("ix_webhook_deliveries_state_next_attempt_at"),
+            ["state", "next_attempt_at"],
+            unique=False,
         )
         batch_op.create_index(
             batch_op.f("ix_webhook_deliveries_subscription_id_incident_id_id"),
