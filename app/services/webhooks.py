@@ -81,6 +81,8 @@ def forbidden(ip: IPAddress) -> str | None:
     """
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
+    if ip.is_loopback:  # (::1 lies in a range Python also calls reserved)
+        return None
     if ip in METADATA or ip.is_link_local:
         return "a link-local or cloud metadata address"
     if ip.is_unspecified:
@@ -102,10 +104,10 @@ def _literal_ip(host: str) -> IPAddress | None:
 def is_loopback(host: str) -> bool:
     """Tell whether a URL's host is this machine: localhost, or a loopback address."""
     ip = _literal_ip(host)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
     if ip is not None:
-        return ip.is_loopback or (
-            isinstance(ip, ipaddress.IPv6Address) and bool(ip.ipv4_mapped and ip.ipv4_mapped.is_loopback)
-        )
+        return ip.is_loopback
     return host == "localhost" or host.endswith(".localhost")
 
 
