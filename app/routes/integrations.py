@@ -14,11 +14,12 @@ from app.routes.api import RowId
 from app.schemas import Page, WebhookCreated, WebhookIn, WebhookOut, refusals
 from app.services import webhooks
 
-router = APIRouter(prefix="/api/v1", tags=["webhooks"], responses=refusals(401, 403, 422))
+# Not "webhooks": that tag is the providers' inbound ones (routes/webhooks.TAG).
+router = APIRouter(prefix="/api/v1", tags=["outbound webhooks"], responses=refusals(401, 403, 422))
 Admin = Annotated[Principal, Depends(require(ApiRole.ADMIN))]
 
 
-@router.post("/webhooks", response_model=WebhookCreated, status_code=201)
+@router.post("/webhooks", response_model=WebhookCreated, status_code=201, responses=refusals(400))
 def create_webhook(request: Request, body: WebhookIn, principal: Admin) -> WebhookCreated:
     """Register a URL to POST every incident change to, signed with its secret (made when not given)."""
     settings = request.app.state.runtime.settings
