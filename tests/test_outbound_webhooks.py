@@ -471,3 +471,80 @@ def test_a_name_resolving_to_a_forbidden_address_is_not_called(
     answers["rebind.example.test"] = ["127.0.0.1"]  # the name points somewhere allowed again
     wait_for(lambda: receiver.events() == ["incident.created"])
     assert receiver.got[0].headers["Host"] == f"rebind.example.test:{port}"  # the name, not the address
+
+
+def test_two_deliverers_share_the_outbox_in_order_and_never_send_a_change_twice(
+    make_settings: Callable[..., Settings], auth: dict[str, str], receiver: Receiver
+) -> None:
+    """Two replicas' deliverers at once (SKIP LOCKED and a lease on PostgreSQL): per incident in order."""
+    settings = make_settings(webhook_backoff_base=0.01, webhook_backoff_max=0.02, webhook_concurrency=2)
+    flaky = iter(["500", "ok", "ok", "500"] * 40)
+    lock = threading.Lock()
+
+    def rule(doc: dict[str, Any]) -> str:
+        with lock:
+            return next(flaky, "ok")
+
+    receiver.rule = rule
+    one, two = Runtime(settings), Runtime(settings)
+    try:
+        gazetteer.store(one.engine, PLACES)
+        with TestClient(
+            create_app(settings, runtime=one, processor=False, dispatcher=False, scheduler=False)
+        ) as c:
+            subscribe(c, auth, receiver.url)
+            with transaction(one.factory) as session:
+                opened = [
+                    Incident(
+                        category="attack",
+                        severity="high",
+                        status="open",
+                        place_name=f"Village {n}",
+                        precision="unknown",
+                        first_reported_at=utcnow(),
+                        last_reported_at=utcnow(),
+                        code=f"X{n}",
+                    )
+                    for n in range(6)
+                ]
+                session.add_all(opened)
+                session.flush()
+                for step in range(4):  # four changes of each incident, interleaved
+                    for incident in opened:
+                        incident.report_count = step + 1
+                        webhooks.emit(
+                            session=session,
+                            incident=incident,
+                            event=webhooks.WebhookEvent.UPDATED,
+                            now=utcnow(),
+                        )
+        stop = threading.Event()
+
+        def run(runtime: Runtime) -> None:
+            while not stop.is_set():
+                runtime.webhooks.run_once()
+
+        threads = [threading.Thread(target=run, args=(r,)) for r in (one, two, one, two)]
+        for t in threads:
+            t.start()
+        try:
+            wait_for(lambda: len(receiver.delivered()) == 24, timeout=30)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=10)
+        for n in range(6):
+            counts = [
+                d["incident"]["report_count"]
+                for d in receiver.delivered()
+                if d["incident"]["code"] == f"X{n}"
+            ]
+            assert counts == [1, 2, 3, 4]  # in order, none twice, none skipped
+        ok = [g.doc["id"] for g in receiver.got if g.answered == 200]
+        assert len(ok) == len(set(ok)) == 24
+        assert all(r.state == "delivered" for r in deliveries(c))
+    finally:
+        one.webhooks.stop()
+        two.webhooks.stop()
+        one.engine.dispose()
+        two.engine.dispose()
