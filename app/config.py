@@ -129,7 +129,7 @@ class Settings(BaseSettings):
     # delivery (doubling from base, capped: a receiver down for a day is retried every few minutes,
     # never given up on), how long a deliverer owns a claimed delivery, and how often it looks.
     webhook_timeout: float = Field(10.0, gt=0)
-    webhook_backoff_base: float = Field(2.0, ge=0)
+    webhook_backoff_base: float = Field(2.0, gt=0)  # 0 would retry a failing receiver in a busy loop
     webhook_backoff_max: float = Field(300.0, ge=0)
     webhook_lease: float = Field(60.0, gt=0)
     webhook_poll: float = Field(1.0, gt=0)
