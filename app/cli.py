@@ -827,7 +827,8 @@ def _print_demo(loaded: Loaded, settings: Settings) -> None:
         print(f"  {url}/docs  (Authorize with the token)")
     if loaded.password is not None:
         print(
-            f"\nThe dashboard: {url}/  sign in as {demo.USER_NAME!r} with {loaded.password}  (shown this once)"
+            f"\nThe dashboard: {url}/  sign in as {demo.USER_NAME!r} "
+            f"with {loaded.password}  (shown this once)"
         )
     else:
         print(

@@ -134,6 +134,15 @@ class Settings(BaseSettings):
     # How often each process looks for escalation steps that fell due and failed forwards.
     escalation_poll: float = Field(5.0, gt=0)
     send_lease: float = Field(120.0, gt=0, description="seconds a dispatcher owns a row it sends")
+    # Outbound webhooks (app/services/webhooks.py): seconds per request, the back-off of a failed
+    # delivery (doubling from base, capped: a receiver down for a day is retried every few minutes,
+    # never given up on), how long a deliverer owns a claimed delivery, and how often it looks.
+    webhook_timeout: float = Field(10.0, gt=0)
+    webhook_backoff_base: float = Field(2.0, gt=0)  # 0 would retry a failing receiver in a busy loop
+    webhook_backoff_max: float = Field(300.0, ge=0)
+    webhook_lease: float = Field(60.0, gt=0)
+    webhook_poll: float = Field(1.0, gt=0)
+    webhook_concurrency: int = Field(4, ge=1, le=32)
     # SMS per second per gateway, "twilio=1,africastalking=10"; a bare number is every gateway's.
     # Unnamed gateways get DEFAULT_SEND_RATES; the console is not paced unless named.
     send_rate: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)

@@ -97,6 +97,7 @@ class AuditEntity(StrEnum):
     USER = "user"  # a dashboard account
     MESSAGE = "message"  # an inbound message (triage)
     DATABASE = "database"  # the whole database (a retention run)
+    WEBHOOK = "webhook"  # an outbound webhook subscription (by URL; never its secret)
 
 
 class AuditAction(StrEnum):
@@ -142,3 +143,25 @@ class AuditAction(StrEnum):
     TRIAGE_ALERT = "triage_alert"  # a message nobody could read, made an alert by an officer
     # the database's: what a retention run removed
     RETENTION = "retention"
+    # an outbound webhook subscription's
+    WEBHOOK_CREATE = "webhook_create"
+    WEBHOOK_DISABLE = "webhook_disable"
+
+
+class WebhookEvent(StrEnum):
+    """What an outbound webhook delivery says happened to an incident (its `event`)."""
+
+    CREATED = "incident.created"  # a first report opened it (or a report moved out into a new one)
+    UPDATED = "incident.updated"  # a report joined or left it, or reports were merged into it
+    ACKNOWLEDGED = "incident.acknowledged"
+    CLOSED = "incident.closed"
+    MERGED = "incident.merged"  # its reports were moved into another incident; it is closed
+    ESCALATED = "incident.escalated"  # not acknowledged in time: a further level of officers told
+
+
+class DeliveryState(StrEnum):
+    """Where one outbound webhook delivery stands."""
+
+    PENDING = "pending"  # waiting for its turn or its next attempt
+    DELIVERING = "delivering"  # claimed by a deliverer, under a lease
+    DELIVERED = "delivered"  # the receiver answered 2xx

@@ -97,5 +97,8 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
         lg.propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # httpx logs every request's full URL at INFO: an outbound webhook's may hold the receiver's
+    # own token in its query. The deliverer logs its failures itself, by subscription id.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     # APScheduler narrates adding and starting its jobs; "leading the check-in schedules" says it.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)

@@ -17,7 +17,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.config import Settings
 from app.outage import RETRY_AFTER, unavailable
-from app.routes import api, dashboard, docs, exports, health, incidents, network, pages, people, web, webhooks
+from app.routes import (
+    api,
+    dashboard,
+    docs,
+    exports,
+    health,
+    incidents,
+    integrations,
+    network,
+    pages,
+    people,
+    web,
+    webhooks,
+)
 from app.routes.headers import SECURITY_HEADERS, SecurityHeaders
 from app.services.runtime import Runtime
 
@@ -56,6 +69,7 @@ def create_app(
     app.include_router(incidents.router)
     app.include_router(exports.router)
     app.include_router(people.router)
+    app.include_router(integrations.router)
     app.include_router(health.router)
     app.include_router(network.router)
     app.include_router(docs.router)

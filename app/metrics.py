@@ -23,3 +23,9 @@ SEND_DEFERRED = Counter(
     "Outbound SMS put back in the queue to keep a gateway's pace (rate) or its Retry-After (paused)",
     ["gateway", "reason"],
 )
+# Outbound webhook attempts by outcome: delivered (2xx), http_error (any other answer), timeout,
+# unreachable (connection refused, DNS), refused (the URL resolves to an address never called).
+WEBHOOK_DELIVERIES = Counter(
+    "kengele_webhook_deliveries_total", "Outbound webhook delivery attempts", ["outcome"]
+)
+WEBHOOK_PENDING = Gauge("kengele_webhook_claimed", "Webhook deliveries claimed by the last deliverer pass")

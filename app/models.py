@@ -26,7 +26,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column
 
 from app.crypto import BlindIndex, Encrypted, blind_indexes, keyring_of
 from app.db import UTCDateTime, utcnow
-from app.enums import IncidentStatus, PersonStatus, Precision
+from app.enums import DeliveryState, IncidentStatus, PersonStatus, Precision
 from gateways.base import MessageKind
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
@@ -434,3 +434,48 @@ class SendPacing(Base):
     day: Mapped[str] = mapped_column(String(10), default="")  # the local day `spent` counts
     spent: Mapped[int] = mapped_column(Integer, default=0)
     noticed: Mapped[str] = mapped_column(String(10), default="")  # the day admins were told of 80 %
+
+
+class Webhook(Base):
+    """An outbound webhook subscription: every incident change is POSTed to its URL, signed."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    # The HMAC key of its signatures: sealed at rest as the phone numbers are (app/crypto.py), so a
+    # stolen backup cannot forge deliveries; rotated with them by `kengele keys rotate`.
+    secret: Mapped[str] = mapped_column(Encrypted())
+    description: Mapped[str] = mapped_column(String(200), default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    disabled_at: Mapped[datetime | None]
+
+
+class WebhookDelivery(Base):
+    """One incident change for one subscription: an outbox row a deliverer POSTs (services/webhooks.py)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index(None, "state", "next_attempt_at"),
+        # The earlier undelivered change of the same incident, which a delivery waits for.
+        Index(None, "subscription_id", "incident_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(40))  # WebhookEvent
+    # The incident as the change left it, masked (no phone number, no reporter): fixed when the
+    # change is committed, so a retry tells what happened then, not what the incident is now.
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(12), default=DeliveryState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claim_token: Mapped[str | None] = mapped_column(String(36))
+    claimed_until: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(200))

@@ -272,6 +272,36 @@ class MoveRequest(BaseModel):
     incident_id: IncidentBodyKey | None = None  # None: an incident of its own
 
 
+class WebhookIn(BaseModel):
+    """A URL to POST every incident change to; without `secret`, one is made and shown once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(max_length=2000)
+    secret: str | None = Field(None, max_length=200)
+    description: str = Field("", max_length=200)
+
+
+class WebhookOut(BaseModel):
+    """A subscription as admins see it: never its secret."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    url: str
+    description: str
+    active: bool
+    created_by: str
+    created_at: datetime
+    disabled_at: datetime | None
+
+
+class WebhookCreated(WebhookOut):
+    """A new subscription; `secret` is the one Kengele made (null when the caller gave its own)."""
+
+    secret: str | None = None
+
+
 class PersonIn(BaseModel):
     """A new roster entry: the columns of a roster CSV row (checked by the same rules)."""
 

@@ -189,6 +189,9 @@ MATRIX: dict[tuple[str, str], str | None] = {
     ("POST", "/api/v1/people/{person_id}/approve"): "admin",
     ("POST", "/api/v1/people/{person_id}/reject"): "admin",
     ("POST", "/api/v1/people/import"): "admin",
+    ("GET", "/api/v1/webhooks"): "admin",
+    ("POST", "/api/v1/webhooks"): "admin",
+    ("DELETE", "/api/v1/webhooks/{webhook_id}"): "admin",
     ("POST", "/logout"): "viewer",
     ("POST", "/language"): "viewer",
     ("GET", "/"): "viewer",
@@ -206,7 +209,7 @@ MATRIX: dict[tuple[str, str], str | None] = {
     ("GET", "/messages"): "officer",
 }
 RANKS = {None: -1, "viewer": 0, "officer": 1, "admin": 2}
-VALUES = {"incident_id": "K1", "code": "K1", "alert_id": "1", "person_id": "1", "message_id": "1"}
+VALUES = {"webhook_id": "1", "incident_id": "K1", "code": "K1", "alert_id": "1", "person_id": "1", "message_id": "1"}
 
 
 def routes(app: Any) -> Iterator[tuple[str, str]]:

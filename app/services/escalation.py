@@ -28,6 +28,7 @@ from app.enums import (
     PersonStatus,
     Purpose,
     Role,
+    WebhookEvent,
 )
 from app.models import Alert, AuditLog, Incident, Message, Person, Place
 from app.phones import mask, scrub
@@ -36,6 +37,7 @@ from app.services.language import language_for
 from app.services.limits import Limit, Reason, opened_since, suppressed
 from app.services.outbox import enqueue
 from app.services.shifts import on_duty
+from app.services.webhooks import emit
 from app.services.worker import Pass, Signals, Worker
 from keywords.parser import Lexicon
 from keywords.sms import fit_one
@@ -255,6 +257,8 @@ class Escalation:
         incident.escalation_level = at
         incident.escalation_step = step
         incident.next_escalation_at = now + self.ack_timeout
+        if step > 1:  # the forward (step 1) is part of the incident's creation (record_report)
+            emit(session=session, incident=incident, event=WebhookEvent.ESCALATED, now=now)
         _audit(
             session,
             AuditAction.FORWARD if step == 1 else AuditAction.ESCALATE,
@@ -432,8 +436,11 @@ class Escalation:
             now=now,
         )
         if officers:
+            raised = at > incident.escalation_level
             incident.escalation_level = max(incident.escalation_level, at)
             incident.next_escalation_at = now + self.ack_timeout
+            if raised:
+                emit(session=session, incident=incident, event=WebhookEvent.ESCALATED, now=now)
         else:
             log.warning("nobody left to tell about an incident", extra={"incident": incident.code})
         _audit(

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Select, and_, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from app.enums import AuditAction, AuditEntity, Direction, IncidentStatus, Precision, Purpose
+from app.enums import AuditAction, AuditEntity, Direction, IncidentStatus, Precision, Purpose, WebhookEvent
 from app.models import Alert, AuditLog, Incident, IncidentNote, Message, Person, Place
 from app.phones import mask
 from app.schemas import (
@@ -32,6 +32,7 @@ from app.services.dedup import count_report, find_incident, refresh, severity
 from app.services.escalation import Escalation
 from app.services.geotag import Located, Spot
 from app.services.limits import vouched_for
+from app.services.webhooks import emit
 from keywords.parser import ParseResult, Via
 
 # A later report moves an incident only to a better location (Precision lists them worst first).
@@ -217,6 +218,13 @@ def record_report(
             )
         else:
             escalation.update_acknowledger(session=session, incident=incident, now=now)
+    # After the forward: the first delivery already shows the level of officers told.
+    emit(
+        session=session,
+        incident=incident,
+        event=WebhookEvent.CREATED if new else WebhookEvent.UPDATED,
+        now=now,
+    )
     return Recorded(alert, incident, new)
 
 
@@ -233,6 +241,7 @@ def acknowledge(
     if incident.status == IncidentStatus.OPEN:
         incident.status = IncidentStatus.ACKNOWLEDGED
     _audit(session, officer.audit, AuditAction.ACK, incident, now)
+    emit(session=session, incident=incident, event=WebhookEvent.ACKNOWLEDGED, now=now)
     told = _tell_others(session, incident, officer, escalation, now, "acked")
     return Decision(incident, changed=True, told=told)
 
@@ -246,6 +255,7 @@ def close(
     incident.status, incident.closed_at, incident.closed_by = IncidentStatus.CLOSED, now, officer.name
     incident.next_escalation_at = None
     _audit(session, officer.audit, AuditAction.CLOSE, incident, now)
+    emit(session=session, incident=incident, event=WebhookEvent.CLOSED, now=now)
     told = _tell_others(session, incident, officer, escalation, now, "closed")
     return Decision(incident, changed=True, told=told)
 
@@ -283,6 +293,8 @@ def merge(*, session: Session, source: Incident, target: Incident, officer: Acto
     source.report_count = source.reporter_count = 0
     refresh(session, target)
     _audit(session, officer.audit, AuditAction.MERGE, target, now, merged=source.code, alerts=moved)
+    emit(session=session, incident=source, event=WebhookEvent.MERGED, now=now)
+    emit(session=session, incident=target, event=WebhookEvent.UPDATED, now=now)
     return Decision(target, changed=True)
 
 
@@ -291,6 +303,7 @@ def move(
 ) -> Decision:
     """Move one report out of its incident, into `target` or into an incident of its own."""
     source = session.get(Incident, alert.incident_id) if alert.incident_id else None
+    opened = target is None
     if target is None:
         target = _open(
             session,
@@ -313,9 +326,11 @@ def move(
     session.execute(update(Message).where(Message.id == alert.message_id).values(incident_id=target.id))
     session.flush()
     refresh(session, target)
+    emptied = False
     if source is not None:
         refresh(session, source)
         if source.report_count == 0 and source.status != IncidentStatus.CLOSED:  # nothing left in it
+            emptied = True
             source.status, source.closed_at = IncidentStatus.CLOSED, now
             source.closed_by = f"emptied into {target.code}"
     _audit(
@@ -327,6 +342,19 @@ def move(
         alert=alert.id,
         source=source.code if source else None,
     )
+    emit(
+        session=session,
+        incident=target,
+        event=WebhookEvent.CREATED if opened else WebhookEvent.UPDATED,
+        now=now,
+    )
+    if source is not None and source.id != target.id:
+        emit(
+            session=session,
+            incident=source,
+            event=WebhookEvent.CLOSED if emptied else WebhookEvent.UPDATED,
+            now=now,
+        )
     return Decision(target, changed=True)
 
 

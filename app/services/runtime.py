@@ -19,6 +19,7 @@ from app.services.pacing import Pacer
 from app.services.pipeline import PipelineConfig
 from app.services.processing import Processor
 from app.services.retention import RetentionJob
+from app.services.webhooks import Deliverer
 from app.services.worker import Signals, Worker
 from keywords.parser import lexicon
 
@@ -87,6 +88,17 @@ class Runtime:
             send_timeout=settings.send_timeout,
             pacer=Pacer(rates=settings.send_rates, budgets=settings.sms_budgets, timezone=settings.timezone),
         )
+        # Outbound webhooks: a sender, like the dispatcher, so it runs where the dispatcher does.
+        self.webhooks = Deliverer(
+            factory=self.factory,
+            signals=self.signals,
+            timeout=settings.webhook_timeout,
+            backoff_base=settings.webhook_backoff_base,
+            backoff_max=settings.webhook_backoff_max,
+            lease=settings.webhook_lease,
+            poll=settings.webhook_poll,
+            concurrency=settings.webhook_concurrency,
+        )
         assert self.pipeline.escalation is not None
         self.escalator = Escalator(
             factory=self.factory,
@@ -124,6 +136,7 @@ class Runtime:
         wanted = [
             (processor, self.processor),
             (dispatcher, self.dispatcher),
+            (dispatcher, self.webhooks),
             (scheduler, self.escalator),
             (scheduler, self.scheduler),
             (scheduler, self.retention),

@@ -2,7 +2,7 @@
 signed-in browsers (cookie hashes and CSRF tokens), the lock-out per address, and officers' notes
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-03 08:23:52
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import app.db
 
 revision: str = "0011"
-down_revision: str | None = "0009"  # merge: "0010" once the webhooks migration lands
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
