@@ -209,7 +209,14 @@ MATRIX: dict[tuple[str, str], str | None] = {
     ("GET", "/messages"): "officer",
 }
 RANKS = {None: -1, "viewer": 0, "officer": 1, "admin": 2}
-VALUES = {"webhook_id": "1", "incident_id": "K1", "code": "K1", "alert_id": "1", "person_id": "1", "message_id": "1"}
+VALUES = {
+    "webhook_id": "1",
+    "incident_id": "K1",
+    "code": "K1",
+    "alert_id": "1",
+    "person_id": "1",
+    "message_id": "1",
+}
 
 
 def routes(app: Any) -> Iterator[tuple[str, str]]:
