@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.config import Settings
 from app.outage import RETRY_AFTER, unavailable
-from app.routes import api, dashboard, docs, health, incidents, network, people, web, webhooks
+from app.routes import admin_pages, api, dashboard, docs, health, incidents, network, people, web, webhooks
 from app.routes.headers import SECURITY_HEADERS, SecurityHeaders
 from app.services.runtime import Runtime
 
@@ -56,6 +56,7 @@ def create_app(
     app.include_router(docs.router)
     app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")
     app.include_router(dashboard.router)
+    app.include_router(admin_pages.router)
     app.mount(web.STATIC_URL, web.assets(), name="static")
 
     build_openapi = app.openapi
