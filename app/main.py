@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.config import Settings
 from app.outage import RETRY_AFTER, unavailable
 from app.routes import (
+    admin_pages,
     api,
     dashboard,
     docs,
@@ -76,6 +77,7 @@ def create_app(
     app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")
     app.include_router(dashboard.router)
     app.include_router(pages.router)
+    app.include_router(admin_pages.router)
     app.mount(web.STATIC_URL, web.assets(), name="static")
 
     build_openapi = app.openapi

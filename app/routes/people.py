@@ -10,7 +10,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -71,16 +70,15 @@ def list_people(
     offset: Offset = 0,
 ) -> Page[PersonOut]:
     """Roster entries, in the order they were added; `area` by any name or code of the area."""
-    query = select(Person)
-    if role:
-        query = query.where(Person.role == role)
-    if area:
-        with request.app.state.runtime.factory() as session:
-            query = query.where(roster.in_area(text=area, rules=_rules(request, session)))
-    if active is not None:
-        query = query.where(Person.active.is_(active))
-    if status:
-        query = query.where(Person.status == status)
+    with request.app.state.runtime.factory() as session:
+        query = roster.listing(
+            rules=_rules(request, session),
+            keyring=request.app.state.runtime.keyring,
+            role=role,
+            area=area,
+            active=active,
+            status=status,
+        )
     people, total = paged(request, query, (Person.id,), lambda p: p, limit, offset)
     with transaction(request.app.state.runtime.factory) as session:
         return Page[PersonOut](items=roster.views(session=session, people=people), total=total)

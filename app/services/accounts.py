@@ -124,9 +124,17 @@ def find_user(*, session: Session, name: str) -> User:
     return user
 
 
-def disable_user(*, session: Session, name: str, actor: str, now: datetime | None = None) -> bool:
-    """Refuse the user's sign-ins and end their sessions at once; False if already disabled."""
+def disable_user(
+    *, session: Session, name: str, actor: str, now: datetime | None = None, by_user: int | None = None
+) -> bool:
+    """Refuse the user's sign-ins and end their sessions at once; False if already disabled.
+
+    `by_user`: the id of the signed-in user asking, who may not disable themself (nobody would be
+    left signed in to undo it when they are the last admin).
+    """
     user = find_user(session=session, name=name)
+    if by_user is not None and user.id == by_user:
+        raise AccountError("name: you cannot disable your own account; ask another admin")
     if not user.active:
         return False
     now = now or utcnow()

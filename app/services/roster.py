@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.crypto import keyring_of
+from app.crypto import Keyring, keyring_of
 from app.db import transaction
 from app.enums import AuditAction, AuditEntity, PersonStatus, Role
 from app.models import AuditLog, Person, Place
@@ -544,7 +544,11 @@ class Refused(ValueError):
 
 
 class Invalid(Refused):
-    """A person who does not pass the rules of a roster row."""
+    """A person who does not pass the rules of a roster row; `errors`: each column at fault and why."""
+
+    def __init__(self, message: str, errors: Iterable[RowError] = ()) -> None:
+        super().__init__(message)
+        self.errors = tuple(errors)
 
 
 class Conflict(Refused):
@@ -563,6 +567,42 @@ def in_area(*, text: str, rules: Rules) -> ColumnElement[bool]:
     known = rules.places.area(given, region=rules.region)
     as_given = func.lower(Person.area) == given.lower()
     return or_(Person.area == known, as_given) if known else as_given
+
+
+def matching(*, text: str, rules: Rules, keyring: Keyring) -> ColumnElement[bool]:
+    """Who a search finds: names containing `text`, case ignored, and the person whose number it is
+    (a full number in any notation, found by its blind index: numbers are sealed at rest)."""
+    given = text.strip()
+    by_name = func.lower(Person.name).contains(given.lower(), autoescape=True)
+    phone = normalize(given, rules.region)
+    if not phone.valid:
+        return by_name
+    return or_(Person.phone_index.in_(keyring.indexes(phone.value)), by_name)
+
+
+def listing(
+    *,
+    rules: Rules,
+    keyring: Keyring,
+    search: str | None = None,
+    role: Role | None = None,
+    area: str | None = None,
+    active: bool | None = None,
+    status: PersonStatus | None = None,
+) -> Select[Any]:
+    """The people a roster list shows (unordered): every filter given must hold."""
+    query = select(Person)
+    if search and search.strip():
+        query = query.where(matching(text=search, rules=rules, keyring=keyring))
+    if role:
+        query = query.where(Person.role == role)
+    if area and area.strip():
+        query = query.where(in_area(text=area, rules=rules))
+    if active is not None:
+        query = query.where(Person.active.is_(active))
+    if status:
+        query = query.where(Person.status == status)
+    return query
 
 
 def add(*, session: Session, values: Mapping[str, Any], rules: Rules, actor: str) -> Person:
@@ -648,7 +688,7 @@ def _checked(
 ) -> Entry:
     entry = check_row(row, row=1, rules=rules, need_home=need_home, kept_area=kept_area)
     if isinstance(entry, list):
-        raise Invalid("; ".join(f"{e.column}: {e.reason}" for e in entry))
+        raise Invalid("; ".join(f"{e.column}: {e.reason}" for e in entry), entry)
     return entry
 
 
