@@ -350,3 +350,30 @@ def test_pages_read_and_acknowledge_with_javascript_off(browser: Any, server: Se
         assert api(server, f"/api/v1/incidents/{code}")["status"] == "acknowledged"
     finally:
         officer.close()
+
+
+def test_an_admin_imports_a_roster_with_a_bad_row_and_reads_the_report(
+    browser: Any, server: Server, tmp_path: Path
+) -> None:
+    csv = tmp_path / "new-people.csv"
+    csv.write_text(
+        "name,phone,role\nAmani Kahindo,+243810004401,focal_point\nBad Phone,12,focal_point\n",
+        encoding="utf-8",
+    )
+    admin = Watched(browser, server.url)
+    try:
+        admin.sign_in("Ada Admin")
+        admin.page.goto("/roster")
+        admin.page.set_input_files("input[name=file]", str(csv))
+        admin.page.click("form[action='/roster/import'] button[type=submit]")
+        admin.page.wait_for_load_state()
+        errors = admin.page.inner_text("#import-errors")
+        assert "3" in errors and "phone" in errors  # row 3, its column, its reason
+        assert "Nothing was imported" in admin.page.inner_text("#import-result")
+        admin.shot("roster-import")
+        people = api(server, "/api/v1/people?limit=200")["items"]
+        assert all(p["name"] != "Amani Kahindo" for p in people)  # nothing changed
+        admin.page.goto("/admin")
+        admin.shot("admin")
+    finally:
+        admin.close()

@@ -226,8 +226,8 @@ MATRIX: dict[tuple[str, str], str | None] = {
 RANKS = {None: -1, "viewer": 0, "officer": 1, "admin": 2}
 VALUES = {
     "webhook_id": "1",
-    "user_id": "1",
-    "token_id": "1",
+    "user_id": "999999",  # none: an admin revoking or disabling its own would end the walk
+    "token_id": "999999",
     "incident_id": "K1",
     "code": "K1",
     "alert_id": "1",
