@@ -31,6 +31,8 @@ from tests import leaks
 from tests.helpers import AT_SECRET, at_form, stored_bytes, wait_for
 from tests.test_api import add_token
 
+pytestmark = pytest.mark.slow  # timed: deliveries retried with back-off: run alone (make test)
+
 SECRET = "receiver-secret-0123456789abcdef"
 REPORTERS = ["+243810000001", "+243810000002", "+243810000003"]
 OFFICERS = ["+243990000001", "+243990000002"]
