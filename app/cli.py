@@ -651,10 +651,7 @@ def cmd_user_list(args: argparse.Namespace) -> int:
     if not rows:
         print("no users")
         return EXIT_OK
-    table = [("NAME", "ROLE", "LANGUAGE", "CREATED", "LAST SIGN-IN", "STATUS"), *rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    _print_table(("NAME", "ROLE", "LANGUAGE", "CREATED", "LAST SIGN-IN", "STATUS"), rows)
     return EXIT_OK
 
 
@@ -674,6 +671,14 @@ def cmd_user_disable(args: argparse.Namespace) -> int:
         f"disabled {args.name!r}: signed out everywhere" if changed else f"{args.name!r} was disabled already"
     )
     return EXIT_OK
+
+
+def _print_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    """Print rows under a header in columns two spaces apart (the list commands' output)."""
+    table = [header, *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def _when(value: datetime | None) -> str:
@@ -696,10 +701,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     if not rows:
         print("no API tokens")
         return EXIT_OK
-    table = [("NAME", "ROLE", "CREATED", "LAST USED", "REVOKED"), *rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    _print_table(("NAME", "ROLE", "CREATED", "LAST USED", "REVOKED"), rows)
     return EXIT_OK
 
 

@@ -36,21 +36,11 @@ from app.schemas import IncidentKey, IncidentPathKey
 from app.services import accounts
 from app.services import incidents as actions
 from gateways.base import secrets_equal
+from keywords.grammar import CATEGORIES as GRAMMAR_CATEGORIES
 
 router = APIRouter(include_in_schema=False)
-CATEGORIES = (
-    "attack",
-    "armed_presence",
-    "abduction",
-    "killing",
-    "sexual_violence",
-    "looting",
-    "arson",
-    "displacement",
-    "threat",
-    "tension",
-    "other",
-)
+# The card's categories (keywords/grammar.py), and "other" for what fits none.
+CATEGORIES = (*GRAMMAR_CATEGORIES, "other")
 SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 # The list's time filter: a choice of the last hours, so a link says what it shows.
 PERIODS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30), "all": None}
