@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -352,6 +353,7 @@ class Dispatcher(Worker):
         self._idle_for = 0.0
         self._day = ""  # the budget day of the pass under way
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kengele-send")
+        self._threads_warm = False
 
     def start(self) -> None:
         """Start sending; first warn when the roster has demo people and a gateway texts phones."""
@@ -450,6 +452,7 @@ class Dispatcher(Worker):
         self._idle_for = 0.0
         if not rows:
             return 0
+        self._warm_threads()
         try:
             plan = self._plan(rows)
         except Exception:
@@ -496,6 +499,32 @@ class Dispatcher(Worker):
             waits = [d.at for _, d in plan if d.verdict == Verdict.WAIT]
             self._idle_for = max(0.01, min(waits) - time.time()) if waits else 0.0
         return len(rows)
+
+    def _warm_threads(self) -> None:
+        """Ready every send thread for the paced gateways before the first slots are reserved.
+
+        A cold thread builds its SDK client (and the SDK imports its message API) in more than LATE:
+        warmed only when its slot came, it would come late and give its row back for the next pass.
+        """
+        if self._threads_warm:
+            return
+        self._threads_warm = True
+        paced = [gateway for gateway in self.gateways if self.pacer.paced(gateway.name)]
+        if not paced:
+            return
+        # Every thread waits for the others, so each of them (not one thread, N times) is warmed.
+        ready = threading.Barrier(self.concurrency)
+
+        def warm() -> None:
+            for gateway in paced:
+                gateway.warm()
+            ready.wait(timeout=5.0)
+
+        for future in [self._pool.submit(warm) for _ in range(self.concurrency)]:
+            try:
+                future.result()
+            except Exception:  # a send reports what is wrong with a gateway; this only saves time
+                log.warning("could not ready a send thread", exc_info=True)
 
     def _record_keeping(
         self, token: str, finished: list[tuple[Outgoing, Outcome]], failure: Exception | None
