@@ -128,15 +128,16 @@ class Keyring:
     def ids(self) -> list[str]:
         return [k.id for k in self.keys]
 
-    def encrypt(self, text: str) -> str:
-        """Seal `text` under the newest key."""
+    def encrypt(self, text: str, *, context: bytes | None = None) -> str:
+        """Seal `text` under the newest key; `context` (authenticated, not stored) keeps a value sealed
+        for one use from opening in another: a dashboard URL's search is not a stored number."""
         # Random 96-bit nonces are safe for 2^32 values under one key: decades of any network's traffic.
         nonce = os.urandom(NONCE_BYTES)
-        sealed = self.newest.aead.encrypt(nonce, text.encode(), None)
+        sealed = self.newest.aead.encrypt(nonce, text.encode(), context)
         return self._prefix + base64.b64encode(nonce + sealed).decode("ascii")
 
-    def decrypt(self, token: str) -> str:
-        """Open a value sealed under any configured key."""
+    def decrypt(self, token: str, *, context: bytes | None = None) -> str:
+        """Open a value sealed under any configured key (with the `context` it was sealed with)."""
         version, _, rest = token.partition(":")
         key_id, _, body = rest.partition(":")
         if version != VERSION or not body:
@@ -149,7 +150,7 @@ class Keyring:
             )
         try:
             data = base64.b64decode(body, validate=True)
-            return key.aead.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], None).decode()
+            return key.aead.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], context).decode()
         except (InvalidTag, binascii.Error, ValueError):
             raise NotEncrypted(
                 f"a value encrypted under key {key_id} does not open: it was altered"

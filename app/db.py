@@ -128,6 +128,10 @@ def _make_engine(url: str, sqlite_synchronous: str, pool_size: int, background_c
             if background_checkpoints:  # a Checkpointer thread does it, off the commit path
                 cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
+            # SQLite's own lower() folds ASCII only ("Élodie" stays "Élodie"); PostgreSQL's folds
+            # every letter. Searches by name and sign-in compare lower() to Python's str.lower().
+            # No index is built on lower(), so replacing it changes no stored order.
+            dbapi_conn.create_function("lower", 1, _lower, deterministic=True)
 
         # With synchronous=FULL, only what the service promised is durable pays for an fsync:
         # inbound messages (committed before the provider gets its 2xx, inside `durable()`).
@@ -188,6 +192,11 @@ class Checkpointer:
         finally:
             if conn is not None:
                 conn.close()
+
+
+def _lower(value: object) -> object:
+    """lower() as PostgreSQL has it, for every letter: what SQLite's is given for its connections."""
+    return value.lower() if isinstance(value, str) else value
 
 
 def sqlite_path(url: str) -> str | None:

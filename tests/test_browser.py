@@ -179,6 +179,14 @@ def test_an_officer_sees_an_alert_arrive_and_acknowledges_it(browser: Any, serve
         row.wait_for(timeout=5_000)
         assert "Djugu" in row.inner_text()
         code = row.get_attribute("data-code")
+        # a second villager reports the same attack: the same row counts it, again without reload
+        sms(server, "+243810000002", "ALERTE ATTAQUE Djugu hommes armés", "B1b")
+        page.wait_for_function(
+            "code => (document.getElementById('incident-' + code) || {}).innerText.includes('from 2 people')",
+            arg=code,
+            timeout=5_000,
+        )
+        assert page.locator("li.incident[data-place='Djugu']").count() == 1
         # on the map too, with its place name (no tiles configured)
         if officer.errors:
             raise AssertionError(officer.errors)
@@ -307,6 +315,9 @@ def test_every_page_reads_at_360_px_and_stays_light(browser: Any, server: Server
             ("triage", "/triage"),
             ("network", "/network"),
             ("messages", "/messages"),
+            ("roster", "/roster"),
+            ("person", "/roster/1"),
+            ("admin", "/admin"),
         ):
             first = _load(admin.page, path, cold=True)
             later = _load(admin.page, path, cold=False)

@@ -6,9 +6,12 @@ import csv
 import io
 import re
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from sqlalchemy import text as sql
 
 import app
 from app.db import transaction
@@ -17,6 +20,7 @@ from app.i18n import catalog
 from app.models import AuditLog, Person
 from app.services import accounts
 from app.services.runtime import Runtime
+from tests.conftest import ADMIN_TOKEN
 from tests.helpers import engine as keyed_engine
 from tests.test_escalation import sms
 from tests.test_roster import FIELDS, load_places
@@ -95,6 +99,24 @@ ROSTER = (
 )
 
 
+def search(client: TestClient, **fields: str) -> Any:
+    """The roster's search form, as a browser posts it; the page its redirect leads to."""
+    asked = client.post(
+        "/roster", data={**fields, "csrf_token": csrf_of_roster(client)}, follow_redirects=False
+    )
+    assert asked.status_code == 303, asked.text
+    location = unquote(asked.headers["location"])
+    # What was typed goes to the roster's URL sealed, never as typed: URLs stay in history and logs.
+    assert "q" not in fields or fields["q"] not in location
+    return client.get(asked.headers["location"])
+
+
+def csrf_of_roster(client: TestClient) -> str:
+    found = CSRF.search(client.get("/roster").text)
+    assert found
+    return found.group(1)
+
+
 def names(html: str) -> list[str]:
     """The names the roster table lists, in order."""
     return re.findall(r'<td><a href="/roster/\d+">([^<]+)</a></td>', html)
@@ -108,17 +130,20 @@ def test_roster_search_and_filters(client: TestClient) -> None:
     assert names(everyone.text) == ["Jeanne Mave", "Élodie Kasi", "Capt. Dufour", "Jean-Paul Mave"]
     assert "+243810000002" in everyone.text  # admins manage the roster: they see the numbers
 
-    assert names(client.get("/roster", params={"q": "MAVE"}).text) == ["Jeanne Mave", "Jean-Paul Mave"]
-    assert names(client.get("/roster", params={"q": "100%"}).text) == []  # LIKE characters are text
+    assert names(search(client, q="MAVE").text) == ["Jeanne Mave", "Jean-Paul Mave"]
+    assert names(search(client, q="100%").text) == []  # LIKE characters are text
+    # Every letter is folded, not only ASCII ones (SQLite's own lower() leaves "É" as it is).
+    assert names(search(client, q="élodie").text) == ["Élodie Kasi"]
+    assert names(search(client, q="ÉLODIE KASI").text) == ["Élodie Kasi"]
     # A full number in any notation finds its person through the blind index; a part finds nobody.
-    assert names(client.get("/roster", params={"q": "0810 000 003"}).text) == ["Jean-Paul Mave"]
-    assert names(client.get("/roster", params={"q": "+243 99 000 0001"}).text) == ["Capt. Dufour"]
-    assert names(client.get("/roster", params={"q": "000003"}).text) == []
+    assert names(search(client, q="0810 000 003").text) == ["Jean-Paul Mave"]
+    assert names(search(client, q="+243 99 000 0001").text) == ["Capt. Dufour"]
+    assert names(search(client, q="000003").text) == []
 
     assert names(client.get("/roster", params={"role": "officer"}).text) == ["Capt. Dufour"]
     assert names(client.get("/roster", params={"active": "false"}).text) == ["Élodie Kasi"]
     assert names(client.get("/roster", params={"area": "ituri"}).text) == ["Capt. Dufour"]
-    both = client.get("/roster", params={"q": "mave", "active": "true", "role": "focal_point"})
+    both = search(client, q="mave", active="true", role="focal_point")
     assert names(both.text) == ["Jeanne Mave", "Jean-Paul Mave"]
     assert names(client.get("/roster", params={"status": "pending"}).text) == []
 
@@ -249,6 +274,8 @@ def test_csv_import_all_or_nothing_and_skip(client: TestClient, db_url: str) -> 
     assert "Nothing was imported: 1 of 3 rows are bad" in text
     assert re.search(r"<tr><td>3</td><td>phone</td><td>not a valid phone number", text)
     assert people(db_url) == {}
+    again = client.get("/roster/import", follow_redirects=False)  # a reload of the report's URL
+    assert again.status_code == 303 and again.headers["location"] == "/roster#import"
 
     r = upload(client, csrf, IMPORT, skip=True)
     assert r.status_code == 200  # type: ignore[attr-defined]
@@ -332,6 +359,17 @@ def test_users_create_disable_enable_and_not_oneself(client: TestClient) -> None
         ).all()
     assert done == ["user_create", "user_disable", "user_enable", "user_password"]
 
+    # An admin changing their own password stays signed in here, and is signed out everywhere else.
+    elsewhere = browser(client)
+    sign_in(elsewhere, "Amina Admin")
+    assert elsewhere.get("/admin", follow_redirects=False).status_code == 200
+    r = client.post(
+        f"/admin/users/{me}/password", data={"password": new, "csrf_token": csrf}, follow_redirects=False
+    )
+    assert r.status_code == 303
+    assert client.get("/admin", follow_redirects=False).status_code == 200
+    assert elsewhere.get("/admin", follow_redirects=False).status_code == 303
+
 
 def test_tokens_shown_once_work_and_revoke(client: TestClient) -> None:
     csrf = admin(client)
@@ -365,10 +403,52 @@ def test_tokens_shown_once_work_and_revoke(client: TestClient) -> None:
     assert "Revoke</button>" not in client.get("/admin").text
 
 
+def test_webhooks_registered_with_a_secret_shown_once_and_disabled(client: TestClient, db_url: str) -> None:
+    csrf = admin(client)
+    url = "http://127.0.0.1:9/hook?token=abc"
+    r = client.post("/admin/webhooks", data={"url": url, "description": "ops room", "csrf_token": csrf})
+    assert r.status_code == 201 and r.headers["cache-control"] == "no-store"
+    found = re.search(r'<code id="secret-value">([^<]+)</code>', r.text)
+    assert found and len(found.group(1)) >= 32
+    secret = found.group(1)
+    listed = client.get("/admin").text
+    assert secret not in listed and "ops room" in listed and "hook?token=abc" in listed
+    # The API sees the same subscription, never its secret.
+    api = client.get("/api/v1/webhooks", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+    assert [(w["url"], w["description"], w["active"]) for w in api["items"]] == [(url, "ops room", True)]
+    assert secret not in str(api)
+    engine = keyed_engine(db_url)
+    with engine.connect() as conn:
+        stored = conn.execute(sql("SELECT secret FROM webhooks")).scalar_one()
+        audit = conn.execute(
+            sql("SELECT actor, details FROM audit_log WHERE action = 'webhook_create'")
+        ).one()
+    engine.dispose()
+    assert secret not in str(stored)  # sealed at rest
+    assert audit.actor == "web:Amina Admin" and "token=abc" not in str(audit.details)
+
+    for bad, field in [("ftp://example.org/x", "url: "), ("", "url: "), ("http://", "url: ")]:
+        r = client.post("/admin/webhooks", data={"url": bad, "description": "x", "csrf_token": csrf})
+        assert r.status_code == 422 and field in r.text and 'id="error-webhook"' in r.text, bad
+
+    hook_id = re.search(r'<tr id="webhook-(\d+)">', listed)
+    assert hook_id
+    r = client.post(
+        f"/admin/webhooks/{hook_id.group(1)}/disable", data={"csrf_token": csrf}, follow_redirects=False
+    )
+    assert r.status_code == 303
+    after = client.get(r.headers["location"]).text
+    assert f"/admin/webhooks/{hook_id.group(1)}/disable" not in after and "Webhook disabled" in after
+    assert client.post("/admin/webhooks/999/disable", data={"csrf_token": csrf}).status_code == 404
+    assert client.post("/admin/webhooks", data={"url": url}).status_code == 403  # no CSRF token
+
+
 PAGES = [
     ("GET", "/roster"),
+    ("POST", "/roster"),
     ("GET", "/roster/1"),
     ("GET", "/roster/export.csv"),
+    ("GET", "/roster/import"),
     ("POST", "/roster/import"),
     ("POST", "/roster/1"),
     ("POST", "/roster/1/deactivate"),
@@ -381,6 +461,8 @@ PAGES = [
     ("POST", "/admin/users/1/password"),
     ("POST", "/admin/tokens"),
     ("POST", "/admin/tokens/1/revoke"),
+    ("POST", "/admin/webhooks"),
+    ("POST", "/admin/webhooks/1/disable"),
 ]
 
 

@@ -1,9 +1,10 @@
 """The dashboard's admin pages: the roster (search, edit, JOIN requests, CSV in and out) and the
-dashboard's users and API tokens.
+dashboard's users, API tokens and outbound webhooks.
 
 Thin, as every route: each form calls the service function the API and the command line call
-(services/roster, services/accounts, auth's tokens), which also writes the audit log. Forms carry
-the session's CSRF token and answer 303 back, or the form again naming the field at fault.
+(services/roster, services/accounts, auth's tokens, services/webhooks), which also writes the
+audit log. Forms carry the session's CSRF token and answer 303 back, or the form again naming the
+field at fault.
 Admins see full numbers here (they manage the roster); nothing here logs one.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -22,11 +24,11 @@ from starlette.datastructures import UploadFile
 from app import auth
 from app.auth import Principal
 from app.db import transaction, utcnow
-from app.enums import ApiRole, PersonStatus, Role
-from app.models import ApiToken, Person, Place, User
+from app.enums import ApiRole, DeliveryState, PersonStatus, Role
+from app.models import ApiToken, Person, Place, User, Webhook, WebhookDelivery
 from app.routes.people import MAX_UPLOAD
-from app.routes.web import AdminPage, check_form_csrf, render, safe_next
-from app.services import accounts, roster
+from app.routes.web import AdminPage, check_form_csrf, open_search, render, safe_next, seal_search
+from app.services import accounts, roster, webhooks
 from app.services.incidents import Actor
 
 router = APIRouter(include_in_schema=False)
@@ -81,14 +83,16 @@ def _choice(value: str, allowed: tuple[str, ...], field: str) -> str | None:
 def roster_page(
     request: Request,
     principal: AdminPage,
-    q: Filter = "",
+    who: Annotated[str, Query(max_length=800)] = "",
     role: Filter = "",
     area: Filter = "",
     active: Filter = "",
     status: Filter = "",
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
 ) -> Response:
-    """The roster: search by name or number, filter, 50 people a page; pending JOIN requests to decide."""
+    """The roster: search by name or number (`who`: sealed by the search form's redirect), filter,
+    50 people a page; pending JOIN requests to decide."""
+    q = open_search(request, who)
     chosen_role = _choice(role, tuple(Role), "role")
     chosen_status = _choice(status, tuple(PersonStatus), "status")
     if active.strip() not in FLAGS:
@@ -111,7 +115,7 @@ def roster_page(
             select(func.count()).where(Person.status == PersonStatus.PENDING).select_from(Person)
         )
         areas = sorted({a for a in session.scalars(select(Person.area).distinct()) if a})
-    filters = {"q": q, "role": role, "area": area, "active": active, "status": status}
+    filters = {"q": q, "who": who, "role": role, "area": area, "active": active, "status": status}
     pages = max(1, -(-total // PAGE_SIZE))
     return render(
         request,
@@ -131,6 +135,25 @@ def roster_page(
     )
 
 
+@router.post("/roster", response_class=HTMLResponse)
+def search_roster(
+    request: Request,
+    principal: AdminPage,
+    csrf_token: Csrf = "",
+    q: Text = "",
+    role: Text = "",
+    area: Text = "",
+    active: Text = "",
+    status: Text = "",
+) -> Response:
+    """The search form: back to the roster with the name or number sealed in the URL."""
+    check_form_csrf(principal, csrf_token)
+    query = {"role": role, "area": area, "active": active, "status": status}
+    if q.strip():
+        query["who"] = seal_search(request, q)
+    return RedirectResponse("/roster?" + urlencode({k: v for k, v in query.items() if v}), status_code=303)
+
+
 @router.get("/roster/export.csv")
 def export_roster(request: Request, principal: AdminPage) -> Response:
     """The roster as CSV, in the columns an import reads (`kengele roster export` writes the same)."""
@@ -145,6 +168,12 @@ def export_roster(request: Request, principal: AdminPage) -> Response:
             "cache-control": "no-store",
         },
     )
+
+
+@router.get("/roster/import")
+def import_form(_: AdminPage) -> Response:
+    """The import form is on the roster page (a reload after an import, or a typed URL, lands there)."""
+    return RedirectResponse("/roster#import", status_code=303)
 
 
 @router.post("/roster/import", response_class=HTMLResponse)
@@ -354,6 +383,8 @@ def _admin_page(
     with transaction(request.app.state.runtime.factory) as session:
         users = list(accounts.list_users(session=session))
         tokens = list(auth.list_tokens(session=session))
+        hooks = list(webhooks.subscriptions(session=session))
+        backlog = _backlog(session)
         session.expunge_all()
     defaults: dict[str, Any] = {"error": "", "error_form": "", "draft": {}, "notice": ""}
     return render(
@@ -364,6 +395,8 @@ def _admin_page(
         title="Admin",
         users=users,
         tokens=tokens,
+        hooks=hooks,
+        backlog=backlog,
         now=utcnow(),
         roles=tuple(ApiRole),
         user_languages=accounts.LANGUAGES,
@@ -457,12 +490,18 @@ def reset_password(
     csrf_token: Csrf = "",
     password: Annotated[str, Form(max_length=1024)] = "",
 ) -> Response:
-    """Give a user a new password (it unlocks them and ends their sessions)."""
+    """Give a user a new password (it unlocks them and ends their sessions, but this one)."""
     check_form_csrf(principal, csrf_token)
     try:
         with transaction(request.app.state.runtime.factory) as session:
             user = _user(session, user_id)
-            accounts.set_password(session=session, name=user.name, password=password, actor=_actor(principal))
+            accounts.set_password(
+                session=session,
+                name=user.name,
+                password=password,
+                actor=_actor(principal),
+                keep_csrf=principal.csrf if user.id == principal.user_id else None,
+            )
     except accounts.AccountError as exc:
         return _admin_page(request, principal, status=422, error=str(exc), error_form=f"user-{user_id}")
     return RedirectResponse("/admin?done=password_set", status_code=303)
@@ -510,6 +549,76 @@ def revoke_token(request: Request, token_id: RowId, principal: AdminPage, csrf_t
             raise HTTPException(404, f"no token {token_id}")
         auth.revoke_token(session=session, name=row.name, actor=_actor(principal))
     return RedirectResponse("/admin?done=token_revoked", status_code=303)
+
+
+# -- outbound webhooks -----------------------------------------------------------------------------
+def _backlog(session: Session) -> dict[int, dict[str, Any]]:
+    """Per subscription: changes waiting to be delivered, and the last failure's answer."""
+    rows = session.execute(
+        select(
+            WebhookDelivery.subscription_id,
+            func.count(),
+            func.max(WebhookDelivery.attempts),
+        )
+        .where(WebhookDelivery.state != DeliveryState.DELIVERED)
+        .group_by(WebhookDelivery.subscription_id)
+    ).all()
+    backlog: dict[int, dict[str, Any]] = {sid: {"waiting": n, "attempts": a} for sid, n, a in rows}
+    for sid in backlog:
+        error = session.scalar(
+            select(WebhookDelivery.last_error)
+            .where(WebhookDelivery.subscription_id == sid, WebhookDelivery.last_error.is_not(None))
+            .order_by(WebhookDelivery.id.desc())
+            .limit(1)
+        )
+        backlog[sid]["error"] = error or ""
+    return backlog
+
+
+@router.post("/admin/webhooks", response_class=HTMLResponse)
+def create_webhook(
+    request: Request,
+    principal: AdminPage,
+    csrf_token: Csrf = "",
+    url: Annotated[str, Form(max_length=2000)] = "",
+    description: Text = "",
+) -> Response:
+    """Register a URL for every incident change and show its signing secret, once."""
+    check_form_csrf(principal, csrf_token)
+    settings = request.app.state.runtime.settings
+    draft = {"hook_url": url, "hook_description": description}
+    try:
+        with transaction(request.app.state.runtime.factory) as session:
+            created = webhooks.create(
+                session=session,
+                url=url.strip(),
+                secret=None,
+                description=description,
+                actor=_actor(principal),
+                production=settings.env == "production",
+                own_url=settings.public_url,
+                now=utcnow(),
+            )
+            hook_id = created.webhook.id
+    except webhooks.Invalid as exc:
+        return _admin_page(request, principal, status=422, error=str(exc), error_form="webhook", draft=draft)
+    response = _admin_page(request, principal, status=201, new_secret=created.secret, new_secret_hook=hook_id)
+    response.headers["cache-control"] = "no-store"  # the secret is on this page alone, and only once
+    return response
+
+
+@router.post("/admin/webhooks/{webhook_id}/disable")
+def disable_webhook(
+    request: Request, webhook_id: RowId, principal: AdminPage, csrf_token: Csrf = ""
+) -> Response:
+    """Stop POSTing incident changes to a subscription."""
+    check_form_csrf(principal, csrf_token)
+    with transaction(request.app.state.runtime.factory) as session:
+        webhook = session.get(Webhook, webhook_id)
+        if webhook is None:
+            raise HTTPException(404, f"no webhook {webhook_id}")
+        webhooks.disable(session=session, webhook=webhook, actor=_actor(principal), now=utcnow())
+    return RedirectResponse("/admin?done=webhook_disabled#webhooks", status_code=303)
 
 
 def user_status(user: User, now: datetime) -> str:

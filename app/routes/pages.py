@@ -7,17 +7,19 @@ services/network (what `GET /api/v1/network/health` shows), the log reads the me
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import func, or_, select
 
+from app.auth import Principal
 from app.db import transaction, utcnow
 from app.enums import ApiRole, Direction, MessageStatus
 from app.models import Alert, Message, Person
 from app.phones import normalize
 from app.routes.dashboard import CATEGORIES, Csrf
-from app.routes.web import OfficerPage, ViewerPage, check_form_csrf, render
+from app.routes.web import OfficerPage, ViewerPage, check_form_csrf, open_search, render, seal_search
 from app.schemas import MessagePublic
 from app.services import network, triage
 from app.services.incidents import Actor
@@ -127,12 +129,39 @@ def network_page(request: Request, principal: ViewerPage) -> Response:
 def messages_page(
     request: Request,
     principal: OfficerPage,
-    phone: Annotated[str, Query(max_length=40)] = "",
+    who: Annotated[str, Query(max_length=400)] = "",
     direction: Annotated[str, Query(max_length=10)] = "",
     status: Annotated[str, Query(max_length=12)] = "",
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> Response:
-    """Inbound and outbound SMS, newest first, with delivery status and failures; by phone."""
+    """Inbound and outbound SMS, newest first, with delivery status and failures; by phone (`who`:
+    the number sealed, as the search form's redirect left it)."""
+    return _messages(request, principal, open_search(request, who), direction, status, page)
+
+
+@router.post("/messages", response_class=HTMLResponse)
+def search_messages(
+    request: Request,
+    principal: OfficerPage,
+    csrf_token: Csrf = "",
+    phone: Annotated[str, Form(max_length=40)] = "",
+    direction: Annotated[str, Form(max_length=10)] = "",
+    status: Annotated[str, Form(max_length=12)] = "",
+) -> Response:
+    """The search form: back to the log with the number sealed in the URL, or the field at fault."""
+    check_form_csrf(principal, csrf_token)
+    number = normalize(phone, request.app.state.runtime.settings.default_region) if phone.strip() else None
+    if number is not None and not number.valid:
+        return _messages(request, principal, phone, direction, status, 1)
+    query = {"direction": direction, "status": status}
+    if number is not None:
+        query["who"] = seal_search(request, number.value)
+    return RedirectResponse("/messages?" + urlencode({k: v for k, v in query.items() if v}), status_code=303)
+
+
+def _messages(
+    request: Request, principal: Principal, phone: str, direction: str, status: str, page: int
+) -> Response:
     runtime = request.app.state.runtime
     query = select(Message)
     error = ""

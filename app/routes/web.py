@@ -23,6 +23,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.types import Scope
 
 from app.auth import RANK, Principal, session_principal
+from app.crypto import CryptoError
 from app.enums import ApiRole
 from app.i18n import languages, translator
 from gateways.base import secrets_equal
@@ -124,6 +125,26 @@ def check_form_csrf(principal: Principal, given: object) -> None:
     """403 unless a dashboard form carries its session's CSRF token."""
     if not isinstance(given, str) or principal.csrf is None or not secrets_equal(given, principal.csrf):
         raise HTTPException(403, "csrf_token: missing or wrong (reload the page and try again)")
+
+
+# A search for a phone number (or a name) travels in the page's URL sealed, never as typed: URLs are
+# kept in browser history and in every proxy's access log. The form posts it; the answer is a
+# redirect to the list with `who=` sealed under the newest key, for this use only.
+SEARCH_CONTEXT = b"kengele:dashboard-search"
+
+
+def seal_search(request: Request, text: str) -> str:
+    return str(request.app.state.runtime.keyring.encrypt(text, context=SEARCH_CONTEXT))
+
+
+def open_search(request: Request, token: str) -> str:
+    """The search a `who=` holds; 422 when it was altered or sealed under a key no longer configured."""
+    if not token:
+        return ""
+    try:
+        return str(request.app.state.runtime.keyring.decrypt(token, context=SEARCH_CONTEXT))
+    except CryptoError:
+        raise HTTPException(422, "who: this search link does not open (search again)") from None
 
 
 def safe_next(target: str | None) -> str:

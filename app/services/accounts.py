@@ -155,13 +155,20 @@ def enable_user(*, session: Session, name: str, actor: str) -> bool:
 
 
 def set_password(
-    *, session: Session, name: str, password: str, actor: str, now: datetime | None = None
+    *,
+    session: Session,
+    name: str,
+    password: str,
+    actor: str,
+    now: datetime | None = None,
+    keep_csrf: str | None = None,
 ) -> None:
-    """Give the user a new password, unlock them and end their other sessions."""
+    """Give the user a new password, unlock them and end their sessions: every one but the session
+    whose CSRF token is `keep_csrf` (an admin changing their own password stays signed in there)."""
     user = find_user(session=session, name=name)
     user.password_hash = HASHER.hash(check_password(password))
     user.failed_logins, user.locked_until = 0, None
-    end_sessions(session=session, user_id=user.id, now=now or utcnow())
+    end_sessions(session=session, user_id=user.id, now=now or utcnow(), keep_csrf=keep_csrf)
     _audit(session, actor, AuditAction.USER_PASSWORD, user)
 
 
@@ -264,12 +271,11 @@ def sign_out(*, session: Session, token: str, now: datetime | None = None) -> No
     )
 
 
-def end_sessions(*, session: Session, user_id: int, now: datetime) -> None:
-    session.execute(
-        update(UserSession)
-        .where(UserSession.user_id == user_id, UserSession.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
+def end_sessions(*, session: Session, user_id: int, now: datetime, keep_csrf: str | None = None) -> None:
+    ending = update(UserSession).where(UserSession.user_id == user_id, UserSession.revoked_at.is_(None))
+    if keep_csrf is not None:
+        ending = ending.where(UserSession.csrf_token != keep_csrf)
+    session.execute(ending.values(revoked_at=now))
 
 
 def _audit(session: Session, actor: str, action: AuditAction, user: User, **details: object) -> None:

@@ -66,8 +66,8 @@ def run(
 
 
 def test_kills_during_replay(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> None:
-    """1,000 messages, 3 kills (KENGELE_FAULT_MESSAGES and KENGELE_FAULT_KILLS choose others)."""
-    messages = int(os.environ.get("KENGELE_FAULT_MESSAGES", "1000"))
+    """600 messages, 3 kills (KENGELE_FAULT_MESSAGES and KENGELE_FAULT_KILLS choose others)."""
+    messages = int(os.environ.get("KENGELE_FAULT_MESSAGES", "600"))
     kills = int(os.environ.get("KENGELE_FAULT_KILLS", "3"))
     run(request.node.name, db_url, tmp_path, messages=messages, kills=kills, seed=14, timeout=120)
 
