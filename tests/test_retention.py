@@ -22,6 +22,8 @@ from app.models import (
     Message,
     Person,
     UssdSession,
+    Webhook,
+    WebhookDelivery,
 )
 from app.services import gazetteer
 from app.services.dedup import refresh
@@ -116,6 +118,24 @@ def test_old_messages_lose_text_and_numbers_and_incident_counts_stay(runtime: Ru
     with runtime.factory() as session:
         outbound = session.scalar(select(func.count()).where(Message.direction == "outbound")) or 0
     late = report(runtime, LATE, "A7 Bunia")  # inside the window: left as it is
+    with transaction(runtime.factory) as session:
+        incident_id = session.scalar(select(Incident.id))
+        hook = Webhook(url="http://127.0.0.1:9/h", secret="s" * 32, created_by="test")
+        session.add(hook)
+        session.flush()
+        long_ago, lately = utcnow() - timedelta(days=91), utcnow()
+        for state, at in (("delivered", long_ago), ("delivered", lately), ("pending", None)):
+            session.add(
+                WebhookDelivery(
+                    subscription_id=hook.id,
+                    incident_id=incident_id,
+                    event="incident.updated",
+                    payload={},
+                    state=state,
+                    created_at=long_ago,
+                    delivered_at=at,
+                )
+            )
     snapshot = everything(runtime.engine)
 
     dry = run_retention(factory=runtime.factory, days=90, actor="test", dry_run=True)
@@ -133,7 +153,10 @@ def test_old_messages_lose_text_and_numbers_and_incident_counts_stay(runtime: Ru
         "place names": 0,
         "delivery receipts": 1,
         "ussd sessions": 1,
+        "webhook deliveries": 1,  # delivered long ago; the recent one and the undelivered one stay
     }
+    with runtime.factory() as session:
+        assert sorted(session.scalars(select(WebhookDelivery.state))) == ["delivered", "pending"]
 
     dump = everything(runtime.engine)
     for number in (STRANGER, OTHER, WRITTEN, STRANGER[4:], OTHER[4:], WRITTEN[1:]):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -27,7 +26,7 @@ from app.db import transaction, utcnow
 from app.enums import ApiRole, DeliveryState, PersonStatus, Role
 from app.models import ApiToken, Person, Place, User, Webhook, WebhookDelivery
 from app.routes.people import MAX_UPLOAD
-from app.routes.web import AdminPage, check_form_csrf, open_search, render, safe_next, seal_search
+from app.routes.web import AdminPage, check_form_csrf, open_search, render, safe_next, searched
 from app.services import accounts, roster, webhooks
 from app.services.incidents import Actor
 
@@ -148,10 +147,7 @@ def search_roster(
 ) -> Response:
     """The search form: back to the roster with the name or number sealed in the URL."""
     check_form_csrf(principal, csrf_token)
-    query = {"role": role, "area": area, "active": active, "status": status}
-    if q.strip():
-        query["who"] = seal_search(request, q)
-    return RedirectResponse("/roster?" + urlencode({k: v for k, v in query.items() if v}), status_code=303)
+    return searched(request, "/roster", q, role=role, area=area, active=active, status=status)
 
 
 @router.get("/roster/export.csv")

@@ -7,7 +7,6 @@ services/network (what `GET /api/v1/network/health` shows), the log reads the me
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -19,7 +18,7 @@ from app.enums import ApiRole, Direction, MessageStatus
 from app.models import Alert, Message, Person
 from app.phones import normalize
 from app.routes.dashboard import CATEGORIES, Csrf
-from app.routes.web import OfficerPage, ViewerPage, check_form_csrf, open_search, render, seal_search
+from app.routes.web import OfficerPage, ViewerPage, check_form_csrf, open_search, render, searched
 from app.schemas import MessagePublic
 from app.services import network, triage
 from app.services.incidents import Actor
@@ -153,10 +152,8 @@ def search_messages(
     number = normalize(phone, request.app.state.runtime.settings.default_region) if phone.strip() else None
     if number is not None and not number.valid:
         return _messages(request, principal, phone, direction, status, 1)
-    query = {"direction": direction, "status": status}
-    if number is not None:
-        query["who"] = seal_search(request, number.value)
-    return RedirectResponse("/messages?" + urlencode({k: v for k, v in query.items() if v}), status_code=303)
+    found = number.value if number is not None else ""
+    return searched(request, "/messages", found, direction=direction, status=status)
 
 
 def _messages(

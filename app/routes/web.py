@@ -137,6 +137,12 @@ def seal_search(request: Request, text: str) -> str:
     return str(request.app.state.runtime.keyring.encrypt(text, context=SEARCH_CONTEXT))
 
 
+def searched(request: Request, path: str, text: str, **filters: str) -> RedirectResponse:
+    """The list at `path` showing a search for `text` (sealed into `who`) and `filters`."""
+    query = {"who": seal_search(request, text) if text.strip() else "", **filters}
+    return RedirectResponse(f"{path}?" + urlencode({k: v for k, v in query.items() if v}), status_code=303)
+
+
 def open_search(request: Request, token: str) -> str:
     """The search a `who=` holds; 422 when it was altered or sealed under a key no longer configured."""
     if not token:

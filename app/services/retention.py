@@ -12,7 +12,8 @@ A row older than the window (by arrival) loses:
   incident, so that counting the reporters of an incident again (a merge, a move) counts the
   same people;
 - a delivery receipt: the provider's raw form;
-- a USSD session: the whole row (the caller's number and what they typed).
+- a USSD session: the whole row (the caller's number and what they typed);
+- an outbound webhook delivery, once delivered: the whole row (undelivered ones stay, retried).
 
 Numbers written into place names of alerts and incidents are masked. Kept: incidents (category,
 place, counts, times, decisions), alerts' category, severity, place, coordinates, precision,
@@ -52,12 +53,21 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased, sessionmaker
 
 from app.crypto import PSEUDONYM, sealed_nonempty
 from app.db import transaction, utcnow
-from app.enums import AuditAction, AuditEntity, Direction, MessageStatus
-from app.models import Alert, AuditLog, DeliveryEvent, Incident, Message, Person, UssdSession
+from app.enums import AuditAction, AuditEntity, DeliveryState, Direction, MessageStatus
+from app.models import (
+    Alert,
+    AuditLog,
+    DeliveryEvent,
+    Incident,
+    Message,
+    Person,
+    UssdSession,
+    WebhookDelivery,
+)
 from app.phones import scrub
 from app.services.progress import Progress
 from app.services.worker import Pass, Signals, Worker
@@ -80,6 +90,7 @@ KINDS = (
     "place names",
     "delivery receipts",
     "ussd sessions",
+    "webhook deliveries",
 )
 
 # An outbound row in one of these states is history; an older one still queued is left to the outbox.
@@ -170,8 +181,17 @@ def run_retention(
     for sweep in sweeps:
         if not _walk(factory, sweep, report, window, pause, progress):
             return report
-    if not _delete_ussd_sessions(factory, report, window, pause, progress):
-        return report
+    # A change delivered to a webhook receiver is the receiver's to keep; undelivered ones stay.
+    delivered = and_(
+        WebhookDelivery.state == DeliveryState.DELIVERED, WebhookDelivery.delivered_at < report.before
+    )
+    deletions = (
+        ("ussd sessions", UssdSession, UssdSession.session_id, UssdSession.updated_at < report.before),
+        ("webhook deliveries", WebhookDelivery, WebhookDelivery.id, delivered),
+    )
+    for label, model, key_column, old in deletions:
+        if not _delete_old(factory, report, label, model, key_column, old, window, pause, progress):
+            return report
     report.complete = True
     if not dry_run:
         with transaction(factory) as session:
@@ -415,33 +435,36 @@ def _receipts_sweep(before: datetime) -> Sweep:
     return Sweep(_table(DeliveryEvent), (), candidates, lambda row: ({"raw": None}, ["delivery receipts"]))
 
 
-def _delete_ussd_sessions(
+def _delete_old(
     factory: sessionmaker[Session],
     report: Report,
+    label: str,
+    model: type[Any],
+    key: InstrumentedAttribute[Any],
+    old: ColumnElement[bool],
     window: int,
     pause: Callable[[float], bool],
     progress: Progress | None = None,
 ) -> bool:
-    old = UssdSession.updated_at < report.before
-    name = _table(UssdSession).name
+    """Delete the `model` rows `old` selects, `window` (by `key`) a transaction; count them as `label`."""
+    table = _table(model)
     with factory() as session:
-        total = session.scalar(select(func.count()).select_from(UssdSession).where(old)) or 0
+        total = session.scalar(select(func.count()).select_from(table).where(old)) or 0
     if report.dry_run:
-        report.counts["ussd sessions"] = total
+        report.counts[label] = total
         if progress:
-            progress(name, total, total)
+            progress(table.name, total, total)
         return True
     if progress:
-        progress(name, 0, total)
+        progress(table.name, 0, total)
     while True:
         began = time.perf_counter()
         with transaction(factory) as session:
-            batch = select(UssdSession.session_id).where(old).limit(window).scalar_subquery()
-            statement = delete(_table(UssdSession)).where(UssdSession.session_id.in_(batch))
-            gone = session.connection().execute(statement).rowcount
-        report.counts["ussd sessions"] += gone
-        if progress:  # sessions that went old since the count are removed too
-            progress(name, min(total, report.counts["ussd sessions"]), total)
+            batch = select(key).where(old).limit(window).scalar_subquery()
+            gone = session.connection().execute(delete(table).where(key.in_(batch))).rowcount
+        report.counts[label] += gone
+        if progress:  # rows that went old since the count are removed too
+            progress(table.name, min(total, report.counts[label]), total)
         if gone < window:
             return True
         if not pause(max(0.001, time.perf_counter() - began)):
