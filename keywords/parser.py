@@ -9,6 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import snowballstemmer
 from rapidfuzz.distance import DamerauLevenshtein
 
 from keywords.grammar import GRAMMAR_DIR, Grammar, fold, load_all, words_of
@@ -17,7 +18,7 @@ MIN_TYPO_LEN = 5  # words of five letters or more are recognised with one typing
 MAX_COUNT = 100_000
 _GLUED = re.compile(r"^([a-z]+)(\d{1,2})$")
 _INCIDENT_CODE = re.compile(r"^k?(\d{1,7})$")
-_NUMBER_GLUED = re.compile(r"^(\d{1,6})([a-z]{3,})$")
+_NUMBER_GLUED = re.compile(r"^(\d{1,6})([a-z]{2,})$")
 _CLOCK = re.compile(r"\b\d{1,2}[:h]\d{2}\b|\b\d{1,2}/\d{1,2}(?:/\d{2,4})?\b")
 # A phone number written in a text ("appelez 081.000.0003", "tel0810000003", "+243 81 000 0001"):
 # digits joined by . - / ( ) or glued to letters, or space-separated groups after a leading 0 or
@@ -87,6 +88,11 @@ class ParseResult:
     details: list[str] = field(default_factory=list)
     corrections: list[str] = field(default_factory=list)  # "pilage -> pillage"
     via: Via = Via.KEYWORD
+    # Words read past the card, each with what it was read as: "wameteka -> kuteka (abduction)".
+    readings: list[str] = field(default_factory=list)
+    things: dict[str, int] = field(default_factory=dict)  # "50 vaches": counts of what is not people
+    offset: str | None = None  # "3 km de · vers Mavivi": where, from the place named (the anchor)
+    needs_review: bool = False  # read with low confidence: a person should look at it first
     words_used: int = field(default=0, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,9 +104,21 @@ class ParseResult:
 @dataclass(frozen=True, slots=True)
 class _Entry:
     words: tuple[str, ...]
-    kind: str  # category|command|now|yesterday
+    kind: str  # category|command|now|yesterday|calm|relative|direction|past|not_alert|distress
     value: str
     language: str
+    source: str | None = None  # the grammar's word this form was made from ("kuteka" for "wameteka")
+
+
+# Which category an alert is, when a sentence names several: the event it reports, not the first
+# card word in it. Armed men who loot is looting; tension with shooting is an attack.
+RANK = {"tension": 0, "threat": 1, "armed_presence": 1, "displacement": 2}
+STRONG = 3
+MIN_STEM = 4  # a Snowball stem shorter than this ("vol", "tu") matches too much to be read by
+MIN_GLUED = 4  # a word glued to another is found when it has this many letters
+PHRASE_KINDS = ("calm", "relative", "direction", "past", "not_alert", "distress")
+_CODE_GLUED = re.compile(r"^([a-z]+)(\d{1,2})([a-z]{3,})$")  # "a1djugu"
+_WORD_NUMBER = re.compile(r"^([a-z]{3,})(\d{1,6})$")  # "djugu20"
 
 
 class Lexicon:
@@ -116,6 +134,11 @@ class Lexicon:
         self.numbers: dict[str, int] = {}
         self.greetings: set[str] = set()
         self.negations: set[str] = set()
+        self.negations_after: set[str] = set()
+        self.thing_units: set[str] = set()
+        self.distance_units: set[str] = set()
+        self.elisions: set[str] = set()
+        self.stemmers: dict[str, Any] = {}
         # Ordinary words never read as a keyword with a typing error ("village" is not "pillage").
         self.protected: set[str] = set()
         by_first: dict[str, list[_Entry]] = {}
@@ -128,8 +151,18 @@ class Lexicon:
             self.numbers.update(g.numbers)
             self.greetings |= g.greetings
             self.negations |= g.negations
+            self.negations_after |= g.negations_after
+            self.thing_units |= g.thing_units
+            self.distance_units |= g.distance_units
+            self.elisions |= g.elisions
+            if g.stemmer:
+                self.stemmers[lang] = snowballstemmer.stemmer(g.stemmer)
             self.protected |= g.common | g.stopwords | g.count_units | set(g.numbers) | g.greetings
+            self.protected |= g.thing_units | g.distance_units
             entries = [_Entry(p, "category", c, lang) for c, ps in g.categories.items() for p in ps]
+            entries += _verb_forms(g, entries)
+            for kind in PHRASE_KINDS:
+                entries += [_Entry(p, kind, kind, lang) for p in getattr(g, kind)]
             entries += [_Entry(p, "command", c, lang) for c, ps in g.commands.items() for p in ps]
             entries += [_Entry(p, "now", "now", lang) for p in g.now]
             entries += [_Entry(p, "yesterday", "yesterday", lang) for p in g.yesterday]
@@ -146,8 +179,32 @@ class Lexicon:
             for entry in entries:
                 vocabulary.update(entry.words)
         self.vocabulary = frozenset(vocabulary)
+        # Words found glued to another ("attaquedjugu"): category words, triggers, units of people.
+        self.glue_words = frozenset(
+            w
+            for w in set(self.triggers)
+            | {e.words[0] for es in self.by_first.values() for e in es if e.kind == "category"}
+            | self.count_units
+            if len(w) >= MIN_GLUED and w.isalpha()
+        )
+        # Stems of the one-word category words of each language with a Snowball stemmer.
+        self.stems: dict[str, dict[str, _Entry]] = {}
+        for lang, stem in self.stemmers.items():
+            table: dict[str, _Entry] = {}
+            for es in self.by_first.values():
+                for e in es:
+                    if e.kind == "category" and e.language == lang and len(e.words) == 1 and e.source is None:
+                        root = stem.stemWord(e.words[0])
+                        if len(root) >= MIN_STEM:
+                            table.setdefault(root, e)
+            self.stems[lang] = table
+        self._stemmed: dict[str, _Entry | None] = {}
         self._deletes: dict[str, set[str]] = {}
-        for word in vocabulary:
+        # A typing error is read onto a grammar's own words only, never onto a made verb form
+        # ("anaumwa", is sick, is one letter from "anauawa", is being killed).
+        made = {e.words[0] for es in self.by_first.values() for e in es if e.source is not None}
+        written = {w for es in self.by_first.values() for e in es if e.source is None for w in e.words}
+        for word in vocabulary - (made - written):
             if len(word) >= MIN_TYPO_LEN and word.isalpha():
                 for variant in _deletes(word) | {word}:
                     self._deletes.setdefault(variant, set()).add(word)
@@ -175,6 +232,34 @@ class Lexicon:
         )
         return best[0] if best else None
 
+    def stemmed(self, token: str) -> _Entry | None:
+        """The category word `token` is a conjugated or derived form of, by its Snowball stem."""
+        if token in self._stemmed:
+            return self._stemmed[token]
+        found = None
+        if len(token) > MIN_STEM and token.isalpha() and token not in self.protected:
+            for lang, stem in self.stemmers.items():
+                root = stem.stemWord(token)
+                if len(root) >= MIN_STEM and (entry := self.stems[lang].get(root)) is not None:
+                    found = _Entry((token,), "category", entry.value, lang, source=entry.words[0])
+                    break
+        if len(self._stemmed) > 100_000:  # a bound on memory, whatever the traffic
+            self._stemmed.clear()
+        self._stemmed[token] = found
+        return found
+
+    def unglue(self, token: str) -> list[str] | None:
+        """Two words written without a space ("attaquedjugu", "djuguattaque"), if one is ours."""
+        if len(token) < MIN_GLUED + 3 or not token.isalpha() or token in self.vocabulary:
+            return None
+        for cut in range(len(token) - 3, MIN_GLUED - 1, -1):  # the longest word of ours first
+            if token[:cut] in self.glue_words:
+                return [token[:cut], token[cut:]]
+        for cut in range(3, len(token) - MIN_GLUED + 1):
+            if token[cut:] in self.glue_words:
+                return [token[:cut], token[cut:]]
+        return None
+
     def match_at(self, tokens: list[str], i: int) -> _Entry | None:
         """The longest grammar phrase starting at token i."""
         for entry in self.by_first.get(tokens[i], ()):
@@ -186,6 +271,26 @@ class Lexicon:
 
 def _deletes(word: str) -> set[str]:
     return {word[:i] + word[i + 1 :] for i in range(len(word))}
+
+
+def _verb_forms(grammar: Grammar, entries: list[_Entry]) -> list[_Entry]:
+    """The forms `[morphology]` makes of each category word written as an infinitive."""
+    if grammar.infinitive is None:
+        return []
+    head, _, tail = grammar.infinitive.partition("{root}")
+    made: list[_Entry] = []
+    for entry in entries:
+        if len(entry.words) != 1:
+            continue
+        word = entry.words[0]
+        if not (word.startswith(head) and word.endswith(tail) and len(word) > len(head) + len(tail) + 1):
+            continue
+        root = word[len(head) : len(word) - len(tail)]
+        for form in grammar.verb_forms:
+            made.append(
+                _Entry((form.replace("{root}", root),), "category", entry.value, entry.language, word)
+            )
+    return made
 
 
 @lru_cache(maxsize=8)
@@ -218,6 +323,7 @@ def parse(text: str, context: SenderContext | None = None, *, lex: Lexicon | Non
     if not pairs:
         return ParseResult(Intent.UNKNOWN, _language({}, context, lex), 0.0)
     original, tokens = [p[0] for p in pairs], [p[1] for p in pairs]
+    _split_words(tokens, original, lex)
 
     for i in range(len(tokens) - 2, -1, -1):  # "K 42", "K-42", "K.42" -> "k42"
         if tokens[i] == "k" and tokens[i + 1].isdigit():
@@ -263,6 +369,39 @@ def parse(text: str, context: SenderContext | None = None, *, lex: Lexicon | Non
         command.corrections = [f"{original[k]} -> {tokens[k]}" for k in used]
         return command
     return _alert(tokens, original, context, lex, votes, corrected)
+
+
+def _split_words(tokens: list[str], original: list[str], lex: Lexicon) -> None:
+    """Cut what was written as one word into the words it holds, in place: an elided article
+    ("l'attaque", "d'hommes"), a code glued to its place ("A1Djugu"), a place glued to a count
+    ("Djugu20"), two words without a space ("attaquedjugu")."""
+    for i in range(len(tokens) - 1, -1, -1):
+        token = tokens[i]
+        parts: list[str] | None = None
+        if "'" in token:
+            head, _, rest = token.partition("'")
+            if head in lex.elisions and rest:
+                parts = [rest]
+        elif not token.isalpha() and (glued := _CODE_GLUED.match(token)) and glued.group(1) in lex.triggers:
+            parts = [glued.group(1), glued.group(2), glued.group(3)]
+        elif (
+            not token.isalpha()
+            and (number := _WORD_NUMBER.match(token))
+            and number.group(1) not in lex.triggers
+            and not _INCIDENT_CODE.match(token)
+        ):
+            parts = [number.group(1), number.group(2)]
+        elif len(token) >= MIN_GLUED + 3:
+            parts = lex.unglue(token)
+        if parts is None:
+            continue
+        tokens[i : i + 1] = parts
+        written = original[i]
+        if len(written) == len(token):  # the letters as written (their case, their accents)
+            cuts = [len(token) - sum(len(p) for p in parts[k:]) for k in range(len(parts))]
+            original[i : i + 1] = [written[a:b] for a, b in zip(cuts, [*cuts[1:], len(written)], strict=True)]
+        else:
+            original[i : i + 1] = parts
 
 
 def _vote(votes: dict[str, float], languages: set[str] | str, weight: float = 1.0) -> None:
@@ -381,18 +520,48 @@ def _alert(
             consumed[1] = True
     details: list[str] = []
     time_word: str | None = None
+    readings: list[str] = []
+    said: set[str] = set()  # the phrase kinds the message holds: calm, past, not_alert, distress
+    negated = 0
+    offset: list[str] = []
+    heading: list[str] = []  # the place a direction names ("vers Mavivi")
+    category_words = ""
     while i < len(tokens):
         if consumed[i]:
             i += 1
             continue
         entry = lex.match_at(tokens, i)
+        if entry is None and tokens[i] not in lex.vocabulary and i not in corrected:
+            entry = lex.stemmed(tokens[i])
         if entry is None or entry.kind == "command":
             i += 1
             continue
         n = len(entry.words)
         span = range(i, i + n)
-        if entry.kind == "category" and any(t in lex.negations for t in tokens[max(0, i - 2) : i]):
-            i += n  # "pas de tension", "hakuna mapigano": said not to be happening
+        if entry.kind == "category" and _negated(tokens, i, n, lex):
+            negated += 1  # "pas de tension", "hakuna mapigano", "babundi te": said not to be happening
+            for k in span:
+                consumed[k] = True
+            i += n
+            continue
+        if entry.kind in ("calm", "past", "not_alert", "distress"):
+            said.add(entry.kind)
+            for k in span:
+                consumed[k] = True
+            i += n
+            continue
+        if entry.kind in ("relative", "direction"):
+            end = i + n
+            if entry.kind == "direction":  # "vers Mavivi": a direction, not where it happened
+                while end < len(tokens) and tokens[end] in lex.stopwords:
+                    end += 1
+                if end < len(tokens) and not consumed[end] and tokens[end] not in lex.vocabulary:
+                    heading.append(original[end])
+                    end += 1
+            offset.append(" ".join(w for w in original[i:end] if w))
+            for k in range(i, end):
+                consumed[k] = True
+            i = end
             continue
         if entry.kind == "category" and category is not None and any(k in corrected for k in span):
             for k in span:  # a second category word only by correction: keep what was written
@@ -401,12 +570,18 @@ def _alert(
             continue
         for k in span:
             consumed[k] = True
-        _vote(votes, lex.phrase_languages[entry.words])
+        _vote(votes, lex.phrase_languages.get(entry.words, {entry.language}))
+        written = " ".join(original[i : i + n])
         if entry.kind == "category":
+            if entry.source is not None:
+                readings.append(f"{written} -> {entry.source} ({entry.value})")
             if category is None:
-                category = entry.value
+                category, category_words = entry.value, written
+            elif via != Via.CODE and RANK.get(entry.value, STRONG) > RANK.get(category, STRONG):
+                details.append(category_words)  # the event the sentence reports wins over a presence
+                category, category_words = entry.value, written
             else:
-                details.append(" ".join(original[i : i + n]))
+                details.append(written)
         elif time_word is None:
             time_word = entry.kind
         i += n
@@ -415,23 +590,44 @@ def _alert(
     corrections = [f"{original[k]} -> {tokens[k]}" for k in sorted(corrected)]
     if category is None and (0 in corrected or len(tokens[0]) == 1):
         via = Via.FREE_TEXT  # "A demain", or a trigger read through a typing error, says too little
-    if category is None and via == Via.FREE_TEXT:
+    if via == Via.FREE_TEXT and category is None and (negated or "calm" in said):
+        # "pas d'incident cette nuit, aucun coup de feu", "everything calm, no shooting"
+        return ParseResult(Intent.CHECKIN, _language(votes, context, lex), 0.8, via=Via.FREE_TEXT)
+    if via == Via.FREE_TEXT and ("past" in said or "not_alert" in said):
+        return ParseResult(Intent.UNKNOWN, _language(votes, context, lex), 0.0)  # old news, a meeting
+    if category is None and via == Via.FREE_TEXT and "distress" not in said:
         for token in tokens:
             if token in lex.stopwords:
                 _vote(votes, lex.stopwords[token], 0.25)
         return ParseResult(Intent.UNKNOWN, _language(votes, context, lex), 0.0)
     count = None
+    things: dict[str, int] = {}
     for k, token in enumerate(tokens):
         if consumed[k]:
             continue
         number = _number(token)
         if number is None:
             number = lex.numbers.get(token)
-        if number is not None and number <= MAX_COUNT:
-            if count is None:
-                count = number
-                details.append(original[k])
-            consumed[k] = True
+        if number is None or number > MAX_COUNT:
+            continue
+        consumed[k] = True
+        after = tokens[k + 1] if k + 1 < len(tokens) and not consumed[k + 1] else None
+        if after is not None and not token.isdigit() and (after.isdigit() or after in lex.numbers):
+            continue  # "une quinzaine", "a dozen": the article before the number word
+        if after in lex.distance_units:
+            consumed[k + 1] = True
+            offset.insert(0, f"{original[k]} {original[k + 1]}")  # "3 km": a distance, not a count
+            continue
+        before = tokens[k - 1] if k > 0 and not consumed[k - 1] else None
+        unit = after if after in lex.thing_units else before if before in lex.thing_units else None
+        if unit is not None:
+            things[unit] = things.get(unit, 0) + number  # "50 vaches": not people
+            consumed[k + 1 if unit == after else k - 1] = True
+            details.append(f"{original[k]} {unit}")
+            continue
+        if count is None:
+            count = number
+            details.append(original[k])
     place: list[str] = []
     for k, token in enumerate(tokens):
         if consumed[k]:
@@ -445,7 +641,12 @@ def _alert(
         if token.isdigit() or token in lex.greetings or token in lex.negations or token in lex.vocabulary:
             continue  # place names are not numbers (nor phone numbers)
         place.append(original[k])
-    confidence -= 0.1 * len(corrections)
+    if not place and heading:  # "hommes en armes vers Bule": no other place named, so Bule it is
+        place = heading
+    confidence -= 0.1 * len(corrections) + 0.05 * len(readings)
+    if category is None:  # "au secours, venez vite": distress, of no category
+        confidence = 0.4
+    review = via == Via.FREE_TEXT and bool(readings or corrections or category is None or "calm" in said)
     return ParseResult(
         Intent.ALERT,
         _language(votes, context, lex),
@@ -457,4 +658,15 @@ def _alert(
         details=details,
         corrections=corrections,
         via=via,
+        readings=readings,
+        things=things,
+        offset=" · ".join(offset) or None,
+        needs_review=review or confidence < 0.6,
     )
+
+
+def _negated(tokens: list[str], i: int, n: int, lex: Lexicon) -> bool:
+    """Whether the phrase at tokens[i:i+n] is said not to happen: "pas de", "no", "babundi te"."""
+    before = tokens[max(0, i - 2) : i]
+    after = tokens[i + n : i + n + 2]
+    return any(t in lex.negations for t in before) or any(t in lex.negations_after for t in after)
