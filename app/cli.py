@@ -237,9 +237,9 @@ def cmd_parse(args: argparse.Namespace) -> int:
     from keywords.parser import SenderContext, lexicon, parse
 
     settings = _settings()
-    if args.lang and args.lang not in lexicon(settings.default_language).grammars:
+    lex = lexicon(settings.default_language, extra=settings.grammars_dir)
+    if args.lang and args.lang not in lex.grammars:
         raise CliError(f"--lang: no grammar for {args.lang!r}")
-    lex = lexicon(settings.default_language)
     language = args.lang
     if language is None and args.sender:
         phone = normalize(args.sender, settings.default_region)
@@ -469,7 +469,7 @@ def _roster_rules(settings: Settings, session: Session) -> Rules:
     from app.services.roster import Rules
     from keywords.parser import lexicon
 
-    languages = frozenset(lexicon(settings.default_language).grammars)
+    languages = frozenset(lexicon(settings.default_language, extra=settings.grammars_dir).grammars)
     return Rules(region=settings.default_region, languages=languages, places=PlaceIndex.load(session))
 
 
