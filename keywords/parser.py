@@ -305,8 +305,10 @@ def _verb_forms(grammar: Grammar, entries: list[_Entry]) -> list[_Entry]:
 
 
 @lru_cache(maxsize=8)
-def lexicon(default_language: str = "fr", directory: Path = GRAMMAR_DIR) -> Lexicon:
-    grammars, codes = load_all(directory)
+def lexicon(
+    default_language: str = "fr", directory: Path = GRAMMAR_DIR, extra: Path | None = None
+) -> Lexicon:
+    grammars, codes = load_all(directory, extra)
     return Lexicon(grammars, codes, default_language)
 
 
