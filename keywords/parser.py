@@ -515,7 +515,13 @@ def _alert(
     votes: dict[str, float],
     corrected: dict[int, str],
 ) -> ParseResult:
-    if tokens[0] in lex.codes and len(tokens) > 1 and not _mentions_category(tokens[1:], lex):
+    distance = len(tokens) > 1 and tokens[1] in lex.distance_units  # "3 km de Beni": no card number
+    if (
+        tokens[0] in lex.codes
+        and len(tokens) > 1
+        and not distance
+        and not _mentions_category(tokens[1:], lex)
+    ):
         tokens = ["a", *tokens]  # "8 Lopa": the card's number with the trigger left out
         original = ["", *original]
         corrected = {k + 1: v for k, v in corrected.items()}
@@ -524,7 +530,8 @@ def _alert(
     via = Via.FREE_TEXT
     confidence = 0.75
     i = 0
-    if tokens[0] in lex.triggers:
+    if tokens[0] in lex.triggers and not (len(tokens) > 2 and tokens[2] in lex.distance_units):
+        # (not "à 3 km de Beni": the French "à" before a distance is no trigger, 3 no card number)
         _vote(votes, lex.triggers[tokens[0]], 0.5)
         consumed[0] = True
         via, confidence, i = Via.KEYWORD, 1.0, 1
@@ -617,6 +624,7 @@ def _alert(
         return ParseResult(Intent.UNKNOWN, _language(votes, context, lex), 0.0)
     count = None
     things: dict[str, int] = {}
+    counted: set[int] = set()  # where the things counted so far are written
     for k, token in enumerate(tokens):
         if consumed[k]:
             continue
@@ -643,7 +651,10 @@ def _alert(
             offset.insert(0, f"{original[k]} {original[k + 1]}")  # "3 km": a distance, not a count
             continue
         unit = _unit_of(tokens, k, lex)
+        if unit is not None and unit < k and unit in counted:
+            unit = None  # "50 vaches, 3 bergers": the cows have their number already
         if unit is not None:
+            counted.add(unit)
             things[tokens[unit]] = things.get(tokens[unit], 0) + number  # "50 vaches": not people
             consumed[unit] = True
             details.append(f"{original[k]} {original[unit]}")
