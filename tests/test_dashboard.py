@@ -214,6 +214,7 @@ MATRIX: dict[tuple[str, str], str | None] = {
     ("GET", "/triage"): "officer",
     ("POST", "/triage/{message_id}/alert"): "officer",
     ("POST", "/triage/{message_id}/dismiss"): "officer",
+    ("POST", "/triage/alerts/{alert_id}/reviewed"): "officer",
     ("GET", "/messages"): "officer",
     ("POST", "/messages"): "officer",
     ("GET", "/roster"): "admin",
