@@ -428,7 +428,11 @@ def test_serve_refuses_a_bad_grammars_dir_in_one_line(
 
 
 def test_grammar_check(tmp_path: Path) -> None:
-    from keywords.grammar import GRAMMAR_DIR
+    from keywords.grammar import GRAMMAR_DIR, load_grammar
+
+    def words(path: Path) -> tuple[int, int]:
+        g = load_grammar(path)
+        return sum(map(len, g.categories.values())), sum(map(len, g.commands.values()))
 
     good = french(tmp_path / "ok", lambda s: s.replace("attack = [", 'attack = ["etumba", '))
     broken = french(
@@ -442,18 +446,20 @@ def test_grammar_check(tmp_path: Path) -> None:
         "KENGELE_DATABASE_URL": f"sqlite:///{tmp_path}/never.db",
         "KENGELE_GRAMMARS_DIR": str(tmp_path / "no"),
     }
+    (fr_words, fr_commands), (sw_words, sw_commands) = words(good), words(GRAMMAR_DIR / "sw.toml")
+    ok_fr = f"{good}: ok (language fr, {fr_words} category words, {fr_commands} commands)"
     r = run("grammar", "check", str(good), str(GRAMMAR_DIR / "sw.toml"), cwd=tmp_path, **env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [
-        f"{good}: ok (language fr, 155 category words, 32 commands)",
-        f"{GRAMMAR_DIR / 'sw.toml'}: ok (language sw, 111 category words, 26 commands)",
+        ok_fr,
+        f"{GRAMMAR_DIR / 'sw.toml'}: ok (language sw, {sw_words} category words, {sw_commands} commands)",
     ]
     r = run(
         "grammar", "check", str(good), str(broken), str(long), str(tmp_path / "xx.toml"), cwd=tmp_path, **env
     )
     assert r.returncode == 1
     assert r.stdout.splitlines() == [
-        f"{good}: ok (language fr, 155 category words, 32 commands)",
+        ok_fr,
         f"{broken}: replies.ack: unknown placeholder 'officer'",
         f"{long}: ussd.category: the card's list is cut before code 10",
         f"{tmp_path / 'xx.toml'}: -: no such file",

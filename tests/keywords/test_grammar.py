@@ -82,15 +82,15 @@ def test_file_name_must_match_language(tmp_path: Path) -> None:
 def test_adding_a_language_is_adding_a_file(tmp_path: Path) -> None:
     folder = copy_grammars(tmp_path)
     text = (folder / "fr.toml").read_text(encoding="utf-8")
-    lingala = text.replace('language = "fr"', 'language = "ln"').replace(
-        'name = "Français"', 'name = "Lingala"'
+    bambara = text.replace('language = "fr"', 'language = "bm"').replace(
+        'name = "Français"', 'name = "Bamanankan"'
     )
-    lingala = lingala.replace("attack = [", 'attack = ["etumba", "kobunda", ')
-    (folder / "ln.toml").write_text(lingala, encoding="utf-8")
+    bambara = bambara.replace("attack = [", 'attack = ["kelenkelen", "kelew", ')
+    (folder / "bm.toml").write_text(bambara, encoding="utf-8")
     grammars, codes = load_all.__wrapped__(folder)  # type: ignore[attr-defined]
     lex = Lexicon(grammars, codes, "fr")
-    result = parse("ETUMBA na Bunia", lex=lex)
-    assert (result.intent, result.category, result.language) == ("alert", "attack", "ln")
+    result = parse("KELEW Bunia", lex=lex)
+    assert (result.intent, result.category, result.language) == ("alert", "attack", "bm")
 
 
 def deployment_grammar(folder: Path, language: str, edit: Callable[[str], str]) -> Path:
@@ -102,18 +102,18 @@ def deployment_grammar(folder: Path, language: str, edit: Callable[[str], str]) 
 
 
 def test_a_deployment_folder_adds_a_language(tmp_path: Path) -> None:
-    def ln(text: str) -> str:
-        text = text.replace('language = "fr"', 'language = "ln"').replace(
-            'name = "Français"', 'name = "Lingala"'
+    def bm(text: str) -> str:  # Bambara, for a network in Mali: a language the package has not
+        text = text.replace('language = "fr"', 'language = "bm"').replace(
+            'name = "Français"', 'name = "Bamanankan"'
         )
-        return text.replace("attack = [", 'attack = ["etumba", "kobunda", ')
+        return text.replace("attack = [", 'attack = ["kelenkelen", "kelew", ')
 
-    deployment_grammar(tmp_path / "extra", "ln", ln)
+    deployment_grammar(tmp_path / "extra", "bm", bm)
     lex = lexicon("fr", GRAMMAR_DIR, tmp_path / "extra")
-    assert set(lex.grammars) == {"en", "fr", "sw", "ln"} and lex.codes == load_all()[1]
-    result = parse("ETUMBA na Bunia", lex=lex)
-    assert (result.intent, result.category, result.language) == ("alert", "attack", "ln")
-    assert parse("ETUMBA na Bunia").intent != "alert"  # the package's own lexicon is untouched
+    assert set(lex.grammars) == set(load_all()[0]) | {"bm"} and lex.codes == load_all()[1]
+    result = parse("KELEW Bunia", lex=lex)
+    assert (result.intent, result.category, result.language) == ("alert", "attack", "bm")
+    assert parse("KELEW Bunia").intent != "alert"  # the package's own lexicon is untouched
 
 
 def test_a_deployment_folder_replaces_a_shipped_grammar(tmp_path: Path) -> None:
