@@ -376,8 +376,28 @@ def load_codes(path: Path) -> dict[str, str]:
 
 
 @lru_cache(maxsize=8)
-def load_all(directory: Path = GRAMMAR_DIR) -> tuple[dict[str, Grammar], dict[str, str]]:
-    """Every grammar of the folder (one per `xx.toml`) and the card's codes."""
+def load_all(
+    directory: Path = GRAMMAR_DIR, extra: Path | None = None
+) -> tuple[dict[str, Grammar], dict[str, str]]:
+    """Every grammar of the folder (one per `xx.toml`) and the card's codes.
+
+    `extra` (KENGELE_GRAMMARS_DIR) is a deployment's folder: its `xx.toml` add languages or replace
+    the folder's file of the same language. The card's codes stay the folder's: a card reprinted in
+    one deployment only would teach codes the others read differently.
+    """
+    grammars = _grammars(directory)
+    if extra is not None:
+        if (extra / "card.toml").exists():
+            raise GrammarError(
+                extra / "card.toml", "-", "the card's codes are Kengele's own; remove this file"
+            )
+        grammars |= _grammars(extra)
+    return grammars, load_codes(directory / "card.toml")
+
+
+def _grammars(directory: Path) -> dict[str, Grammar]:
+    if not directory.is_dir():
+        raise GrammarError(directory, "-", "not a folder")
     grammars = {}
     for path in sorted(directory.glob("*.toml")):
         if path.stem == "card":
@@ -385,5 +405,5 @@ def load_all(directory: Path = GRAMMAR_DIR) -> tuple[dict[str, Grammar], dict[st
         grammar = load_grammar(path)
         grammars[grammar.language] = grammar
     if not grammars:
-        raise GrammarError(directory, "-", "no grammar file")
-    return grammars, load_codes(directory / "card.toml")
+        raise GrammarError(directory, "-", "no grammar file (xx.toml)")
+    return grammars

@@ -116,6 +116,7 @@ RANK = {"tension": 0, "threat": 1, "armed_presence": 1, "displacement": 2}
 STRONG = 3
 MIN_STEM = 4  # a Snowball stem shorter than this ("vol", "tu") matches too much to be read by
 MIN_GLUED = 4  # a word glued to another is found when it has this many letters
+NEGATION_REACH = 4  # a negation this many small words before a category word still negates it
 PHRASE_KINDS = ("calm", "relative", "direction", "past", "not_alert", "distress")
 _CODE_GLUED = re.compile(r"^([a-z]+)(\d{1,2})([a-z]{3,})$")  # "a1djugu"
 _WORD_NUMBER = re.compile(r"^([a-z]{3,})(\d{1,6})$")  # "djugu20"
@@ -134,7 +135,9 @@ class Lexicon:
         self.numbers: dict[str, int] = {}
         self.greetings: set[str] = set()
         self.negations: set[str] = set()
-        self.negations_after: set[str] = set()
+        # A negation after its verb negates that language's words only: Lingala "babundi te", but
+        # not French "attaque, je te dis".
+        self.negations_after: dict[str, set[str]] = {}
         self.thing_units: set[str] = set()
         self.distance_units: set[str] = set()
         self.elisions: set[str] = set()
@@ -151,7 +154,8 @@ class Lexicon:
             self.numbers.update(g.numbers)
             self.greetings |= g.greetings
             self.negations |= g.negations
-            self.negations_after |= g.negations_after
+            for word in g.negations_after:
+                self.negations_after.setdefault(word, set()).add(lang)
             self.thing_units |= g.thing_units
             self.distance_units |= g.distance_units
             self.elisions |= g.elisions
@@ -232,20 +236,27 @@ class Lexicon:
         )
         return best[0] if best else None
 
-    def stemmed(self, token: str) -> _Entry | None:
-        """The category word `token` is a conjugated or derived form of, by its Snowball stem."""
-        if token in self._stemmed:
-            return self._stemmed[token]
+    def stemmed(self, token: str, written: str | None = None) -> _Entry | None:
+        """The category word `token` is a conjugated or derived form of, by its Snowball stem.
+
+        `written` is the word with its accents: Snowball's French rules need them ("pillèrent").
+        """
+        key = written.lower() if written else token
+        if key in self._stemmed:
+            return self._stemmed[key]
         found = None
         if len(token) > MIN_STEM and token.isalpha() and token not in self.protected:
             for lang, stem in self.stemmers.items():
-                root = stem.stemWord(token)
-                if len(root) >= MIN_STEM and (entry := self.stems[lang].get(root)) is not None:
-                    found = _Entry((token,), "category", entry.value, lang, source=entry.words[0])
+                for form in dict.fromkeys((key, token)):
+                    root = fold(stem.stemWord(form))
+                    if len(root) >= MIN_STEM and (entry := self.stems[lang].get(root)) is not None:
+                        found = _Entry((token,), "category", entry.value, lang, source=entry.words[0])
+                        break
+                if found:
                     break
         if len(self._stemmed) > 100_000:  # a bound on memory, whatever the traffic
             self._stemmed.clear()
-        self._stemmed[token] = found
+        self._stemmed[key] = found
         return found
 
     def unglue(self, token: str) -> list[str] | None:
@@ -294,8 +305,10 @@ def _verb_forms(grammar: Grammar, entries: list[_Entry]) -> list[_Entry]:
 
 
 @lru_cache(maxsize=8)
-def lexicon(default_language: str = "fr", directory: Path = GRAMMAR_DIR) -> Lexicon:
-    grammars, codes = load_all(directory)
+def lexicon(
+    default_language: str = "fr", directory: Path = GRAMMAR_DIR, extra: Path | None = None
+) -> Lexicon:
+    grammars, codes = load_all(directory, extra)
     return Lexicon(grammars, codes, default_language)
 
 
@@ -391,7 +404,7 @@ def _split_words(tokens: list[str], original: list[str], lex: Lexicon) -> None:
             and not _INCIDENT_CODE.match(token)
         ):
             parts = [number.group(1), number.group(2)]
-        elif len(token) >= MIN_GLUED + 3:
+        elif len(token) >= MIN_GLUED + 3 and lex.stemmed(token, original[i]) is None:  # not "piller"+"ent"
             parts = lex.unglue(token)
         if parts is None:
             continue
@@ -502,7 +515,13 @@ def _alert(
     votes: dict[str, float],
     corrected: dict[int, str],
 ) -> ParseResult:
-    if tokens[0] in lex.codes and len(tokens) > 1 and not _mentions_category(tokens[1:], lex):
+    distance = len(tokens) > 1 and tokens[1] in lex.distance_units  # "3 km de Beni": no card number
+    if (
+        tokens[0] in lex.codes
+        and len(tokens) > 1
+        and not distance
+        and not _mentions_category(tokens[1:], lex)
+    ):
         tokens = ["a", *tokens]  # "8 Lopa": the card's number with the trigger left out
         original = ["", *original]
         corrected = {k + 1: v for k, v in corrected.items()}
@@ -511,7 +530,8 @@ def _alert(
     via = Via.FREE_TEXT
     confidence = 0.75
     i = 0
-    if tokens[0] in lex.triggers:
+    if tokens[0] in lex.triggers and not (len(tokens) > 2 and tokens[2] in lex.distance_units):
+        # (not "à 3 km de Beni": the French "à" before a distance is no trigger, 3 no card number)
         _vote(votes, lex.triggers[tokens[0]], 0.5)
         consumed[0] = True
         via, confidence, i = Via.KEYWORD, 1.0, 1
@@ -532,13 +552,15 @@ def _alert(
             continue
         entry = lex.match_at(tokens, i)
         if entry is None and tokens[i] not in lex.vocabulary and i not in corrected:
-            entry = lex.stemmed(tokens[i])
+            entry = lex.stemmed(tokens[i], original[i])
         if entry is None or entry.kind == "command":
             i += 1
             continue
         n = len(entry.words)
         span = range(i, i + n)
-        if entry.kind == "category" and _negated(tokens, i, n, lex):
+        if entry.kind == "category" and _negated(
+            tokens, i, n, lex, lex.phrase_languages.get(entry.words, {entry.language})
+        ):
             negated += 1  # "pas de tension", "hakuna mapigano", "babundi te": said not to be happening
             for k in span:
                 consumed[k] = True
@@ -602,6 +624,7 @@ def _alert(
         return ParseResult(Intent.UNKNOWN, _language(votes, context, lex), 0.0)
     count = None
     things: dict[str, int] = {}
+    counted: set[int] = set()  # where the things counted so far are written
     for k, token in enumerate(tokens):
         if consumed[k]:
             continue
@@ -612,18 +635,29 @@ def _alert(
             continue
         consumed[k] = True
         after = tokens[k + 1] if k + 1 < len(tokens) and not consumed[k + 1] else None
-        if after is not None and not token.isdigit() and (after.isdigit() or after in lex.numbers):
+        scale = lex.numbers.get(after) if after is not None and not token.isdigit() else None
+        if scale in (100, 1000) and number < 100:  # "deux cents", "trois mille"
+            consumed[k + 1] = True
+            number *= scale
+            after = tokens[k + 2] if k + 2 < len(tokens) and not consumed[k + 2] else None
+        elif number in (100, 1000) and after is not None and (lex.numbers.get(after) or 100) < 10:
+            consumed[k + 1] = True  # "mia tano": Swahili says the hundreds first
+            number *= lex.numbers[after]
+            after = tokens[k + 2] if k + 2 < len(tokens) and not consumed[k + 2] else None
+        elif after is not None and not token.isdigit() and (after.isdigit() or after in lex.numbers):
             continue  # "une quinzaine", "a dozen": the article before the number word
         if after in lex.distance_units:
             consumed[k + 1] = True
             offset.insert(0, f"{original[k]} {original[k + 1]}")  # "3 km": a distance, not a count
             continue
-        before = tokens[k - 1] if k > 0 and not consumed[k - 1] else None
-        unit = after if after in lex.thing_units else before if before in lex.thing_units else None
+        unit = _unit_of(tokens, k, lex)
+        if unit is not None and unit < k and unit in counted:
+            unit = None  # "50 vaches, 3 bergers": the cows have their number already
         if unit is not None:
-            things[unit] = things.get(unit, 0) + number  # "50 vaches": not people
-            consumed[k + 1 if unit == after else k - 1] = True
-            details.append(f"{original[k]} {unit}")
+            counted.add(unit)
+            things[tokens[unit]] = things.get(tokens[unit], 0) + number  # "50 vaches": not people
+            consumed[unit] = True
+            details.append(f"{original[k]} {original[unit]}")
             continue
         if count is None:
             count = number
@@ -635,7 +669,7 @@ def _alert(
         if token in lex.stopwords:
             _vote(votes, lex.stopwords[token], 0.25)
             continue
-        if token in lex.count_units:
+        if token in lex.count_units or token in lex.thing_units:
             details.append(original[k])
             continue
         if token.isdigit() or token in lex.greetings or token in lex.negations or token in lex.vocabulary:
@@ -665,8 +699,27 @@ def _alert(
     )
 
 
-def _negated(tokens: list[str], i: int, n: int, lex: Lexicon) -> bool:
-    """Whether the phrase at tokens[i:i+n] is said not to happen: "pas de", "no", "babundi te"."""
+def _unit_of(tokens: list[str], k: int, lex: Lexicon) -> int | None:
+    """Where the thing counted by the number at k is written: "50 vaches", "une dizaine de vaches",
+    "nyumba 10" (a thing word may also have been the category: "vaches" is looting)."""
+    people_next = k + 1 < len(tokens) and tokens[k + 1] in lex.count_units
+    for j in (k + 1, k + 2) if people_next else (k + 1, k + 2, k - 1):
+        if 0 <= j < len(tokens) and tokens[j] in lex.thing_units:
+            if j == k + 2 and tokens[k + 1] not in lex.stopwords:
+                continue  # "50 hommes ... vaches": only a small word may stand between
+            return j
+    return None
+
+
+def _negated(tokens: list[str], i: int, n: int, lex: Lexicon, languages: set[str] | None) -> bool:
+    """Whether the phrase at tokens[i:i+n] (a word of `languages`) is said not to happen: "pas de",
+    "no", and after it, in its own language, "babundi te"."""
     before = tokens[max(0, i - 2) : i]
-    after = tokens[i + n : i + n + 2]
-    return any(t in lex.negations for t in before) or any(t in lex.negations_after for t in after)
+    if any(t in lex.negations for t in before):
+        return True
+    if any(lex.negations_after.get(t, set()) & (languages or set()) for t in tokens[i + n : i + n + 2]):
+        return True
+    k = i - 1  # "il n'y a pas eu de pillage": back over small words to the negation
+    while k >= 0 and i - k <= NEGATION_REACH and tokens[k] in lex.stopwords:
+        k -= 1
+    return k >= 0 and tokens[k] in lex.negations

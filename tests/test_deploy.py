@@ -88,3 +88,45 @@ def test_make_run_migrates_loads_places_and_the_demo_then_serves() -> None:
 def test_the_build_context_leaves_out_data_secrets_and_caches(pattern: str) -> None:
     lines = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
     assert pattern in lines
+
+
+def test_every_package_the_service_imports_is_a_runtime_dependency() -> None:
+    """`pip install .` (no dev extras, as the Dockerfile and a deployment install it) must serve:
+    every third-party module app/, gateways/ and keywords/ import comes from a distribution of
+    [project.dependencies] (or of the postgres extra, imported only for PostgreSQL), or from one
+    that such a distribution requires (starlette by fastapi, requests by twilio)."""
+    import ast
+    import sys
+    import tomllib
+    from importlib.metadata import packages_distributions, requires
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = project["dependencies"] + project["optional-dependencies"]["postgres"]
+
+    def name(requirement: str) -> str:
+        return re.split(r"[\[<>=!~ ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+    allowed = {name(d) for d in declared}
+    allowed |= {name(r) for d in list(allowed) for r in requires(d) or () if "extra ==" not in r}
+    ours = {"app", "gateways", "keywords", "migrations"}
+    modules: dict[str, str] = {}
+    for package in ours:
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    top = name.split(".")[0]
+                    if top not in ours and top not in sys.stdlib_module_names:
+                        modules.setdefault(top, str(path.relative_to(ROOT)))
+    distributions = packages_distributions()
+    missing = {
+        module: where
+        for module, where in modules.items()
+        if not {d.lower().replace("_", "-") for d in distributions.get(module, [module])} & allowed
+    }
+    assert not missing, f"imported but not a runtime dependency in pyproject.toml: {missing}"

@@ -27,13 +27,14 @@ from app.services.ussd_menu import (
     gsm7,
     inputs,
     languages,
+    long_screens,
     replay,
     show,
     start,
     step,
     walk,
 )
-from keywords.parser import lexicon
+from keywords.parser import Lexicon, lexicon
 
 LEX = lexicon("fr")
 GRACE = Caller(person_id=4, language="en", home=(1.5, 30.2), home_name="Djugu", nearby=("Mbau", "Oicha"))
@@ -492,3 +493,16 @@ def test_screens_are_spelled_in_gsm7() -> None:
     assert gsm7("fête") == "fete"
     assert gsm7("Łódź") == "?odz"  # Ł has no letter to fall back on
     assert walk("3", caller=GRACE, lex=LEX, resolve=resolve).reply == CHANGE  # "Français" in the grammar
+
+
+@pytest.mark.parametrize("language", sorted(LEX.grammars))
+def test_no_shipped_screen_is_too_long(language: str) -> None:
+    assert long_screens(language, LEX) == []
+
+
+def test_a_screen_too_long_is_named() -> None:
+    """What `kengele grammar check` reports: the screen, by its key in the [ussd] table."""
+    fr = LEX.grammars["fr"]
+    wordy = replace(fr, ussd=fr.ussd | {"menu": "M" * 150, "sent": "S" * 190})
+    lex = Lexicon(LEX.grammars | {"fr": wordy}, LEX.codes, "fr")
+    assert [key for key, _ in long_screens("fr", lex)] == ["ussd.menu", "ussd.sent"]
