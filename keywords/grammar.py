@@ -176,6 +176,7 @@ class Grammar:
     not_alert: tuple[tuple[str, ...], ...] = ()  # "reunion", "formation": an announcement
     distress: tuple[tuple[str, ...], ...] = ()  # "au secours", "venez vite": an alert, of no category
     elisions: frozenset[str] = frozenset()  # "l'", "d'": a prefix cut off the word it is glued to
+    multipliers: frozenset[str] = frozenset()  # "ntuku" (tens): multiplies the number next to it
     stemmer: str | None = None  # a Snowball algorithm ("french"): conjugated forms of category words
     # Verb forms made from each category word written as the infinitive: "ku{root}a" -> "wame{root}a".
     infinitive: str | None = None
@@ -334,6 +335,7 @@ def load_grammar(path: Path) -> Grammar:
         not_alert=phrases("not_alert"),
         distress=phrases("distress"),
         elisions=frozenset(fold(w).rstrip("'") for w in _optional_words(path, details, "elisions")),
+        multipliers=words("multipliers"),
         stemmer=stemmer,
         infinitive=infinitive,
         verb_forms=verb_forms,

@@ -118,7 +118,7 @@ MIN_STEM = 4  # a Snowball stem shorter than this ("vol", "tu") matches too much
 MIN_GLUED = 4  # a word glued to another is found when it has this many letters
 NEGATION_REACH = 4  # a negation this many small words before a category word still negates it
 PHRASE_KINDS = ("calm", "relative", "direction", "past", "not_alert", "distress")
-_CODE_GLUED = re.compile(r"^([a-z]+)(\d{1,2})([a-z]{3,})$")  # "a1djugu"
+_CODE_GLUED = re.compile(r"^([a-z]+)(\d{1,2})([a-z]{3,})(\d{1,6})?$")  # "a1djugu", "a3fataki5"
 _WORD_NUMBER = re.compile(r"^([a-z]{3,})(\d{1,6})$")  # "djugu20"
 
 
@@ -135,6 +135,8 @@ class Lexicon:
         self.numbers: dict[str, int] = {}
         self.greetings: set[str] = set()
         self.negations: set[str] = set()
+        self.negation_languages: dict[str, set[str]] = {}  # French "ni" is Sango "the"
+        self.multipliers: set[str] = set()  # "cent", "mia", "ntuku": what multiplies a number next to it
         # A negation after its verb negates that language's words only: Lingala "babundi te", but
         # not French "attaque, je te dis".
         self.negations_after: dict[str, set[str]] = {}
@@ -152,8 +154,11 @@ class Lexicon:
                 self.stopwords.setdefault(word, set()).add(lang)
             self.count_units |= g.count_units
             self.numbers.update(g.numbers)
+            self.multipliers |= {w for w, v in g.numbers.items() if v in (100, 1000)} | g.multipliers
             self.greetings |= g.greetings
             self.negations |= g.negations
+            for word in g.negations:
+                self.negation_languages.setdefault(word, set()).add(lang)
             for word in g.negations_after:
                 self.negations_after.setdefault(word, set()).add(lang)
             self.thing_units |= g.thing_units
@@ -172,6 +177,18 @@ class Lexicon:
             entries += [_Entry(p, "yesterday", "yesterday", lang) for p in g.yesterday]
             for entry in entries:
                 by_first.setdefault(entry.words[0], []).append(entry)
+        # A negation negates the words of every language (people switch mid-sentence: "pas de
+        # bitumba") unless it is an ordinary word of another one (French "ni", Sango's "the";
+        # Swahili "si", French "if"): then only its own language's.
+        everyone = set(grammars)
+        for negations in (self.negation_languages, self.negations_after):
+            for word, langs in negations.items():
+                elsewhere = {
+                    lang
+                    for lang, g in grammars.items()
+                    if lang not in langs and word in g.stopwords | g.common | g.greetings | set(g.numbers)
+                }
+                negations[word] = set(langs) if elsewhere else everyone
         self.phrase_languages: dict[tuple[str, ...], set[str]] = {}
         for entries in by_first.values():
             for entry in entries:
@@ -396,7 +413,7 @@ def _split_words(tokens: list[str], original: list[str], lex: Lexicon) -> None:
             if head in lex.elisions and rest:
                 parts = [rest]
         elif not token.isalpha() and (glued := _CODE_GLUED.match(token)) and glued.group(1) in lex.triggers:
-            parts = [glued.group(1), glued.group(2), glued.group(3)]
+            parts = [g for g in glued.groups() if g]
         elif (
             not token.isalpha()
             and (number := _WORD_NUMBER.match(token))
@@ -406,6 +423,8 @@ def _split_words(tokens: list[str], original: list[str], lex: Lexicon) -> None:
             parts = [number.group(1), number.group(2)]
         elif len(token) >= MIN_GLUED + 3 and lex.stemmed(token, original[i]) is None:  # not "piller"+"ent"
             parts = lex.unglue(token)
+            if parts is not None:  # "alertkidnapjiba": three words, cut twice
+                parts = [q for p in parts for q in (lex.unglue(p) or [p])]
         if parts is None:
             continue
         tokens[i : i + 1] = parts
@@ -562,12 +581,14 @@ def _alert(
             tokens, i, n, lex, lex.phrase_languages.get(entry.words, {entry.language})
         ):
             negated += 1  # "pas de tension", "hakuna mapigano", "babundi te": said not to be happening
+            _vote(votes, lex.phrase_languages.get(entry.words, {entry.language}))
             for k in span:
                 consumed[k] = True
             i += n
             continue
         if entry.kind in ("calm", "past", "not_alert", "distress"):
             said.add(entry.kind)
+            _vote(votes, lex.phrase_languages.get(entry.words, {entry.language}))
             for k in span:
                 consumed[k] = True
             i += n
@@ -635,17 +656,19 @@ def _alert(
             continue
         consumed[k] = True
         after = tokens[k + 1] if k + 1 < len(tokens) and not consumed[k + 1] else None
-        scale = lex.numbers.get(after) if after is not None and not token.isdigit() else None
-        if scale in (100, 1000) and number < 100:  # "deux cents", "trois mille"
-            consumed[k + 1] = True
-            number *= scale
-            after = tokens[k + 2] if k + 2 < len(tokens) and not consumed[k + 2] else None
-        elif number in (100, 1000) and after is not None and (lex.numbers.get(after) or 100) < 10:
-            consumed[k + 1] = True  # "mia tano": Swahili says the hundreds first
-            number *= lex.numbers[after]
-            after = tokens[k + 2] if k + 2 < len(tokens) and not consumed[k + 2] else None
-        elif after is not None and not token.isdigit() and (after.isdigit() or after in lex.numbers):
+        if not token.isdigit():  # number words joined into one: "deux cents", "kumi na tano"
+            number, used = _compose(tokens, k, number, consumed, lex)
+            for j in range(k + 1, k + 1 + used):
+                consumed[j] = True
+            after = (
+                tokens[k + 1 + used] if k + 1 + used < len(tokens) and not consumed[k + 1 + used] else None
+            )
+        if after is not None and not token.isdigit() and (after.isdigit() or after in lex.numbers):
             continue  # "une quinzaine", "a dozen": the article before the number word
+        if k > 0 and not consumed[k - 1] and tokens[k - 1] in lex.distance_units:
+            consumed[k - 1] = True
+            offset.insert(0, f"{original[k - 1]} {original[k]}")  # "km 5 kutoka Oicha"
+            continue
         if after in lex.distance_units:
             consumed[k + 1] = True
             offset.insert(0, f"{original[k]} {original[k + 1]}")  # "3 km": a distance, not a count
@@ -699,6 +722,33 @@ def _alert(
     )
 
 
+CONNECTORS = frozenset({"na", "et", "and"})  # "kumi na tano", "vingt et un", "zomi na mitano"
+
+
+def _compose(tokens: list[str], k: int, number: int, consumed: list[bool], lex: Lexicon) -> tuple[int, int]:
+    """The number the words from k on write, and how many words after k it took: a unit and a
+    multiplier in either order ("deux cents", "mia tano", "ntuku mibale"), tens and units
+    ("dix sept", "twenty one", "kumi na tano", "cent cinquante")."""
+
+    def word(j: int) -> int | None:
+        ok = j < len(tokens) and not consumed[j] and not tokens[j].isdigit()
+        return lex.numbers.get(tokens[j]) if ok else None
+
+    nxt = word(k + 1)
+    here, there = tokens[k], tokens[k + 1] if k + 1 < len(tokens) else ""
+    if nxt is not None and there in lex.multipliers and 2 <= number <= 99:
+        return number * nxt, 1  # "deux cents", "trois mille"
+    if nxt is not None and here in lex.multipliers and 2 <= nxt <= 9:
+        return number * nxt, 1  # "mia tano", "ntuku mibale": the multiplier first
+    if nxt is not None and number >= 10 and number % 10 == 0 and 1 <= nxt < min(number, 100):
+        return number + nxt, 1  # "dix sept", "twenty one", "cent cinquante"
+    if k + 2 < len(tokens) and tokens[k + 1] in CONNECTORS and number >= 10:
+        unit = word(k + 2)
+        if unit is not None and 1 <= unit <= 9:
+            return number + unit, 2  # "kumi na tano", "vingt et un"
+    return number, 0
+
+
 def _unit_of(tokens: list[str], k: int, lex: Lexicon) -> int | None:
     """Where the thing counted by the number at k is written: "50 vaches", "une dizaine de vaches",
     "nyumba 10" (a thing word may also have been the category: "vaches" is looting)."""
@@ -711,15 +761,25 @@ def _unit_of(tokens: list[str], k: int, lex: Lexicon) -> int | None:
     return None
 
 
-def _negated(tokens: list[str], i: int, n: int, lex: Lexicon, languages: set[str] | None) -> bool:
-    """Whether the phrase at tokens[i:i+n] (a word of `languages`) is said not to happen: "pas de",
-    "no", and after it, in its own language, "babundi te"."""
-    before = tokens[max(0, i - 2) : i]
-    if any(t in lex.negations for t in before):
-        return True
-    if any(lex.negations_after.get(t, set()) & (languages or set()) for t in tokens[i + n : i + n + 2]):
+def _negated(tokens: list[str], i: int, n: int, lex: Lexicon, languages: set[str]) -> bool:
+    """Whether the phrase at tokens[i:i+n] (a word of `languages`) is said not to happen, by a
+    negation of one of its languages: before it ("pas de", "no", "hakuna"), or after it as
+    Lingala and Sango put it ("babundi te", "a pika ndo ni ape"), over a few small words."""
+
+    def negates(word: str, table: dict[str, set[str]]) -> bool:
+        return bool(table.get(word, set()) & languages)
+
+    if any(negates(t, lex.negation_languages) for t in tokens[max(0, i - 2) : i]):
         return True
     k = i - 1  # "il n'y a pas eu de pillage": back over small words to the negation
     while k >= 0 and i - k <= NEGATION_REACH and tokens[k] in lex.stopwords:
         k -= 1
-    return k >= 0 and tokens[k] in lex.negations
+    if k >= 0 and negates(tokens[k], lex.negation_languages):
+        return True
+    after = i + n
+    for k in range(after, min(len(tokens), after + NEGATION_REACH)):
+        if negates(tokens[k], lex.negations_after):
+            return True
+        if k >= after + 1 and tokens[k] not in lex.stopwords:
+            return False  # two words of substance on: another clause
+    return False

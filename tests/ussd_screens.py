@@ -12,7 +12,7 @@ from keywords.parser import Lexicon, lexicon
 
 # As the screens show them (in GSM-7: "Francais", not "Français").
 NAMES = {"fr": "Francais", "en": "English", "sw": "Kiswahili", "sg": "Sängö", "ln": "Lingala"}
-WORD = {"fr": "Langue", "en": "Language", "sw": "Lugha", "sg": "Yanga", "ln": "Monoko"}
+WORD = {"fr": "Langue", "en": "Language", "sw": "Lugha", "sg": "Yanga", "ln": "Lokota"}
 
 
 def order(lex: Lexicon | None = None) -> list[str]:
