@@ -108,6 +108,7 @@ class _Entry:
     value: str
     language: str
     source: str | None = None  # the grammar's word this form was made from ("kuteka" for "wameteka")
+    guessed: bool = False  # read by a Snowball stem: likely, not certain (a made verb form is certain)
 
 
 # Which category an alert is, when a sentence names several: the event it reports, not the first
@@ -267,7 +268,7 @@ class Lexicon:
                 for form in dict.fromkeys((key, token)):
                     root = fold(stem.stemWord(form))
                     if len(root) >= MIN_STEM and (entry := self.stems[lang].get(root)) is not None:
-                        found = _Entry((token,), "category", entry.value, lang, source=entry.words[0])
+                        found = _Entry((token,), "category", entry.value, lang, entry.words[0], True)
                         break
                 if found:
                     break
@@ -565,6 +566,7 @@ def _alert(
     offset: list[str] = []
     heading: list[str] = []  # the place a direction names ("vers Mavivi")
     category_words = ""
+    guessed = False  # a category word read by its stem only
     while i < len(tokens):
         if consumed[i]:
             i += 1
@@ -618,6 +620,7 @@ def _alert(
         if entry.kind == "category":
             if entry.source is not None:
                 readings.append(f"{written} -> {entry.source} ({entry.value})")
+                guessed = guessed or entry.guessed
             if category is None:
                 category, category_words = entry.value, written
             elif via != Via.CODE and RANK.get(entry.value, STRONG) > RANK.get(category, STRONG):
@@ -700,10 +703,10 @@ def _alert(
         place.append(original[k])
     if not place and heading:  # "hommes en armes vers Bule": no other place named, so Bule it is
         place = heading
-    confidence -= 0.1 * len(corrections) + 0.05 * len(readings)
+    confidence -= 0.1 * len(corrections) + (0.1 if guessed else 0.0)
     if category is None:  # "au secours, venez vite": distress, of no category
         confidence = 0.4
-    review = via == Via.FREE_TEXT and bool(readings or corrections or category is None or "calm" in said)
+    review = via == Via.FREE_TEXT and (guessed or bool(corrections) or category is None or "calm" in said)
     return ParseResult(
         Intent.ALERT,
         _language(votes, context, lex),
