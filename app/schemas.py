@@ -206,7 +206,7 @@ class AlertPublic(BaseModel):
     confidence: float
     # Read with low confidence (a cry for help with no category, a word read by its stem): an
     # officer should read the text before trusting its category and place.
-    needs_review: bool
+    needs_review: bool = False
 
 
 class IncidentPublic(BaseModel):
