@@ -237,9 +237,9 @@ def cmd_parse(args: argparse.Namespace) -> int:
     from keywords.parser import SenderContext, lexicon, parse
 
     settings = _settings()
-    if args.lang and args.lang not in lexicon(settings.default_language).grammars:
+    lex = lexicon(settings.default_language, extra=settings.grammars_dir)
+    if args.lang and args.lang not in lex.grammars:
         raise CliError(f"--lang: no grammar for {args.lang!r}")
-    lex = lexicon(settings.default_language)
     language = args.lang
     if language is None and args.sender:
         phone = normalize(args.sender, settings.default_region)
@@ -249,6 +249,38 @@ def cmd_parse(args: argparse.Namespace) -> int:
     result = parse(args.text, SenderContext(language=language), lex=lex)
     print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
     return EXIT_OK
+
+
+def cmd_grammar_check(args: argparse.Namespace) -> int:
+    """Check grammar files before they are deployed: each beside the shipped ones, as the service would."""
+    from app.services.ussd_menu import long_screens
+    from keywords.checks import long_replies
+    from keywords.grammar import GRAMMAR_DIR, GrammarError, load_all, load_grammar
+    from keywords.parser import Lexicon
+
+    shipped, codes = load_all(GRAMMAR_DIR)
+    failed = False
+    for name in args.files:
+        if not Path(name).is_file():
+            print(f"{name}: -: {'is a directory' if Path(name).is_dir() else 'no such file'}")
+            failed = True
+            continue
+        try:
+            grammar = load_grammar(Path(name))
+            lex = Lexicon(shipped | {grammar.language: grammar}, codes, grammar.language)
+        except GrammarError as exc:
+            print(f"{name}: {exc.key}: {exc.reason}")
+            failed = True
+            continue
+        problems = long_replies(grammar) + long_screens(grammar.language, lex)
+        for key, reason in problems:
+            print(f"{name}: {key}: {reason}")
+        failed = failed or bool(problems)
+        if not problems:
+            words = sum(len(phrases) for phrases in grammar.categories.values())
+            commands = sum(len(phrases) for phrases in grammar.commands.values())
+            print(f"{name}: ok (language {grammar.language}, {words} category words, {commands} commands)")
+    return EXIT_FAIL if failed else EXIT_OK
 
 
 def _row(obj: Any, *fields: str) -> dict[str, Any]:
@@ -469,7 +501,7 @@ def _roster_rules(settings: Settings, session: Session) -> Rules:
     from app.services.roster import Rules
     from keywords.parser import lexicon
 
-    languages = frozenset(lexicon(settings.default_language).grammars)
+    languages = frozenset(lexicon(settings.default_language, extra=settings.grammars_dir).grammars)
     return Rules(region=settings.default_region, languages=languages, places=PlaceIndex.load(session))
 
 
@@ -898,6 +930,14 @@ def build_parser() -> argparse.ArgumentParser:
     parse.add_argument("--lang")
     parse.add_argument("--sender")
     parse.set_defaults(func=cmd_parse)
+
+    grammar = sub.add_parser("grammar", help="keyword grammar files (xx.toml)")
+    grammar_sub = grammar.add_subparsers(dest="grammar_command", required=True)
+    check = grammar_sub.add_parser(
+        "check", help="load each file beside the shipped grammars; replies and USSD screens must fit"
+    )
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.set_defaults(func=cmd_grammar_check)
 
     sim = sub.add_parser("simulate", help="run one inbound SMS through the whole pipeline")
     sim.add_argument("--sender", required=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -14,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.services.limits import Limits, ReplyCountries, parse_countries, parse_limit
 from gateways import PROVIDERS
+from keywords.grammar import GRAMMAR_DIR, GrammarError, load_all
 
 # Values people paste from examples; refused outside development so no deployment runs with them.
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "xxx", "test", "token", "example"}
@@ -78,6 +80,8 @@ class Settings(BaseSettings):
     default_region: str = "CD"
     timezone: str = "Africa/Lubumbashi"
     default_language: str = "fr"
+    # A folder of grammar files (xx.toml) that add languages or replace the package's (same name).
+    grammars_dir: Path | None = None
     admin_token: SecretStr | None = None
     ack_timeout: int = Field(600, ge=1)
     dedup_window: int = Field(21600, ge=1)
@@ -309,6 +313,23 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("grammars_dir")
+    @classmethod
+    def _grammars_dir(cls, value: Path | None) -> Path | None:
+        # Checked here, so that a bad file stops every command and the service before it starts.
+        if value is None:
+            return None
+        value = value.expanduser().resolve()
+        if not value.is_dir():
+            raise ValueError(f"KENGELE_GRAMMARS_DIR: {value}: no such folder")
+        if not any(value.glob("*.toml")):
+            raise ValueError(f"KENGELE_GRAMMARS_DIR: {value}: holds no grammar file (xx.toml)")
+        try:
+            load_all(GRAMMAR_DIR, value)
+        except GrammarError as exc:
+            raise ValueError(f"KENGELE_GRAMMARS_DIR: {exc.path}: {exc.key}: {exc.reason}") from None
         return value
 
     @field_validator("public_url")

@@ -116,6 +116,7 @@ class AuditAction(StrEnum):
     MOVE_REPORT = "move_report"
     # a report's
     REVEAL_PHONE = "reveal_phone"  # an admin was shown a reporter's number (details: the reason)
+    ALERT_REVIEWED = "alert_reviewed"  # an officer looked at a report the parser was unsure of
     # a person's
     PERSON_CREATE = "person_create"
     PERSON_UPDATE = "person_update"

@@ -267,6 +267,9 @@ class Alert(Base):
     text: Mapped[str] = mapped_column(Encrypted())
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     confidence: Mapped[float] = mapped_column(Float, default=1.0)
+    # The parser was unsure of its reading (a cry for help with no category, a word read by its
+    # stem): an officer looks at the words as written and clears the flag on /triage.
+    needs_review: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -204,6 +204,9 @@ class AlertPublic(BaseModel):
     text: str
     details: dict[str, Any]
     confidence: float
+    # Read with low confidence (a cry for help with no category, a word read by its stem): an
+    # officer should read the text before trusting its category and place.
+    needs_review: bool = False
 
 
 class IncidentPublic(BaseModel):
@@ -260,6 +263,7 @@ class HistoryEntry(BaseModel):
 
 class IncidentDetail(IncidentPublic):
     reports: list[AlertPublic]
+    needs_review: bool = False  # one of its reports still needs review
     notifications: list[Notification] = []
     history: list[HistoryEntry] = []
 

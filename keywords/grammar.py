@@ -90,7 +90,9 @@ USSD: dict[str, set[str]] = {
 }
 # USSD texts a grammar may leave out, and the one used instead (a grammar written before them loads).
 USSD_FALLBACKS: dict[str, str] = {"unavailable": "expired"}
-SEPARATORS = ' \t\r\n.,-*#+;:!/()[]"«»_=&|'
+SEPARATORS = ' \t\r\n.,-*#+;:!/()[]"«»_=&|<>~^{}$%@\\'
+# Snowball algorithms a grammar may name (`stemmer = "french"`): the snowballstemmer package's.
+STEMMERS = ("english", "french", "portuguese", "spanish", "arabic", "swedish", "german", "italian")
 
 
 class GrammarError(ValueError):
@@ -109,11 +111,15 @@ def fold(text: str) -> str:
 
 
 def words_of(text: str) -> tuple[str, ...]:
-    """Split folded text on the card's separators (a phrase in a grammar is split the same way)."""
+    """Split folded text on the card's separators (a phrase in a grammar is split the same way).
+
+    Beyond ASCII, every symbol (emoji, arrows), punctuation mark and invisible format character
+    separates words too: "attaque🔥Djugu" is two words, "‼️" none.
+    """
     out: list[str] = []
     current: list[str] = []
     for ch in text:
-        if ch in SEPARATORS or ch.isspace():
+        if ch in SEPARATORS or ch.isspace() or (ch > "\x7f" and _separates(ch)):
             if current:
                 out.append("".join(current))
                 current = []
@@ -127,6 +133,14 @@ def words_of(text: str) -> tuple[str, ...]:
     if current:
         out.append("".join(current))
     return tuple(out)
+
+
+@lru_cache(maxsize=4096)
+def _separates(ch: str) -> bool:
+    if ch in "\u2019\u2018":  # a curly apostrophe is an apostrophe (fold makes it '): "l’attaque"
+        return False
+    kind = unicodedata.category(ch)
+    return kind[0] in "SPZ" or kind == "Cf" or ch in "\ufe0e\ufe0f"
 
 
 @dataclass(frozen=True)
@@ -151,6 +165,22 @@ class Grammar:
     common: frozenset[str]
     ussd: dict[str, str]
     path: Path = field(compare=False)
+    # Reading past the card (all optional, empty when a file has none):
+    negations_after: frozenset[str] = frozenset()  # "babundi te": a negation after its verb
+    calm: tuple[tuple[str, ...], ...] = ()  # "tout est calme", "amani": all is well, anywhere
+    thing_units: frozenset[str] = frozenset()  # "50 vaches": a count of things, not of people
+    relative: tuple[tuple[str, ...], ...] = ()  # "pres de", "karibu na": the place named next is an anchor
+    direction: tuple[tuple[str, ...], ...] = ()  # "vers", "towards": the place named next is a direction
+    distance_units: frozenset[str] = frozenset()  # "3 km de Beni": a distance, not a count
+    past: tuple[tuple[str, ...], ...] = ()  # "l'an dernier": old news, not an alert
+    not_alert: tuple[tuple[str, ...], ...] = ()  # "reunion", "formation": an announcement
+    distress: tuple[tuple[str, ...], ...] = ()  # "au secours", "venez vite": an alert, of no category
+    elisions: frozenset[str] = frozenset()  # "l'", "d'": a prefix cut off the word it is glued to
+    multipliers: frozenset[str] = frozenset()  # "ntuku" (tens): multiplies the number next to it
+    stemmer: str | None = None  # a Snowball algorithm ("french"): conjugated forms of category words
+    # Verb forms made from each category word written as the infinitive: "ku{root}a" -> "wame{root}a".
+    infinitive: str | None = None
+    verb_forms: tuple[str, ...] = ()
 
 
 def _str_list(path: Path, key: str, value: Any) -> list[str]:
@@ -259,6 +289,19 @@ def load_grammar(path: Path) -> Grammar:
         raise GrammarError(path, "countries", "must be a list of ISO 3166 alpha-2 codes")
     name = data.get("name", language)
     ussd = _templates(path, "ussd", data.get("ussd"), USSD, closed=True, fallbacks=USSD_FALLBACKS)
+    stemmer = data.get("stemmer")
+    if stemmer is not None and stemmer not in STEMMERS:
+        raise GrammarError(
+            path, "stemmer", f"{stemmer!r} is not a Snowball algorithm ({', '.join(STEMMERS)})"
+        )
+    infinitive, verb_forms = _morphology(path, data.get("morphology"))
+
+    def phrases(key: str) -> tuple[tuple[str, ...], ...]:
+        return _phrases(path, f"details.{key}", details[key]) if key in details else ()
+
+    def words(key: str) -> frozenset[str]:
+        return frozenset(fold(w) for w in _optional_words(path, details, key))
+
     return Grammar(
         language=language,
         name=str(name),
@@ -282,7 +325,39 @@ def load_grammar(path: Path) -> Grammar:
         common=frozenset(fold(w) for w in _optional_words(path, details, "common")),
         ussd=ussd,
         path=path,
+        negations_after=words("negations_after"),
+        calm=phrases("calm"),
+        thing_units=words("thing_units"),
+        relative=phrases("relative"),
+        direction=phrases("direction"),
+        distance_units=words("distance_units"),
+        past=phrases("past"),
+        not_alert=phrases("not_alert"),
+        distress=phrases("distress"),
+        elisions=frozenset(fold(w).rstrip("'") for w in _optional_words(path, details, "elisions")),
+        multipliers=words("multipliers"),
+        stemmer=stemmer,
+        infinitive=infinitive,
+        verb_forms=verb_forms,
     )
+
+
+def _morphology(path: Path, table: Any) -> tuple[str | None, tuple[str, ...]]:
+    """`[morphology]`: `infinitive = "ku{root}a"` and `forms = ["wame{root}a", ...]`, or nothing."""
+    if table is None:
+        return None, ()
+    if not isinstance(table, dict):
+        raise GrammarError(path, "morphology", "must be a table with infinitive and forms")
+    infinitive = table.get("infinitive")
+    if not isinstance(infinitive, str) or infinitive.count("{root}") != 1:
+        raise GrammarError(
+            path, "morphology.infinitive", "must be a pattern holding {root} once, as 'ku{root}a'"
+        )
+    forms = _str_list(path, "morphology.forms", table.get("forms"))
+    for form in forms:
+        if form.count("{root}") != 1:
+            raise GrammarError(path, "morphology.forms", f"{form!r} must hold {{root}} once")
+    return fold(infinitive), tuple(fold(f) for f in forms)
 
 
 def load_codes(path: Path) -> dict[str, str]:
@@ -303,8 +378,28 @@ def load_codes(path: Path) -> dict[str, str]:
 
 
 @lru_cache(maxsize=8)
-def load_all(directory: Path = GRAMMAR_DIR) -> tuple[dict[str, Grammar], dict[str, str]]:
-    """Every grammar of the folder (one per `xx.toml`) and the card's codes."""
+def load_all(
+    directory: Path = GRAMMAR_DIR, extra: Path | None = None
+) -> tuple[dict[str, Grammar], dict[str, str]]:
+    """Every grammar of the folder (one per `xx.toml`) and the card's codes.
+
+    `extra` (KENGELE_GRAMMARS_DIR) is a deployment's folder: its `xx.toml` add languages or replace
+    the folder's file of the same language. The card's codes stay the folder's: a card reprinted in
+    one deployment only would teach codes the others read differently.
+    """
+    grammars = _grammars(directory)
+    if extra is not None:
+        if (extra / "card.toml").exists():
+            raise GrammarError(
+                extra / "card.toml", "-", "the card's codes are Kengele's own; remove this file"
+            )
+        grammars |= _grammars(extra)
+    return grammars, load_codes(directory / "card.toml")
+
+
+def _grammars(directory: Path) -> dict[str, Grammar]:
+    if not directory.is_dir():
+        raise GrammarError(directory, "-", "not a folder")
     grammars = {}
     for path in sorted(directory.glob("*.toml")):
         if path.stem == "card":
@@ -312,5 +407,5 @@ def load_all(directory: Path = GRAMMAR_DIR) -> tuple[dict[str, Grammar], dict[st
         grammar = load_grammar(path)
         grammars[grammar.language] = grammar
     if not grammars:
-        raise GrammarError(directory, "-", "no grammar file")
-    return grammars, load_codes(directory / "card.toml")
+        raise GrammarError(directory, "-", "no grammar file (xx.toml)")
+    return grammars

@@ -373,3 +373,95 @@ def test_simulate_shows_the_forward_and_the_acknowledgement_it_caused(db_url: st
     code = alert["incident"]["code"]
     ack = json.loads(run("simulate", "--sender", "+243990000001", f"RECU {code}", db_url=db_url).stdout)
     assert ack["outbound"] and {m["purpose"] for m in ack["outbound"]} <= {"reply", "notice"}
+
+
+# -- KENGELE_GRAMMARS_DIR and `kengele grammar check` ---------------------------------------------
+def french(folder: Path, edit: Callable[[str], str], name: str = "fr.toml") -> Path:
+    """Write the shipped French grammar, edited, into `folder` (a deployment's grammars)."""
+    from keywords.grammar import GRAMMAR_DIR
+
+    folder.mkdir(exist_ok=True)
+    path = folder / name
+    path.write_text(edit((GRAMMAR_DIR / "fr.toml").read_text(encoding="utf-8")), encoding="utf-8")
+    return path
+
+
+def test_a_deployment_grammar_changes_the_french_reply(db_url: str, tmp_path: Path) -> None:
+    french(tmp_path / "grammars", lambda s: s.replace("Alerte recue: ", "Alerte bien arrivee: "))
+    grammars = {"KENGELE_GRAMMARS_DIR": str(tmp_path / "grammars")}
+    r = run("simulate", "--sender", "+243810000001", "ALERTE ATTAQUE Djugu", db_url=db_url, **grammars)
+    assert r.returncode == 0, r.stderr
+    (reply,) = json.loads(r.stdout)["outbound"]
+    assert reply["text"].startswith("Alerte bien arrivee: K")
+
+
+def no_grammar(folder: Path) -> None:
+    folder.mkdir()
+
+
+@pytest.mark.parametrize(
+    ("write", "folder", "needle"),
+    [
+        (
+            lambda d: french(d, lambda s: s.replace("no_incident = ", "no_incident_x = ")),
+            "grammars",
+            "KENGELE_GRAMMARS_DIR: {tmp}/grammars/fr.toml: replies.no_incident: missing",
+        ),
+        (
+            lambda d: french(d, lambda s: s.replace('stemmer = "french"', 'stemmer = "klingon"')),
+            "grammars",
+            "KENGELE_GRAMMARS_DIR: {tmp}/grammars/fr.toml: stemmer: 'klingon' is not a Snowball algorithm",
+        ),
+        (no_grammar, "nowhere", "KENGELE_GRAMMARS_DIR: {tmp}/nowhere: no such folder"),
+        (no_grammar, "grammars", "KENGELE_GRAMMARS_DIR: {tmp}/grammars: holds no grammar file (xx.toml)"),
+    ],
+)
+def test_serve_refuses_a_bad_grammars_dir_in_one_line(
+    tmp_path: Path, write: Callable[[Path], object], folder: str, needle: str
+) -> None:
+    write(tmp_path / "grammars")
+    env = {"KENGELE_GRAMMARS_DIR": str(tmp_path / folder)}
+    r = run("serve", "--port", "1", db_url=f"sqlite:///{tmp_path}/k.db", **env)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert needle.format(tmp=tmp_path.resolve()) in r.stderr
+    assert not (tmp_path / "k.db").exists()
+
+
+def test_grammar_check(tmp_path: Path) -> None:
+    from keywords.grammar import GRAMMAR_DIR, load_grammar
+
+    def words(path: Path) -> tuple[int, int]:
+        g = load_grammar(path)
+        return sum(map(len, g.categories.values())), sum(map(len, g.commands.values()))
+
+    good = french(tmp_path / "ok", lambda s: s.replace("attack = [", 'attack = ["etumba", '))
+    broken = french(
+        tmp_path / "broken", lambda s: s.replace("{code} recu. Merci.", "{code} recu par {officer}.")
+    )
+    long = french(
+        tmp_path / "long", lambda s: s.replace('category = "Quelle alerte?"', f'category = "{"Q" * 120}"')
+    )
+    # Neither the database nor the deployment's (here broken) folder is read: the files are checked alone.
+    env = {
+        "KENGELE_DATABASE_URL": f"sqlite:///{tmp_path}/never.db",
+        "KENGELE_GRAMMARS_DIR": str(tmp_path / "no"),
+    }
+    (fr_words, fr_commands), (sw_words, sw_commands) = words(good), words(GRAMMAR_DIR / "sw.toml")
+    ok_fr = f"{good}: ok (language fr, {fr_words} category words, {fr_commands} commands)"
+    r = run("grammar", "check", str(good), str(GRAMMAR_DIR / "sw.toml"), cwd=tmp_path, **env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        ok_fr,
+        f"{GRAMMAR_DIR / 'sw.toml'}: ok (language sw, {sw_words} category words, {sw_commands} commands)",
+    ]
+    r = run(
+        "grammar", "check", str(good), str(broken), str(long), str(tmp_path / "xx.toml"), cwd=tmp_path, **env
+    )
+    assert r.returncode == 1
+    assert r.stdout.splitlines() == [
+        ok_fr,
+        f"{broken}: replies.ack: unknown placeholder 'officer'",
+        f"{long}: ussd.category: the card's list is cut before code 10",
+        f"{tmp_path / 'xx.toml'}: -: no such file",
+    ]
+    assert not (tmp_path / "never.db").exists()

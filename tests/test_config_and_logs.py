@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -249,3 +250,18 @@ def test_uvicorn_logs_go_through_the_masking_formatter() -> None:
     finally:
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
+
+
+def test_a_bad_grammars_dir_refuses_the_settings_naming_file_key_and_reason(tmp_path: Path) -> None:
+    from keywords.grammar import GRAMMAR_DIR
+
+    text = (GRAMMAR_DIR / "sw.toml").read_text(encoding="utf-8")
+    (tmp_path / "sw.toml").write_text(
+        text.replace("[categories]\n", '[categories]\nmvua = ["mvua"]\n'), "utf-8"
+    )
+    with pytest.raises(
+        ValidationError, match=rf"KENGELE_GRAMMARS_DIR: {tmp_path}/sw.toml: categories.mvua: is not"
+    ):
+        Settings(env="test", secret_key=TEST_SECRET_KEY, grammars_dir=tmp_path)
+    (tmp_path / "sw.toml").write_text(text, encoding="utf-8")
+    assert Settings(env="test", secret_key=TEST_SECRET_KEY, grammars_dir=tmp_path).grammars_dir == tmp_path

@@ -198,6 +198,28 @@ def test_resolution_rules() -> None:
     assert (near_djugu.lat, near_mambasa.lat) == (1.833, 1.31)
     assert idx.resolve(["bule"], area="Mambasa").lat == 1.31
     assert idx.resolve(["nowhere"], home=(1.0, 30.0)).precision == "home"
+
+
+def test_names_spelt_as_they_sound() -> None:
+    idx = index(
+        ("Djugu", 1.922, 30.501, "Djugu"),
+        ("Tchomia", 1.45, 30.5, "Irumu"),
+        ("Mongbwalu", 1.95, 30.033, "Djugu"),
+        ("Bule", 1.833, 30.567, "Djugu"),
+        ("Kpandroma", 2.035, 30.87, "Djugu"),
+    )
+    for written, name in [
+        ("Djougou", "Djugu"),  # ou for u
+        ("Tshomia", "Tchomia"),  # tsh for tch
+        ("Mongbwallou", "Mongbwalu"),  # a doubled letter and ou
+        ("Kpandrooma", "Kpandroma"),
+        ("Mongbualu", "Mongbwalu"),  # a typing error still reads (one letter)
+        ("Mongbouallu", "Mongbwalu"),  # two errors in a long name
+    ]:
+        found = idx.resolve([written])
+        assert (found.matched, found.fuzzy) == (name, True), written
+    assert idx.resolve(["Djougou"], home=(-4.3, 15.3)).precision == "home"  # far from home: no guess
+    assert idx.resolve(["bulle"]).precision == "unknown"  # a short name is matched as written
     country = idx.resolve(["nowhere"], country="CD")
     assert country.precision == "country" and country.lat is not None
     assert idx.resolve(["nowhere"]).precision == "unknown"

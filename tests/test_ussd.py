@@ -27,6 +27,7 @@ from app.services.geotag import distance_km
 from app.services.runtime import Runtime
 from keywords.grammar import GRAMMAR_DIR, USSD, GrammarError, load_grammar
 from keywords.parser import lexicon
+from tests import ussd_screens as screens
 from tests.helpers import AT_SECRET, phone_is
 from tests.test_corpus import CORPUS, load_roster, wait_processed
 
@@ -68,10 +69,10 @@ CASES = {
     "stranger picks English then types a place": Case(
         STRANGER,
         [
-            ("", "CON Langue / Language / Lugha", "1 Francais", "2 English", "3 Kiswahili"),
-            ("0", "CON Choix invalide.\nLangue / Language / Lugha"),  # back on the first screen
+            ("", f"CON {screens.title()}", *screens.listed()),
+            ("0", f"CON Choix invalide.\n{screens.title()}"),  # back on the first screen
             ("0*2", "CON Kengele", "1 Report an alert", "2 All is well", "3 Change language", "0 Back"),
-            ("0*2*0", "CON Langue / Language / Lugha"),
+            ("0*2*0", f"CON {screens.title()}"),
             ("0*2*0*2*1", "CON Which alert?", "1 ATTACK", "10 TENSION", "0 Back"),
             ("0*2*0*2*1*1", "CON Type the place name:"),  # no home: straight to typing
             ("0*2*0*2*1*1*largo", "CON How many people? Type the number, 00 if unknown"),
@@ -257,10 +258,11 @@ def test_nearby_villages_are_the_nearest_to_home(client: TestClient, runtime: Ru
 def test_change_language(client: TestClient, runtime: Runtime) -> None:
     samuel = person(runtime, SAMUEL)
     expect(dial(client, "ATUid_lang", SAMUEL, ""), "CON Kengele", "3 Changer de langue")
-    expect(dial(client, "ATUid_lang", SAMUEL, "3"), "CON Changer de langue", "1 Francais", "3 Kiswahili")
+    sw = screens.pick("sw")
+    expect(dial(client, "ATUid_lang", SAMUEL, "3"), "CON Changer de langue", *screens.listed())
     for _ in range(2):  # a retried step changes nothing twice
-        expect(dial(client, "ATUid_lang", SAMUEL, "3*3"), "CON Lugha: Kiswahili", "1 Tuma tahadhari")
-    expect(dial(client, "ATUid_lang", SAMUEL, "3*3*1"), "CON Tahadhari gani?", "1 SHAMBULIO")
+        expect(dial(client, "ATUid_lang", SAMUEL, f"3*{sw}"), "CON Lugha: Kiswahili", "1 Tuma tahadhari")
+    expect(dial(client, "ATUid_lang", SAMUEL, f"3*{sw}*1"), "CON Tahadhari gani?", "1 SHAMBULIO")
     assert person(runtime, SAMUEL).language == "sw"
     with runtime.factory() as session:
         (audit,) = session.scalars(select(AuditLog).where(AuditLog.action == "set_language"))
@@ -269,7 +271,7 @@ def test_change_language(client: TestClient, runtime: Runtime) -> None:
         assert session.get(UssdSession, "ATUid_lang").language == "sw"  # type: ignore[union-attr]
     expect(dial(client, "ATUid_lang2", SAMUEL, ""), "CON Kengele", "1 Tuma tahadhari")  # the next call
     # A stranger's choice holds for the session only.
-    expect(dial(client, "ATUid_lang3", STRANGER, "3*3*2"), "CON Language: English", "1 Report an alert")
+    expect(dial(client, "ATUid_lang3", STRANGER, f"{sw}*3*2"), "CON Language: English", "1 Report an alert")
     with runtime.factory() as session:
         assert session.scalar(select(func.count()).select_from(Person).where(phone_is(STRANGER))) == 0
 
@@ -399,9 +401,8 @@ def test_every_screen_fits_in_every_language(language: str) -> None:
             if state.stack[-1] == "category":  # the card's list is whole, never cut
                 assert "\n10 " in text
     first = ussd_menu.replay([], caller=replace(caller, language=None), lex=lex, resolve=lambda _: None)
-    assert (
-        ussd_menu.render(first, caller=caller, lex=lex)
-        == "CON Langue / Language / Lugha\n1 Francais\n2 English\n3 Kiswahili"
+    assert ussd_menu.render(first, caller=caller, lex=lex) == "\n".join(
+        [f"CON {screens.title()}", *screens.listed()]
     )
     for key in ("sent", "sent_later", "checked_in", "expired"):
         values = {"code": "K1234567", "category": "WATU WENYE SILAHA", "place": LONG} if key == "sent" else {}

@@ -27,13 +27,15 @@ from app.services.ussd_menu import (
     gsm7,
     inputs,
     languages,
+    long_screens,
     replay,
     show,
     start,
     step,
     walk,
 )
-from keywords.parser import lexicon
+from keywords.parser import Lexicon, lexicon
+from tests import ussd_screens as screens
 
 LEX = lexicon("fr")
 GRACE = Caller(person_id=4, language="en", home=(1.5, 30.2), home_name="Djugu", nearby=("Mbau", "Oicha"))
@@ -57,7 +59,8 @@ def invalid(screen: str) -> str:
     return screen.replace("CON ", "CON Invalid choice.\n", 1)
 
 
-LANGUAGE = con("Langue / Language / Lugha", "1 Francais", "2 English", "3 Kiswahili")
+LANGUAGE = con(screens.title(), *screens.listed())
+SW = screens.pick("sw")  # what a caller presses for Swahili
 MENU_LINES = ("Kengele", "1 Report an alert", "2 All is well", "3 Change language")
 MENU = con(*MENU_LINES)
 CATEGORIES = [
@@ -85,7 +88,7 @@ PLACE = con("Where?", "1 At my home (Djugu)", "2 A nearby village", "3 Type the 
 NEARBY = con("Which village?", "1 Mbau", "2 Oicha", "0 Back")
 TYPED = con("Type the place name:", "0 Back")
 COUNT = con("How many people? Type the number, 00 if unknown", "0 Back")
-CHANGE = con("Change language", "1 Francais", "2 English", "3 Kiswahili", "0 Back")
+CHANGE = con("Change language", *screens.listed(), "0 Back")
 
 
 def confirm(summary: str) -> str:
@@ -118,14 +121,16 @@ CASES = {
     "stranger picks Swahili": Case(
         STRANGER,
         "",
-        "3",
+        SW,
         Screen.MENU,
         con("Kengele", "1 Tuma tahadhari", "2 Hali ni shwari", "3 Badilisha lugha", "0 Rudi"),
     ),
     "no back from the language screen": Case(
         STRANGER, "", "0", Screen.LANGUAGE, "CON Choix invalide.\n" + LANGUAGE[4:]
     ),
-    "no fourth language": Case(STRANGER, "", "4", Screen.LANGUAGE, "CON Choix invalide.\n" + LANGUAGE[4:]),
+    "no language past the last": Case(
+        STRANGER, "", screens.past_the_last(), Screen.LANGUAGE, "CON Choix invalide.\n" + LANGUAGE[4:]
+    ),
     "back from the stranger's menu": Case(STRANGER, "2", "0", Screen.LANGUAGE, LANGUAGE),
     # -- the menu
     "report": Case(GRACE, "", "1", Screen.CATEGORY, CATEGORY),
@@ -140,14 +145,14 @@ CASES = {
     "to Swahili, back on the menu": Case(
         GRACE,
         "3",
-        "3",
+        SW,
         Screen.MENU,
         con("Lugha: Kiswahili", "1 Tuma tahadhari", "2 Hali ni shwari", "3 Badilisha lugha"),
     ),
     "to the same language": Case(GRACE, "3", "2", Screen.MENU, con("Language: English", *MENU_LINES[1:])),
     "back without changing": Case(GRACE, "3", "0", Screen.MENU, MENU),
-    "no such language": Case(GRACE, "3", "9", Screen.CHANGE_LANGUAGE, invalid(CHANGE)),
-    "the new language holds after": Case(GRACE, "3*3", "1", Screen.CATEGORY, KATEGORIA),
+    "no such language": Case(GRACE, "3", screens.past_the_last(), Screen.CHANGE_LANGUAGE, invalid(CHANGE)),
+    "the new language holds after": Case(GRACE, f"3*{SW}", "1", Screen.CATEGORY, KATEGORIA),
     # -- the card's categories
     "a category, with a home": Case(GRACE, "1", "2", Screen.PLACE, PLACE),
     "a category, without a home": Case(STRANGER, "2*1", "2", Screen.TYPED, TYPED),
@@ -285,8 +290,10 @@ def test_the_first_screen() -> None:
     )
     assert start(caller=STRANGER, lex=LEX) == State(language="fr", stack=(Screen.LANGUAGE,))
     assert start(caller=AMANI, lex=LEX) == State(language="sw", stack=(Screen.MENU,))
-    assert languages(LEX) == ["fr", "en", "sw"]  # the default first
-    assert languages(lexicon("sw")) == ["sw", "en", "fr"]
+    others = sorted(set(LEX.grammars) - {"fr"})
+    assert {"en", "fr", "sw"} <= set(LEX.grammars)
+    assert languages(LEX) == ["fr", *others]  # the default first, then by code
+    assert languages(lexicon("sw")) == ["sw", *sorted(set(LEX.grammars) - {"sw"})]
 
 
 def test_the_inputs_of_a_cumulative_text() -> None:
@@ -331,8 +338,8 @@ def test_the_invalid_notice_lasts_one_screen() -> None:
 
 
 def test_the_language_notice_lasts_one_screen() -> None:
-    assert walk("3*3", caller=GRACE, lex=LEX, resolve=resolve).state.changed_language == "sw"
-    after = walk("3*3*1*0", caller=GRACE, lex=LEX, resolve=resolve)
+    assert walk(f"3*{SW}", caller=GRACE, lex=LEX, resolve=resolve).state.changed_language == "sw"
+    after = walk(f"3*{SW}*1*0", caller=GRACE, lex=LEX, resolve=resolve)
     assert after.state.changed_language is None
     assert after.reply == con("Kengele", "1 Tuma tahadhari", "2 Hali ni shwari", "3 Badilisha lugha")
 
@@ -492,3 +499,16 @@ def test_screens_are_spelled_in_gsm7() -> None:
     assert gsm7("fête") == "fete"
     assert gsm7("Łódź") == "?odz"  # Ł has no letter to fall back on
     assert walk("3", caller=GRACE, lex=LEX, resolve=resolve).reply == CHANGE  # "Français" in the grammar
+
+
+@pytest.mark.parametrize("language", sorted(LEX.grammars))
+def test_no_shipped_screen_is_too_long(language: str) -> None:
+    assert long_screens(language, LEX) == []
+
+
+def test_a_screen_too_long_is_named() -> None:
+    """What `kengele grammar check` reports: the screen, by its key in the [ussd] table."""
+    fr = LEX.grammars["fr"]
+    wordy = replace(fr, ussd=fr.ussd | {"menu": "M" * 150, "sent": "S" * 190})
+    lex = Lexicon(LEX.grammars | {"fr": wordy}, LEX.codes, "fr")
+    assert [key for key, _ in long_screens("fr", lex)] == ["ussd.menu", "ussd.sent"]

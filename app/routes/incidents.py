@@ -70,10 +70,12 @@ def incident_filter(
 
 
 def alert_filter(
-    incident_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None, since: datetime | None = None
+    incident_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    since: datetime | None = None,
+    needs_review: bool | None = None,
 ) -> Select[Alert]:
     """The reports the filters of a list name: the JSON page and the CSV."""
-    return actions.alerts_query(incident_id=incident_id, since=as_utc(since))
+    return actions.alerts_query(incident_id=incident_id, since=as_utc(since), needs_review=needs_review)
 
 
 # Declared after the caller's token in each route, so a bad token is refused before a bad filter.

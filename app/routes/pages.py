@@ -20,21 +20,25 @@ from app.phones import normalize
 from app.routes.dashboard import CATEGORIES, Csrf
 from app.routes.web import OfficerPage, ViewerPage, check_form_csrf, open_search, render, searched
 from app.schemas import MessagePublic
-from app.services import network, triage
+from app.services import incidents, network, triage
 from app.services.incidents import Actor
 
 router = APIRouter(include_in_schema=False)
 PAGE = 50
 MessageId = Annotated[int, Path(ge=1, le=2**53)]
+AlertId = Annotated[int, Path(ge=1, le=2**53)]
 
 
 @router.get("/triage", response_class=HTMLResponse)
 def triage_page(
     request: Request, principal: OfficerPage, page: Annotated[int, Query(ge=1, le=10_000)] = 1
 ) -> Response:
-    """Inbound messages that produced no alert and no command, oldest first: for a person to read."""
+    """Alerts read with low confidence, newest first; then inbound messages that produced no alert
+    and no command, oldest first: for a person to read."""
     query = select(Message).where(Message.direction == Direction.INBOUND, Message.outcome.in_(triage.TRIAGED))
     with transaction(request.app.state.runtime.factory) as session:
+        alerts, review_total = incidents.to_review(session=session, limit=PAGE)
+        reviews = [incidents.report_view(alert=a, full=True) for a in alerts]
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
         rows = session.scalars(query.order_by(Message.id).limit(PAGE).offset((page - 1) * PAGE)).all()
         items = [MessagePublic.model_validate(m) for m in rows]
@@ -43,6 +47,9 @@ def triage_page(
         "triage.html",
         principal,
         title="Triage",
+        reviews=reviews,
+        review_total=review_total,
+        code_of=incidents.code_of,
         items=items,
         total=total,
         page=page,
@@ -87,6 +94,22 @@ def triage_alert(
         code = recorded.incident.code
     runtime.dispatcher.notify()
     return RedirectResponse(f"/incidents/{code}", status_code=303)
+
+
+@router.post("/triage/alerts/{alert_id}/reviewed")
+def alert_reviewed(
+    request: Request, alert_id: AlertId, principal: OfficerPage, csrf_token: Csrf = ""
+) -> Response:
+    """Clear a report's needs_review: an officer has read what was written."""
+    check_form_csrf(principal, csrf_token)
+    with transaction(request.app.state.runtime.factory) as session:
+        alert = session.get(Alert, alert_id)
+        if alert is None:
+            raise HTTPException(404, f"no alert {alert_id}")
+        incidents.mark_reviewed(
+            session=session, alert=alert, actor=Actor.dashboard(principal.name), now=utcnow()
+        )
+    return RedirectResponse("/triage", status_code=303)
 
 
 @router.post("/triage/{message_id}/dismiss")

@@ -89,6 +89,10 @@ class PlaceIndex:
                 for key in _bucket_keys(name, len(name)):
                     buckets[key].append(name)
         self.buckets = dict(buckets)
+        self.by_sound: dict[str, list[str]] = defaultdict(list)
+        for name in self.by_name:
+            if len(name) >= PHONETIC_MIN:
+                self.by_sound[sound_of(name)].append(name)
         self.country_centres: dict[str, tuple[float, float]] = {}
         sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
         for spot in spots:
@@ -200,7 +204,8 @@ class PlaceIndex:
         """The place the words name (longest name first, exact before fuzzy), else home or country."""
         tokens = [normalize_name(w) for w in words]
         tokens = [t for t in tokens if t and not t.isdigit()]
-        found = self._exact(tokens, home, area) or self._fuzzy(tokens, home, area)
+        found = self._exact(tokens, home, area) or self._sounding(tokens, home, area)
+        found = found or self._fuzzy(tokens, home, area)
         if found is not None:
             return found
         if home is not None:
@@ -223,6 +228,31 @@ class PlaceIndex:
             if hits:
                 spot = self._choose(hits, home, area)
                 return Located(Precision.PLACE, spot.lat, spot.lon, spot, written=name, matched=spot.name)
+        return None
+
+    def _sounding(
+        self, tokens: list[str], home: tuple[float, float] | None, area: str | None
+    ) -> Located | None:
+        """A name spelt as it sounds ("Djougou", "Tshomia"): the same sound as a place's name."""
+        for name, _, _ in self._ngrams(tokens):
+            if len(name) < PHONETIC_MIN:
+                continue
+            names = self.by_sound.get(sound_of(name))
+            if not names:
+                continue
+            hits = sorted({i for n in names for i in self.by_name[n]})
+            if home is not None:  # as for a typing error: a guess far from home is no better
+                hits = [
+                    i
+                    for i in hits
+                    if distance_km(*home, self.spots[i].lat, self.spots[i].lon) <= FUZZY_REACH_KM
+                ]
+                if not hits:
+                    continue
+            spot = self._choose(hits, home, area)
+            return Located(
+                Precision.PLACE, spot.lat, spot.lon, spot, written=name, matched=spot.name, fuzzy=True
+            )
         return None
 
     def _fuzzy(self, tokens: list[str], home: tuple[float, float] | None, area: str | None) -> Located | None:
@@ -271,6 +301,41 @@ class PlaceIndex:
             if inside:
                 spots = inside
         return max(spots, key=lambda s: s.population)
+
+
+# How the same name is spelt by people of other languages and schools: "Djougou" for Djugu,
+# "Tshomia" for Tchomia, "Mongbwallu" for Mongbwalu. Applied in order to a normalised name.
+_SOUNDS = (
+    ("tsh", "c"),
+    ("tch", "c"),
+    ("ch", "c"),
+    ("sh", "c"),
+    ("dj", "j"),
+    ("dz", "j"),
+    ("ou", "u"),
+    ("w", "u"),
+    ("ph", "f"),
+    ("kh", "k"),
+    ("gh", "g"),
+    ("ck", "k"),
+    ("qu", "k"),
+    ("q", "k"),
+    ("y", "i"),
+    ("ee", "i"),
+    ("h", ""),
+)
+PHONETIC_MIN = 5  # shorter names are matched as written: too many sound alike
+
+
+def sound_of(name: str) -> str:
+    """A normalised name as it sounds: the spellings of `_SOUNDS` made one, doubled letters single."""
+    for written, sound in _SOUNDS:
+        name = name.replace(written, sound)
+    out: list[str] = []
+    for ch in name:
+        if not out or out[-1] != ch or ch == " ":
+            out.append(ch)
+    return "".join(out)
 
 
 def _bucket_keys(name: str, length: int) -> tuple[tuple[str, int], tuple[str, int]]:

@@ -136,6 +136,12 @@ def record_report(
         details["given_date"] = message.given_date
     if where.written and where.matched and normalize_name(where.matched) != where.written:
         details["place"] = f"{where.written} -> {where.matched}"
+    if result.readings:  # words read past the card: what an officer checks before trusting them
+        details["readings"] = result.readings
+    if result.things:  # "50 vaches": counted apart, `count` stays the people
+        details["things"] = result.things
+    if result.offset:
+        details["offset"] = result.offset
     home = _home_place(session, person) if where.precision == Precision.HOME else None
     place_name = where.name or (" ".join(result.place_words) or None) or (home.name if home else None)
     located = where.precision in (Precision.PLACE, Precision.HOME)  # a country's centre locates nothing
@@ -188,6 +194,7 @@ def record_report(
         text=message.text,
         details=details,
         confidence=result.confidence,
+        needs_review=result.needs_review,
         opened=new,
         created_at=now,
     )
@@ -422,6 +429,31 @@ def _audit(
     )
 
 
+def mark_reviewed(*, session: Session, alert: Alert, actor: Actor, now: datetime) -> bool:
+    """Clear a report's needs_review once an officer has read it; False if it was already clear."""
+    if not alert.needs_review:
+        return False
+    alert.needs_review = False
+    session.add(
+        AuditLog(
+            actor=actor.audit,
+            action=AuditAction.ALERT_REVIEWED,
+            entity=AuditEntity.ALERT,
+            entity_id=str(alert.id),
+            details={"incident": alert.incident_id, "category": alert.category},
+            at=now,
+        )
+    )
+    return True
+
+
+def to_review(*, session: Session, limit: int) -> tuple[list[Alert], int]:
+    """The reports still to review, newest first (at most `limit`), and how many there are."""
+    query = select(Alert).where(Alert.needs_review.is_(True))
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    return list(session.scalars(query.order_by(*ALERT_ORDER).limit(limit))), total
+
+
 def add_note(*, session: Session, incident: Incident, actor: Actor, text: str) -> IncidentNote:
     """Keep an officer's note on the incident (shown on its page, logged in its history)."""
     note = IncidentNote(incident_id=incident.id, author=actor.name, text=text)
@@ -485,11 +517,15 @@ def incidents_query(
     return query
 
 
-def alerts_query(*, incident_id: int | None, since: datetime | None) -> Select[Alert]:
+def alerts_query(
+    *, incident_id: int | None, since: datetime | None, needs_review: bool | None = None
+) -> Select[Alert]:
     """Select the reports a list's filters name (`since`: reported at or after it, in UTC)."""
     query = select(Alert)
     if incident_id is not None:
         query = query.where(Alert.incident_id == incident_id)
+    if needs_review is not None:
+        query = query.where(Alert.needs_review.is_(needs_review))
     if since:
         query = query.where(Alert.reported_at >= since)
     return query
@@ -527,8 +563,8 @@ def reveal_sender(*, session: Session, alert: Alert, actor: Actor, reason: str, 
 
 def detail(*, session: Session, incident: Incident, full: bool) -> IncidentDetail:
     """Show an incident with its reports, the SMS sent about it and its history; masked unless `full`."""
-    reports = session.scalars(
-        select(Alert).where(Alert.incident_id == incident.id).order_by(Alert.reported_at)
+    reports = list(
+        session.scalars(select(Alert).where(Alert.incident_id == incident.id).order_by(Alert.reported_at))
     )
     sent = session.scalars(
         select(Message)
@@ -552,6 +588,7 @@ def detail(*, session: Session, incident: Incident, full: bool) -> IncidentDetai
     view = IncidentDetail(
         **IncidentPublic.model_validate(incident).model_dump(),
         reports=[report_view(alert=a, full=full) for a in reports],
+        needs_review=any(a.needs_review for a in reports),
         notifications=notifications,
         history=history,
     )

@@ -97,7 +97,7 @@ KINDS = (
 FINAL = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.FAILED)
 # The keys of a parse (keywords.parser.ParseResult) and of an alert's details that hold words as written.
 WRITTEN_PARSE = ("place_words", "details", "corrections")
-WRITTEN_DETAILS = ("words", "corrections", "place")
+WRITTEN_DETAILS = ("words", "corrections", "place", "readings", "offset")
 
 
 # -- the numbers ---------------------------------------------------------------------------------

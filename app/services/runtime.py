@@ -44,12 +44,12 @@ class Runtime:
         self.gateways = gateways.build(settings)
         limits = settings.limits
         self.pipeline = PipelineConfig(
-            lexicon=lexicon(settings.default_language),
+            lexicon=lexicon(settings.default_language, extra=settings.grammars_dir),
             reply_unregistered=settings.reply_unregistered,
             dedup_radius_km=settings.dedup_radius_km,
             dedup_window=timedelta(seconds=settings.dedup_window),
             escalation=Escalation(
-                lexicon=lexicon(settings.default_language),
+                lexicon=lexicon(settings.default_language, extra=settings.grammars_dir),
                 ack_timeout=settings.ack_timeout,
                 timezone=settings.timezone,
                 reporter_phones=settings.forward_reporter_phone,

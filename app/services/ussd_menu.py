@@ -16,6 +16,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from functools import partial
 from typing import assert_never
 
 from keywords.parser import Lexicon
@@ -352,6 +353,54 @@ def render(state: State, *, caller: Caller, lex: Lexicon) -> str:
             return screen("CON", [*head, t["confirm"], summary], [], [f"1 {t['send']}", *back])
         case _:
             assert_never(state.screen)
+
+
+# Inputs that reach every CON screen, each once as given and once with a refused choice after it.
+_WALKS = (
+    (),
+    ("3",),
+    ("3", "1"),
+    ("1",),
+    ("1", "2"),
+    ("1", "2", "2"),
+    ("1", "2", "3"),
+    ("1", "2", "3", "X" * MAX_PLACE),
+    ("1", "2", "1"),
+    ("1", "2", "1", "100000"),
+)
+_LONG_PLACE = "Kanyabayonga Iga Barriere Nord"
+
+
+def long_screens(language: str, lex: Lexicon) -> list[tuple[str, str]]:
+    """Name each screen of `language` over MAX_SCREEN with the longest values, or cutting the card's list."""
+    caller = Caller(
+        person_id=1, language=language, home=(0.0, 0.0), home_name=_LONG_PLACE, nearby=(_LONG_PLACE,) * 5
+    )
+    last = max(lex.codes, key=int)
+    problems: dict[str, str] = {}
+
+    def built(key: str, make: Callable[[], str]) -> str:
+        try:
+            text = make()
+        except AssertionError:  # screen() refuses what it cannot cut down
+            text = ""
+            problems.setdefault(key, f"more than {MAX_SCREEN} characters with the longest values")
+        if len(text) > MAX_SCREEN:
+            problems.setdefault(key, f"{len(text)} characters with the longest values (at most {MAX_SCREEN})")
+        return text
+
+    for walk in _WALKS:
+        for refused in ((), ("99",)):
+            state = replay((*walk, *refused), caller=caller, lex=lex, resolve=lambda _: None)
+            key = f"ussd.{state.screen}"
+            text = built(key, partial(render, state, caller=caller, lex=lex))
+            if text and state.screen is Screen.CATEGORY and f"\n{last} " not in text:
+                problems.setdefault(key, f"the card's list is cut before code {last}")
+    longest = max(lex.grammars[language].category_names.values(), key=len)
+    values = {"code": "K1234567", "category": longest, "place": _LONG_PLACE}
+    for kind in End:
+        built(f"ussd.{kind}", partial(end, kind, language=language, lex=lex, **values))
+    return sorted(problems.items())
 
 
 def _short(name: str | None) -> str:

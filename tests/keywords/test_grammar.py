@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from keywords.checks import long_replies, worst_reply
 from keywords.grammar import GRAMMAR_DIR, REPLIES, GrammarError, load_all, load_grammar
-from keywords.parser import Lexicon, parse
+from keywords.parser import Lexicon, lexicon, parse
 from keywords.sms import encoding, fit_one, segments
 
 
@@ -80,44 +82,93 @@ def test_file_name_must_match_language(tmp_path: Path) -> None:
 def test_adding_a_language_is_adding_a_file(tmp_path: Path) -> None:
     folder = copy_grammars(tmp_path)
     text = (folder / "fr.toml").read_text(encoding="utf-8")
-    lingala = text.replace('language = "fr"', 'language = "ln"').replace(
-        'name = "Français"', 'name = "Lingala"'
+    bambara = text.replace('language = "fr"', 'language = "bm"').replace(
+        'name = "Français"', 'name = "Bamanankan"'
     )
-    lingala = lingala.replace("attack = [", 'attack = ["etumba", "kobunda", ')
-    (folder / "ln.toml").write_text(lingala, encoding="utf-8")
+    bambara = bambara.replace("attack = [", 'attack = ["kelenkelen", "kelew", ')
+    (folder / "bm.toml").write_text(bambara, encoding="utf-8")
     grammars, codes = load_all.__wrapped__(folder)  # type: ignore[attr-defined]
     lex = Lexicon(grammars, codes, "fr")
-    result = parse("ETUMBA na Bunia", lex=lex)
-    assert (result.intent, result.category, result.language) == ("alert", "attack", "ln")
+    result = parse("KELEW Bunia", lex=lex)
+    assert (result.intent, result.category, result.language) == ("alert", "attack", "bm")
 
 
-WORST = {
-    "code": "K123456",
-    "category": "WATU WENYE SILAHA",
-    "place": "Kanyabayonga Iga Barriere",
-    "who": "Col. Fatou Diallo-Traore",
-    "people": " 120",
-    "reports": "12",
-    "time": "08:14",
-    "area": "Kanyabayonga-Iga Barriere",
-    "count": "120",
-    "sender": "+243*****4567",
-    "minutes": "1440",
-    "names": "Dieudonne Lonu-Kasereka +119",  # the code adds names only while the SMS stays one segment
-}
+def deployment_grammar(folder: Path, language: str, edit: Callable[[str], str]) -> Path:
+    """Write `language`.toml into a deployment's folder: the shipped French grammar, edited."""
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{language}.toml"
+    path.write_text(edit((GRAMMAR_DIR / "fr.toml").read_text(encoding="utf-8")), encoding="utf-8")
+    return path
+
+
+def test_a_deployment_folder_adds_a_language(tmp_path: Path) -> None:
+    def bm(text: str) -> str:  # Bambara, for a network in Mali: a language the package has not
+        text = text.replace('language = "fr"', 'language = "bm"').replace(
+            'name = "Français"', 'name = "Bamanankan"'
+        )
+        return text.replace("attack = [", 'attack = ["kelenkelen", "kelew", ')
+
+    deployment_grammar(tmp_path / "extra", "bm", bm)
+    lex = lexicon("fr", GRAMMAR_DIR, tmp_path / "extra")
+    assert set(lex.grammars) == set(load_all()[0]) | {"bm"} and lex.codes == load_all()[1]
+    result = parse("KELEW Bunia", lex=lex)
+    assert (result.intent, result.category, result.language) == ("alert", "attack", "bm")
+    assert parse("KELEW Bunia").intent != "alert"  # the package's own lexicon is untouched
+
+
+def test_a_deployment_folder_replaces_a_shipped_grammar(tmp_path: Path) -> None:
+    deployment_grammar(
+        tmp_path / "extra", "fr", lambda s: s.replace("{code} recu. Merci.", "{code} bien note.")
+    )
+    grammars, _ = load_all(GRAMMAR_DIR, tmp_path / "extra")
+    assert (
+        grammars["fr"].replies["ack"] == "{code} bien note."
+        and grammars["fr"].path.parent == tmp_path / "extra"
+    )
+    assert (
+        grammars["sw"] == load_all()[0]["sw"] and load_all()[0]["fr"].replies["ack"] == "{code} recu. Merci."
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "named", "reason"),
+    [
+        (lambda folder: folder / "missing", "missing", "not a folder"),
+        (lambda folder: folder, "extra", "no grammar file (xx.toml)"),
+    ],
+)
+def test_a_deployment_folder_that_holds_no_grammar_is_refused(
+    tmp_path: Path, make: Callable[[Path], Path], named: str, reason: str
+) -> None:
+    (tmp_path / "extra").mkdir()
+    (tmp_path / "extra" / "notes.txt").write_text("ln.toml next week", encoding="utf-8")
+    with pytest.raises(GrammarError) as err:
+        load_all(GRAMMAR_DIR, make(tmp_path / "extra"))
+    assert (err.value.path.name, err.value.reason) == (named, reason)
+
+
+def test_a_card_in_a_deployment_folder_is_refused(tmp_path: Path) -> None:
+    deployment_grammar(tmp_path / "extra", "fr", lambda s: s)
+    shutil.copy(GRAMMAR_DIR / "card.toml", tmp_path / "extra" / "card.toml")
+    with pytest.raises(GrammarError, match=r"^card\.toml: -: the card's codes are Kengele's own"):
+        load_all(GRAMMAR_DIR, tmp_path / "extra")
+
+
+def test_a_reply_of_two_sms_is_named(tmp_path: Path) -> None:
+    path = deployment_grammar(
+        tmp_path, "fr", lambda s: s.replace("{code} recu. Merci.", "{code} recu. " + "Merci. " * 30)
+    )
+    ((key, reason),) = long_replies(load_grammar(path))
+    assert key == "replies.ack" and reason.startswith(
+        "2 SMS (GSM-7) with the longest values: K123456 recu. Merci."
+    )
 
 
 @pytest.mark.parametrize("language", sorted(load_all()[0]))
 @pytest.mark.parametrize("key", sorted(REPLIES))
 def test_every_reply_fits_one_segment(language: str, key: str) -> None:
     grammar = load_all()[0][language]
-    values = {name: WORST[name] for name in REPLIES[key]}
-    if key == "join":
-        values["place"] = f" ({WORST['place']})"
-    for name in ("category",):
-        if name in values:
-            values[name] = max(grammar.category_names.values(), key=len)
-    text = grammar.replies[key].format(**values)
+    text = worst_reply(grammar, key)
     assert segments(text) == 1, f"{language}.{key} is {segments(text)} segments ({encoding(text)}): {text}"
 
 

@@ -37,7 +37,7 @@ def test_case(table: str, case: dict[str, Any]) -> None:
     result = parse(case["text"], context)
     got = {"intent": result.intent}
     expected = {"intent": case["intent"]}
-    for field in ("category", "count", "time", "code", "language"):
+    for field in ("category", "count", "time", "code", "language", "things", "offset", "needs_review"):
         if field in case:
             expected[field] = case[field]
             got[field] = getattr(result, field)
