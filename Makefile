@@ -23,12 +23,13 @@ run: $(STAMP)
 	$(BIN)/kengele demo load --if-empty
 	$(BIN)/kengele serve --host 127.0.0.1 --port 8000
 
-# The quick tests on every core (pytest-xdist), then the slow ones alone: they time what real
+# The quick tests on every core (pytest-xdist; an idle worker takes tests from a busy one, so a
+# long test near the end keeps no core waiting), then the slow ones alone: they time what real
 # server processes do, or kill them, and a busy neighbour would skew the clock they read.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy app gateways keywords
-	$(BIN)/pytest -q -n auto -m "not slow and not fault_long"
+	$(BIN)/pytest -q -n auto --dist worksteal -m "not slow and not fault_long"
 	$(BIN)/pytest -q -m "slow and not fault_long"
 
 lint: $(STAMP)
