@@ -658,14 +658,13 @@ def _alert(
         if number is None or number > MAX_COUNT:
             continue
         consumed[k] = True
-        after = tokens[k + 1] if k + 1 < len(tokens) and not consumed[k + 1] else None
+        used = 0
         if not token.isdigit():  # number words joined into one: "deux cents", "kumi na tano"
             number, used = _compose(tokens, k, number, consumed, lex)
             for j in range(k + 1, k + 1 + used):
                 consumed[j] = True
-            after = (
-                tokens[k + 1 + used] if k + 1 + used < len(tokens) and not consumed[k + 1 + used] else None
-            )
+        nxt = k + 1 + used  # the word after the number
+        after = tokens[nxt] if nxt < len(tokens) and not consumed[nxt] else None
         if after is not None and not token.isdigit() and (after.isdigit() or after in lex.numbers):
             continue  # "une quinzaine", "a dozen": the article before the number word
         if k > 0 and not consumed[k - 1] and tokens[k - 1] in lex.distance_units:
@@ -673,8 +672,9 @@ def _alert(
             offset.insert(0, f"{original[k - 1]} {original[k]}")  # "km 5 kutoka Oicha"
             continue
         if after in lex.distance_units:
-            consumed[k + 1] = True
-            offset.insert(0, f"{original[k]} {original[k + 1]}")  # "3 km": a distance, not a count
+            consumed[nxt] = True
+            written = " ".join(original[k : nxt + 1])
+            offset.insert(0, written)  # "3 km", "deux cents metres": a distance, not a count
             continue
         unit = _unit_of(tokens, k, lex)
         if unit is not None and unit < k and unit in counted:

@@ -673,6 +673,11 @@ class Dispatcher(Worker):
         """Send one row through its current gateway at its slot; what happened (None: not tried)."""
         index = min(row.gateway_index, len(self.gateways) - 1)
         gateway = self.gateways[index]
+        if row.demo and gateway.reaches_phones:  # before any slot: it is not sent, so never late
+            OUTBOUND.labels(gateway.name, "demo").inc()
+            log.warning("send refused: a demo person", extra={"message_id": row.id, "gateway": gateway.name})
+            error = f"{gateway.name}: {NOT_FOR_DEMO}"
+            return Outcome(MessageStatus.FAILED, row.attempts, index, row.gateway_attempts, error=error)
         if slot is not None:
             gateway.warm()  # what takes time once per thread is done before the slot, not in it
             wait = slot - time.time()
@@ -685,11 +690,6 @@ class Dispatcher(Worker):
         if self.pacer.paused_until(gateway.name) > time.time():  # a Retry-After came meanwhile
             SEND_DEFERRED.labels(gateway.name, "paused").inc()
             return None
-        if row.demo and gateway.reaches_phones:
-            OUTBOUND.labels(gateway.name, "demo").inc()
-            log.warning("send refused: a demo person", extra={"message_id": row.id, "gateway": gateway.name})
-            error = f"{gateway.name}: {NOT_FOR_DEMO}"
-            return Outcome(MessageStatus.FAILED, row.attempts, index, row.gateway_attempts, error=error)
         try:
             result = gateway.send(to=row.recipient, text=row.text, idempotency_key=row.key, label=row.label)
         except SendError as exc:
