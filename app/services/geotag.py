@@ -240,19 +240,9 @@ class PlaceIndex:
             names = self.by_sound.get(sound_of(name))
             if not names:
                 continue
-            hits = sorted({i for n in names for i in self.by_name[n]})
-            if home is not None:  # as for a typing error: a guess far from home is no better
-                hits = [
-                    i
-                    for i in hits
-                    if distance_km(*home, self.spots[i].lat, self.spots[i].lon) <= FUZZY_REACH_KM
-                ]
-                if not hits:
-                    continue
-            spot = self._choose(hits, home, area)
-            return Located(
-                Precision.PLACE, spot.lat, spot.lon, spot, written=name, matched=spot.name, fuzzy=True
-            )
+            found = self._guess(sorted({i for n in names for i in self.by_name[n]}), name, home, area)
+            if found is not None:
+                return found
         return None
 
     def _fuzzy(self, tokens: list[str], home: tuple[float, float] | None, area: str | None) -> Located | None:
@@ -272,19 +262,24 @@ class PlaceIndex:
             if best:
                 distance = min(d for _, d, _ in best)
                 hits = sorted({i for c, d, _ in best if d == distance for i in self.by_name[c]})
-                if home is not None:  # a guess far from the sender's home is no better than the home
-                    hits = [
-                        i
-                        for i in hits
-                        if distance_km(*home, self.spots[i].lat, self.spots[i].lon) <= FUZZY_REACH_KM
-                    ]
-                    if not hits:
-                        continue
-                spot = self._choose(hits, home, area)
-                return Located(
-                    Precision.PLACE, spot.lat, spot.lon, spot, written=name, matched=spot.name, fuzzy=True
-                )
+                found = self._guess(hits, name, home, area)
+                if found is not None:
+                    return found
         return None
+
+    def _guess(
+        self, hits: list[int], name: str, home: tuple[float, float] | None, area: str | None
+    ) -> Located | None:
+        """The place a name not written exactly is read as; None when every candidate is far from
+        the sender's home (a guess far from home is no better than the home)."""
+        if home is not None:
+            hits = [
+                i for i in hits if distance_km(*home, self.spots[i].lat, self.spots[i].lon) <= FUZZY_REACH_KM
+            ]
+            if not hits:
+                return None
+        spot = self._choose(hits, home, area)
+        return Located(Precision.PLACE, spot.lat, spot.lon, spot, written=name, matched=spot.name, fuzzy=True)
 
     def _choose(self, hits: list[int], home: tuple[float, float] | None, area: str | None) -> Spot:
         """Among homonyms: nearest the sender's home, else in their area, else the most populous."""
