@@ -339,6 +339,8 @@ def test_an_alert_its_ack_and_close_arrive_signed_in_order_without_numbers(
         assert leaks.found_in_json(doc, REPORTERS + OFFICERS) == []
         assert not any(p.removeprefix("+").encode() in got.body for p in REPORTERS + OFFICERS)
     assert len({d["id"] for d in docs}) == 4
+    # The receiver has answered; the deliverer records that a moment later.
+    wait_for(lambda: [r.state for r in deliveries(hooked)] == ["delivered"] * 4)
     rows = deliveries(hooked)
     assert [(r.state, r.attempts, r.response_status, r.subscription_id) for r in rows] == [
         ("delivered", 1, 200, sub["id"])
@@ -369,6 +371,7 @@ def test_a_failing_receiver_gets_every_change_in_order_once_it_recovers(
     tried = [(g.doc["event"], g.answered) for g in receiver.got]
     created = [("incident.created", answer) for answer in (500, 500, TIMED_OUT, 503, 500, 200)]
     assert tried == [*created, ("incident.acknowledged", 200), ("incident.closed", 200)]
+    wait_for(lambda: [r.state for r in deliveries(hooked)] == ["delivered"] * 3)
     rows = deliveries(hooked)
     assert [r.state for r in rows] == ["delivered"] * 3 and rows[0].attempts == 6
     assert rows[1].attempts == rows[2].attempts == 1
