@@ -26,6 +26,10 @@ def free_port() -> int:
 
 
 class Server:
+    """`kengele serve` on a free loopback port; `start()` returns once /readyz answers 200."""
+
+    command = "serve"
+
     def __init__(self, db_url: str, workdir: Path, *args: str, **env: str) -> None:
         self.args = list(args)
         self.port = free_port()
@@ -44,19 +48,26 @@ class Server:
             }
         )
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = workdir / f"serve-{self.port}.log"
+        self.log = workdir / f"{self.command}-{self.port}.log"
         LOGS.append(self.log)
 
-    def start(self, timeout: float = 30.0) -> Server:
+    def argv(self) -> list[str]:
+        return [KENGELE, "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+
+    def spawn(self) -> None:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [KENGELE, "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
+                self.argv(),
                 cwd=self.workdir,
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def start(self, timeout: float = 30.0) -> Server:
+        self.spawn()
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -82,3 +93,25 @@ class Server:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+class WorkerProcess(Server):
+    """`kengele worker`: scheduler, processor sweep and dispatcher, no HTTP (`url` is unused).
+
+    `start()` returns once the process has run for `settle` seconds without exiting: it has no
+    endpoint to ask whether it is ready.
+    """
+
+    command = "worker"
+
+    def argv(self) -> list[str]:
+        return [KENGELE, "worker", *self.args]
+
+    def start(self, timeout: float = 30.0, settle: float = 1.0) -> Server:
+        self.spawn()
+        assert self.proc is not None
+        try:
+            self.proc.wait(settle)
+        except subprocess.TimeoutExpired:
+            return self
+        raise RuntimeError(f"worker exited: {self.log.read_text()[-2000:]}")

@@ -5,6 +5,11 @@ KENGELE_DEDUP_RADIUS_KM and whose reports span, widened by KENGELE_DEDUP_WINDOW,
 report's time (the time it was sent, so a backlog delivered late joins the right incident).
 Candidates are found through the (category, status, last_reported_at) index and a bounding box:
 the cost does not grow with the number of alerts stored.
+
+Finding the incident and then joining or opening one must not interleave with another replica
+doing the same for another report of the same event, or each would open one: on PostgreSQL,
+every transaction that writes incidents first takes one advisory lock (`hold_incidents`), held
+until it ends. SQLite needs none: its writers already take turns (BEGIN IMMEDIATE).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.orm import Session
 
 from app.crypto import keyring_of
@@ -47,6 +52,33 @@ def severity(category: str, people: int | None, reporters: int) -> str:
     if reporters >= 3:
         rank += 1
     return SEVERITIES[min(rank, len(SEVERITIES) - 1)]
+
+
+# pg_advisory_xact_lock's key for incident writes: "KNGL", so that nothing else picks it by chance.
+INCIDENT_LOCK = 0x4B4E474C
+_LOCK = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=INCIDENT_LOCK)
+_HELD = "kengele.incidents_held"  # Session.info: the transaction that holds it
+
+
+def hold_incidents(session: Session, *read: Incident) -> None:
+    """Wait for, then hold until this transaction ends, the right to write incidents (PostgreSQL).
+
+    Taken before the first incident is read for writing, so that every writer waits at the same
+    place and in the same order (no deadlock between two replicas), and once per transaction. A
+    report waits at most for another replica's batch to commit; then it sees that batch's
+    incidents (READ COMMITTED reads what is committed when each statement starts). The incidents
+    `read` before it was taken are read again: another replica may have changed them meanwhile.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    current = session.get_transaction()
+    if current is None or session.info.get(_HELD) is current:
+        return
+    session.execute(_LOCK)
+    session.info[_HELD] = current
+    for incident in read:
+        if not session.is_modified(incident):  # nothing of this transaction's own to lose
+            session.refresh(incident)
 
 
 def find_incident(

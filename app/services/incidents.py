@@ -28,7 +28,7 @@ from app.schemas import (
     for_viewer,
 )
 from app.services.areas import normalize_name
-from app.services.dedup import count_report, find_incident, refresh, severity
+from app.services.dedup import count_report, find_incident, hold_incidents, refresh, severity
 from app.services.escalation import Escalation
 from app.services.geotag import Located, Spot
 from app.services.limits import vouched_for
@@ -145,6 +145,7 @@ def record_report(
     home = _home_place(session, person) if where.precision == Precision.HOME else None
     place_name = where.name or (" ".join(result.place_words) or None) or (home.name if home else None)
     located = where.precision in (Precision.PLACE, Precision.HOME)  # a country's centre locates nothing
+    hold_incidents(session)  # another replica's report of the same event waits, or is seen
     incident = find_incident(
         session,
         category=category,
@@ -240,6 +241,7 @@ def acknowledge(
     *, session: Session, incident: Incident, officer: Actor, escalation: Escalation | None, now: datetime
 ) -> Decision:
     """Acknowledge and tell the other officers who has it; the first acknowledgement wins."""
+    hold_incidents(session, incident)  # another replica's officer may have been first
     if incident.acknowledged_at is not None:
         return Decision(incident, changed=False)
     incident.acknowledged_at, incident.acknowledged_by = now, officer.name
@@ -257,6 +259,7 @@ def close(
     *, session: Session, incident: Incident, officer: Actor, escalation: Escalation | None, now: datetime
 ) -> Decision:
     """Close and tell the other officers who closed it; a closed incident takes no more reports."""
+    hold_incidents(session, incident)
     if incident.status == IncidentStatus.CLOSED:
         return Decision(incident, changed=False)
     incident.status, incident.closed_at, incident.closed_by = IncidentStatus.CLOSED, now, officer.name
@@ -290,6 +293,7 @@ def merge(*, session: Session, source: Incident, target: Incident, officer: Acto
         raise Refused(f"into: {target.code} is closed")
     if source.category != target.category:
         raise Refused(f"into: {target.code} is {target.category}, {source.code} is {source.category}")
+    hold_incidents(session, source, target)
     # The reports it moves are named in the audit log: each keeps the change it made to `source`
     # (an incident's CAP versions are counted from its log, see change_times).
     moved = list(session.scalars(select(Alert.id).where(Alert.incident_id == source.id).order_by(Alert.id)))
@@ -309,6 +313,7 @@ def move(
     *, session: Session, alert: Alert, target: Incident | None, officer: Actor, now: datetime
 ) -> Decision:
     """Move one report out of its incident, into `target` or into an incident of its own."""
+    hold_incidents(session)
     source = session.get(Incident, alert.incident_id) if alert.incident_id else None
     opened = target is None
     if target is None:
