@@ -1,10 +1,13 @@
-"""Inbound load: the real `kengele serve` (SQLite, console gateway) against a bare FastAPI endpoint.
+"""Inbound load: the real `kengele serve` (console gateway) against a bare FastAPI endpoint.
 
-Both servers run in their own process, the generator in a third, all on loopback; the same
-generator measures both, alternately, in the same run (this machine is shared and noisy, so each
-figure is the median of several rounds). Kengele's webhooks are signed (TWILIO_AUTH_TOKEN set),
-each with its own MessageSid; after the run the database must hold one row per 2xx answer, and
-every message must be processed (parsed, alert or command, reply sent).
+Three shapes, in the same run: SQLite with one `kengele serve`; PostgreSQL with one; PostgreSQL
+with two web replicas (`serve --no-scheduler --no-dispatcher`) and one `kengele worker`, the
+production shape of docs/scaling.md, the load split evenly between the replicas (a proxy's
+round robin). Servers run in their own processes, the generators in others, all on loopback; the
+same generator measures the bare endpoint between Kengele's rounds (this machine is shared and
+noisy, so each figure is the median of several rounds). Kengele's webhooks are signed
+(TWILIO_AUTH_TOKEN set), each with its own MessageSid; after the run the database must hold one
+row per 2xx answer, and every message must be processed (parsed, alert or command, reply sent).
 """
 
 from __future__ import annotations
@@ -16,15 +19,26 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 from sqlalchemy import ColumnElement, Engine
 
+from app.db import upgrade
 from app.models import Message
-from bench.common import any_message, count_messages, expect, reader, scratch
-from tests.server import Server, free_port
+from bench.common import (
+    any_message,
+    count_messages,
+    expect,
+    postgres_database,
+    postgres_reachable,
+    postgres_required,
+    reader,
+    scratch,
+)
+from tests.server import Server, WorkerProcess, free_port
 
 TOKEN = "bench-twilio-token-0123456789abcdef"
 PY = sys.executable
@@ -32,16 +46,39 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_loadgen(url: str, *extra: str) -> dict[str, float]:
-    out = subprocess.run(
-        [PY, "-m", "bench.loadgen", "--url", url, "--token", TOKEN, *extra],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-        check=False,
-    )
-    expect(out.returncode == 0, f"the load generator failed: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return run_loadgens([url], *extra)
+
+
+def run_loadgens(urls: list[str], *extra: str) -> dict[str, float]:
+    """One generator per URL, at once, each with an equal share of the load; their sum.
+
+    Throughput is every answer over the longest generator's time; latencies are the worse of them.
+    """
+    share = list(extra)
+    for flag in ("--requests", "--concurrency", "--rate"):
+        if flag in share:
+            i = share.index(flag) + 1
+            value = float(share[i]) / len(urls)
+            share[i] = str(int(value)) if flag != "--rate" else f"{value:g}"
+    procs = [
+        subprocess.Popen(
+            [PY, "-m", "bench.loadgen", "--url", url, "--token", TOKEN, *share],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        for url in urls
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        expect(proc.returncode == 0, f"the load generator failed: {err[-2000:]}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    seconds = max(r["seconds"] for r in results)
+    total = {k: sum(r[k] for r in results) for k in ("requests", "ok", "errors")}
+    worst = {k: max(r[k] for r in results) for k in ("p50_ms", "p99_ms", "max_ms")}
+    return total | worst | {"seconds": seconds, "rps": total["ok"] / seconds if seconds else 0.0}
 
 
 @contextmanager
@@ -72,7 +109,7 @@ def median(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def line(name: str, r: dict[str, float]) -> str:
-    return f"  {name:<36} {r['rps']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>7.0f}"
+    return f"  {name:<44} {r['rps']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>7.0f}"
 
 
 INBOUND = Message.direction == "inbound"
@@ -87,6 +124,129 @@ def wait_until_none(db: Engine, where: tuple[ColumnElement[bool], ...], since: f
     return time.monotonic() - since
 
 
+@dataclass(frozen=True)
+class Shape:
+    """How Kengele is run for one set of rounds."""
+
+    label: str
+    database: str  # sqlite | postgresql
+    webs: int  # web processes; with 2, a worker does the scheduling and sending
+
+
+SHAPES = [
+    Shape("SQLite, 1 serve", "sqlite", 1),
+    Shape("PostgreSQL, 1 serve", "postgresql", 1),
+    Shape("PostgreSQL, 2 web + worker", "postgresql", 2),
+]
+
+
+@contextmanager
+def database(shape: Shape, workdir: Path) -> Iterator[str | None]:
+    """The shape's empty, migrated database (its URL); None when PostgreSQL is out of reach."""
+    if shape.database == "sqlite":
+        yield f"sqlite:///{workdir / 'bench.db'}"
+        return
+    if not postgres_reachable():
+        expect(not postgres_required(), "PostgreSQL is not reachable (KENGELE_TEST_REQUIRE_PG=1)")
+        yield None
+        return
+    with postgres_database(f"inbound{shape.webs}") as url:
+        upgrade(url)
+        yield url
+
+
+def start(shape: Shape, url: str, workdir: Path, extra: list[str], stack: ExitStack) -> list[str]:
+    """Start the shape's processes (stopped when `stack` closes); the webhook URL of each web process."""
+    env = {"TWILIO_AUTH_TOKEN": TOKEN}
+    if shape.webs == 1:
+        servers = [Server(url, workdir, *extra, **env)]
+    else:
+        args = ["--no-scheduler", "--no-dispatcher", *extra]
+        servers = [Server(url, workdir, *args, **env) for _ in range(shape.webs)]
+        worker = WorkerProcess(url, workdir, **env)
+        stack.callback(worker.stop)
+        worker.start()
+    for server in servers:
+        stack.callback(server.stop)
+        server.start()
+    return [server.url + "/webhooks/twilio/sms" for server in servers]
+
+
+@dataclass
+class Measured:
+    shape: Shape
+    closed: dict[str, float]
+    steady: dict[str, float]
+    bare_closed: dict[str, float]
+    bare_steady: dict[str, float]
+    answered: int
+    committed: int
+    drained: float
+    replied: float
+
+
+def measure(
+    shape: Shape,
+    url: str,
+    workdir: Path,
+    bare_url: str,
+    *,
+    closed: list[str],
+    steady: list[str],
+    rounds: int,
+    warmup: int,
+    wait: float,
+    extra: list[str],
+) -> Measured:
+    """Alternate rounds of Kengele in `shape` and of the bare endpoint; check that nothing was lost."""
+    k_closed, b_closed, k_open, b_open = [], [], [], []
+    db = reader(url)
+    try:
+        with ExitStack() as stack:
+            webhooks = start(shape, url, workdir, extra, stack)
+            warm = ["--requests", str(warmup * len(webhooks)), "--concurrency", str(8 * len(webhooks))]
+            run_loadgens(webhooks, *warm)
+            run_loadgen(bare_url, *warm, "--bare")
+            before = count_messages(db, INBOUND)
+            for _ in range(max(1, rounds - 1)):
+                k_open.append(run_loadgens(webhooks, *steady))
+                b_open.append(run_loadgen(bare_url, *steady, "--bare"))
+            for _ in range(rounds):
+                k_closed.append(run_loadgens(webhooks, *closed))
+                b_closed.append(run_loadgen(bare_url, *closed, "--bare"))
+            answered = int(sum(r["ok"] for r in k_closed + k_open))
+            committed = count_messages(db, INBOUND) - before
+            load_end = time.monotonic()
+            drained = wait_until_none(db, UNPROCESSED, load_end, wait)
+            unprocessed = count_messages(db, *UNPROCESSED)
+            replied = wait_until_none(db, UNSENT, load_end, 2 * wait)
+            unsent = count_messages(db, *UNSENT)
+            replies = count_messages(db, Message.direction == "outbound")
+    finally:
+        db.dispose()
+    sent = int(sum(r["requests"] for r in k_closed + k_open))
+    errors = int(sum(r["errors"] for r in k_closed + k_open + b_closed + b_open))
+    where = shape.label
+    expect(
+        answered == sent and errors == 0,
+        f"{where}: {answered} of {sent} webhooks answered 2xx, {errors} errors",
+    )
+    expect(committed == answered, f"{where}: {committed} rows committed for {answered} webhooks answered 2xx")
+    expect(unprocessed == 0, f"{where}: {unprocessed} messages still unprocessed {wait:g} s after the load")
+    expect(unsent == 0 and replies > 0, f"{where}: {replies} replies queued, {unsent} unsent after the load")
+    return Measured(
+        shape,
+        median(k_closed),
+        median(k_open),
+        median(b_closed),
+        median(b_open),
+        answered,
+        committed,
+        drained,
+        replied,
+    )
+
+
 def main(
     requests: int = 20000,
     concurrency: int = 32,
@@ -99,73 +259,39 @@ def main(
     extra = os.environ.get("BENCH_ARGS", "").split()
     closed = ["--requests", str(requests), "--concurrency", str(concurrency)]
     steady = ["--rate", str(rate), "--seconds", str(seconds)]
-    k_closed, b_closed, k_open, b_open = [], [], [], []
+    results: list[Measured] = []
     with scratch("inbound") as workdir, bare_server() as bare_url:
-        url = f"sqlite:///{workdir / 'bench.db'}"
-        server = Server(url, workdir, *extra, TWILIO_AUTH_TOKEN=TOKEN)
-        db = reader(url)
-        try:
-            webhook = server.start().url + "/webhooks/twilio/sms"
-            warm = ["--requests", str(warmup), "--concurrency", "8"]
-            run_loadgen(webhook, *warm)
-            run_loadgen(bare_url, *warm, "--bare")
-            before = count_messages(db, INBOUND)
-            for _ in range(max(1, rounds - 1)):
-                k_open.append(run_loadgen(webhook, *steady))
-                b_open.append(run_loadgen(bare_url, *steady, "--bare"))
-            for _ in range(rounds):
-                k_closed.append(run_loadgen(webhook, *closed))
-                b_closed.append(run_loadgen(bare_url, *closed, "--bare"))
-            answered = int(sum(r["ok"] for r in k_closed + k_open))
-            committed = count_messages(db, INBOUND) - before
-            load_end = time.monotonic()
-            drained = wait_until_none(db, UNPROCESSED, load_end, wait)
-            unprocessed = count_messages(db, *UNPROCESSED)
-            replied = wait_until_none(db, UNSENT, load_end, 2 * wait)
-            unsent = count_messages(db, *UNSENT)
-            replies = count_messages(db, Message.direction == "outbound")
-        finally:
-            db.dispose()
-            server.stop()
-        kc, bc, ko, bo = median(k_closed), median(b_closed), median(k_open), median(b_open)
-        ratio = kc["rps"] / bc["rps"] if bc["rps"] else float("nan")
+        for shape in SHAPES:
+            with database(shape, workdir) as url:
+                if url is None:
+                    print(f"  {shape.label}: PostgreSQL not reachable, skipped")
+                    continue
+                kw = {"rounds": rounds, "warmup": warmup, "wait": wait, "extra": extra}
+                results.append(measure(shape, url, workdir, bare_url, closed=closed, steady=steady, **kw))
+    print(
+        f"inbound webhooks: {os.cpu_count()} cores, console gateway, generators on this machine; medians of"
+        f" {rounds} rounds of {requests} requests (closed loop, c={concurrency} in all),"
+        f" {max(1, rounds - 1)} of {seconds:g} s at {rate:g}/s in all (fixed rate); the bare endpoint"
+        " measured between Kengele's rounds"
+    )
+    print(f"  {'':<44} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for m in results:
+        print(line(f"{m.shape.label}, c={concurrency}", m.closed))
+        print(line(f"{m.shape.label}, {rate:g}/s", m.steady))
+    bare_closed = median([m.bare_closed for m in results])
+    bare_steady = median([m.bare_steady for m in results])
+    print(line(f"bare fastapi, c={concurrency}", bare_closed))
+    print(line(f"bare fastapi, {rate:g}/s", bare_steady))
+    sqlite = next((m for m in results if m.shape.database == "sqlite"), None)
+    for m in results:
+        ratios = f"/ bare {m.closed['rps'] / m.bare_closed['rps']:.2f}"
+        if sqlite is not None and m is not sqlite:
+            ratios += f", / SQLite {m.closed['rps'] / sqlite.closed['rps']:.2f}"
         print(
-            f"inbound webhooks: {os.cpu_count()} cores, SQLite, console gateway, generator on this machine;"
+            f"  {m.shape.label}: throughput {ratios}; answered 2xx {m.answered} = committed {m.committed};"
+            f" processed {m.drained:.1f} s and replies sent {m.replied:.1f} s after the load"
         )
-        print(
-            f"medians of {rounds} rounds of {requests} requests (closed loop),"
-            f" {len(k_open)} of {seconds:g} s (fixed rate)"
-        )
-        print(f"  {'':<36} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
-        print(line(f"kengele, signed twilio, c={concurrency}", kc))
-        print(line(f"bare fastapi, c={concurrency}", bc))
-        print(line(f"kengele, signed twilio, {rate:g}/s", ko))
-        print(line(f"bare fastapi, {rate:g}/s", bo))
-        print(f"  kengele / bare throughput: {ratio:.2f}")
-        print(f"  answered 2xx: {answered}, rows committed: {committed} (must be equal)")
-        print(
-            f"  processing finished {drained:.1f} s after the load (unprocessed: {unprocessed}); "
-            f"replies sent {replied:.1f} s after it (unsent: {unsent})"
-        )
-        sent = (len(k_closed) * requests) + int(sum(r["requests"] for r in k_open))
-        errors = int(sum(r["errors"] for r in k_closed + k_open + b_closed + b_open))
-        expect(
-            answered == sent and errors == 0, f"{answered} of {sent} webhooks answered 2xx, {errors} errors"
-        )
-        expect(committed == answered, f"{committed} rows committed for {answered} webhooks answered 2xx")
-        expect(unprocessed == 0, f"{unprocessed} messages still unprocessed {wait:g} s after the load")
-        expect(unsent == 0 and replies > 0, f"{replies} replies queued, {unsent} unsent after the load")
-    return {
-        "kengele_closed": kc,
-        "bare_closed": bc,
-        "kengele_rate": ko,
-        "bare_rate": bo,
-        "ratio": ratio,
-        "answered": answered,
-        "committed": committed,
-        "drained_s": drained,
-        "replied_s": replied,
-    }
+    return {m.shape.label: m for m in results}
 
 
 def smoke() -> dict[str, object]:

@@ -16,10 +16,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, Insert
+from sqlalchemy import Engine, Insert, Table, bindparam, func, select
+from sqlalchemy.dialects import postgresql
 
+from app.crypto import keyring_of
 from app.db import durable, insert_ignoring_conflicts, utcnow
 from app.enums import Direction, MessageStatus
 from app.metrics import INBOUND, INTAKE_BATCH
@@ -131,10 +133,45 @@ def store_batch(engine: Engine, rows: list[dict[str, Any]]) -> list[int | None]:
     return _insert(engine, rows)
 
 
+@lru_cache(maxsize=1)
+def _unnest_statement(columns: tuple[str, ...]) -> Insert:
+    """PostgreSQL: a batch as one array per column, the same short statement whatever its size.
+
+    A multi-row VALUES statement has a text of its own per batch size, too long for psycopg's
+    statement cache: parsing it cost more than storing the rows. This one is parsed and planned
+    once (a prepared statement), and sends each column's values as one array.
+    """
+    table = cast(Table, Message.__table__)
+    arrays = [func.unnest(bindparam(name, type_=postgresql.ARRAY(table.c[name].type))) for name in columns]
+    return (
+        postgresql.insert(table)
+        .from_select(list(columns), select(*arrays))
+        .on_conflict_do_nothing()
+        .returning(table.c.id, table.c.provider, table.c.provider_message_id)
+    )
+
+
+def _as_arrays(engine: Engine, rows: list[dict[str, Any]]) -> tuple[tuple[str, ...], dict[str, list[Any]]]:
+    """The rows as one list per column, with the values Message's Python-side defaults would give."""
+    index = keyring_of(engine).index
+    columns = (*rows[0], "recipient_index", "priority")
+    arrays: dict[str, list[Any]] = {name: [] for name in columns}
+    for row in rows:
+        for name, value in row.items():
+            arrays[name].append(value)
+        recipient = row["recipient"]
+        arrays["recipient_index"].append(None if recipient is None else index(recipient))
+        arrays["priority"].append(0)
+    return columns, arrays
+
+
 def _insert(engine: Engine, rows: list[dict[str, Any]]) -> list[int | None]:
-    stmt = _store_statement(engine.dialect.name)
     with durable(), engine.begin() as conn:
-        returned = conn.execute(stmt, rows).all()
+        if engine.dialect.name == "postgresql":
+            columns, arrays = _as_arrays(engine, rows)
+            returned = conn.execute(_unnest_statement(columns), arrays).all()
+        else:
+            returned = conn.execute(_store_statement(engine.dialect.name), rows).all()
     ids = {(r.provider, r.provider_message_id): r.id for r in returned}
     out: list[int | None] = []
     for row in rows:

@@ -61,6 +61,7 @@ class Processor(Worker):
         lease: timedelta = timedelta(seconds=30),
         budget: float = 0.003,
         calm_budget: float = 0.015,
+        sizes: tuple[int, int] = (4, 16),
     ) -> None:
         # `every`: a sweep when no message came for this long; after a failed pass, 1 s and more.
         super().__init__(signals=signals, every=sweep_every, factory=factory, retry=1.0)
@@ -69,6 +70,7 @@ class Processor(Worker):
         # longer otherwise (fewer commits and claim renewals: more messages a second).
         self.budget = budget
         self.calm_budget = calm_budget
+        self.sizes = sizes  # messages a transaction at most: while webhooks queue, otherwise
         self.config = config
         self.claim_token = claim_token
         # SQLite deployments run one process: at start, every claim left behind is a dead one.
@@ -160,7 +162,7 @@ class Processor(Worker):
         while position < len(ids):
             started = time.perf_counter()
             busy = self.signals.intake_busy()
-            size, budget = (4, self.budget) if busy else (16, self.calm_budget)
+            size, budget = (self.sizes[0], self.budget) if busy else (self.sizes[1], self.calm_budget)
             chunk: list[int] = []
             try:
                 with self.transaction() as session:
