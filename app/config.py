@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     reply_countries: str = ""
     flood_limit: str = "3/3600"
 
+    # PostgreSQL connections each process may hold: pool_size kept open, max_overflow more opened
+    # under load and closed after. Every replica, uvicorn worker and `kengele worker` has its own
+    # pool; their sum must stay under the server's max_connections (docs/scaling.md). SQLite: one.
+    db_pool_size: int = Field(10, ge=1, le=100)
+    db_max_overflow: int = Field(10, ge=0, le=100)
+
     # Durability of SQLite commits: FULL survives power loss, NORMAL only process crashes.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
 
