@@ -94,7 +94,9 @@ def test_the_pool_of_a_process_is_the_configured_one(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setenv("KENGELE_DB_POOL_SIZE", "3")
     monkeypatch.setenv("KENGELE_DB_MAX_OVERFLOW", "2")
-    settings = make(env="test", secret_key=TEST_SECRET_KEY, database_url="postgresql+psycopg://k@127.0.0.1:1/k")
+    settings = make(
+        env="test", secret_key=TEST_SECRET_KEY, database_url="postgresql+psycopg://k@127.0.0.1:1/k"
+    )
     assert (settings.db_pool_size, settings.db_max_overflow) == (3, 2)
     engine = Runtime(settings).engine
     assert (engine.pool.size(), engine.pool._max_overflow) == (3, 2)  # type: ignore[attr-defined]
