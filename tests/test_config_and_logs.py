@@ -72,6 +72,8 @@ def test_dotenv_is_read(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # t
         {"db_pool_size": 0},
         {"db_pool_size": 101},
         {"db_max_overflow": -1},
+        {"forwarded_allow_ips": "10.0.0.5,nginx"},
+        {"forwarded_allow_ips": "10.0.0.0/33"},
         {"env": "production", "admin_token": "changeme", "secret_key": TEST_SECRET_KEY},
         {"env": "production", "gateway": "twilio", "secret_key": TEST_SECRET_KEY},
         {
@@ -100,6 +102,15 @@ def test_the_pool_of_a_process_is_the_configured_one(monkeypatch: pytest.MonkeyP
     assert (settings.db_pool_size, settings.db_max_overflow) == (3, 2)
     engine = Runtime(settings).engine
     assert (engine.pool.size(), engine.pool._max_overflow) == (3, 2)  # type: ignore[attr-defined]
+
+
+def test_forwarded_allow_ips_are_addresses_networks_or_any() -> None:
+    assert make().forwarded_allow_ips == ""  # unset: X-Forwarded-* ignored, as before a proxy
+    given = make(forwarded_allow_ips=" 10.0.0.5, 172.16.0.0/12 ,, fd00::/8").forwarded_allow_ips
+    assert given == "10.0.0.5,172.16.0.0/12,fd00::/8"
+    assert make(forwarded_allow_ips="*").forwarded_allow_ips == "*"
+    with pytest.raises(ValidationError, match="'nginx' is not an IP address or network"):
+        make(forwarded_allow_ips="nginx")
 
 
 @pytest.mark.parametrize(

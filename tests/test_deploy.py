@@ -95,12 +95,14 @@ def test_every_setting_of_env_example_reaches_the_app_services(app: str) -> None
     for name, value in environment.items():
         assert re.fullmatch(r"\$\{" + name + r":-.*\}", str(value)), f"{name} must read ${{{name}}} first"
     assert set(environment) <= setting_names(), set(environment) - setting_names()
-    # Its defaults make valid settings (the database the db service creates, the pool of the budget).
+    # Its defaults make valid settings (production's secrets aside, which come from .env).
     values = {name: interpolated(str(value)) for name, value in environment.items()}
+    assert values.pop("KENGELE_ENV") == "production"
     assert values["KENGELE_DATABASE_URL"] == "postgresql+psycopg://kengele:kengele@db:5432/kengele"
-    pool = {k.removeprefix("KENGELE_").lower(): v for k, v in values.items() if "_DB_" in k}
-    settings = Settings(_env_file=None, env="test", secret_key="k" * 16 + "x" * 16, **pool)  # type: ignore[call-arg]
+    fields = {name.removeprefix("KENGELE_").lower(): value for name, value in values.items()}
+    settings = Settings(_env_file=None, env="test", secret_key="k" * 16 + "x" * 16, **fields)  # type: ignore[call-arg]
     assert (settings.db_pool_size, settings.db_max_overflow) == (5, 5)
+    assert settings.forwarded_allow_ips == "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
 
 
 def test_images_are_pinned_to_a_version() -> None:

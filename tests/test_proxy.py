@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from app.config import Settings
 from app.enums import Direction, MessageStatus
-from app.models import Message
+from app.models import LoginFailure, Message
 from app.services import gazetteer
 from app.services.runtime import Runtime
 from tests import proxy
@@ -39,6 +39,7 @@ ALERTS = [
     ("+243810000006", "A7 Oicha"),
     ("+243810000008", "A2 Mbau"),
 ]
+CALLER = "127.0.0.2"  # a browser's address: loopback, but not the one nginx reaches the replicas from
 UPSTREAM = re.compile(r"upstream=(127\.0\.0\.1:\d+) ")
 
 
@@ -77,7 +78,11 @@ def shape(db_url: str, tmp_path: Path, nginx_binary: Path, twilio_fake: FakeProv
     """The proxy on https://localhost:<port> in front of two web replicas; the worker not yet started."""
     https_port, http_port = free_port(), free_port()
     public_url = f"https://localhost:{https_port}"
-    env = provider_env(twilio_fake) | {"KENGELE_PUBLIC_URL": public_url, "KENGELE_ENV": "production"}
+    env = provider_env(twilio_fake) | {
+        "KENGELE_PUBLIC_URL": public_url,
+        "KENGELE_ENV": "production",
+        "KENGELE_FORWARDED_ALLOW_IPS": "127.0.0.1",  # nginx, as it reaches the replicas
+    }
     servers: list[Server] = []
     nginx: proxy.Nginx | None = None
     worker = WorkerProcess(db_url, tmp_path, **env)
@@ -142,6 +147,20 @@ def test_webhooks_through_the_tls_proxy_reach_both_replicas_and_the_worker_sends
             301,
             "https://localhost/webhooks/twilio/sms?a=1",
         )
+
+        # A sign-in failure is counted against the caller's address, not the proxy's (one
+        # lock-out for everyone), and not against one the caller claims in X-Forwarded-For.
+        caller = httpx.HTTPTransport(local_address=CALLER, verify=trust)
+        with httpx.Client(base_url=public_url, transport=caller, timeout=10) as browser:
+            form = browser.get("/login")
+            token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+            assert form.status_code == 200 and token
+            login = {"username": "nobody", "password": "wrong", "csrf_token": token.group(1)}
+            r = browser.post("/login", data=login, headers={"X-Forwarded-For": "203.0.113.9"})
+            assert r.status_code == 401
+        with setup.factory() as session:
+            counted = list(session.scalars(select(LoginFailure.address)))
+        assert counted == [setup.keyring.index(f"login:{CALLER}")]
 
         # Both replicas stored some: the proxy's log names the replica that answered each webhook.
         answered = [UPSTREAM.search(line) for line in nginx.access_lines() if "/webhooks/twilio/sms" in line]
