@@ -298,3 +298,45 @@ def test_every_package_the_service_imports_is_a_runtime_dependency() -> None:
         if not {d.lower().replace("_", "-") for d in distributions.get(module, [module])} & allowed
     }
     assert not missing, f"imported but not a runtime dependency in pyproject.toml: {missing}"
+
+
+def section(text: str, title: str) -> str:
+    """The body of the markdown section `title` (to the next heading of its level or above)."""
+    level = re.match(r"#+", title)
+    assert level, title
+    start = text.index(title + "\n") + len(title) + 1
+    after = re.search(rf"^#{{1,{len(level.group(0))}}} ", text[start:], flags=re.MULTILINE)
+    return text[start : start + after.start()] if after else text[start:]
+
+
+def test_the_readme_deployment_commands_are_real() -> None:
+    """Every `kengele ...` line of the README's Deployment section parses, and it names the shape."""
+    text = section((ROOT / "README.md").read_text(encoding="utf-8"), "## Deployment")
+    lines = [line.split("#")[0].strip() for line in re.findall(r"^kengele .*$", text, flags=re.MULTILINE)]
+    assert len(lines) >= 3
+    for line in lines:
+        try:
+            build_parser().parse_args(shlex.split(line)[1:])
+        except SystemExit:
+            pytest.fail(f"README Deployment: `{line}` is not a command kengele knows")
+    assert "docker compose up -d --scale web=3" in text and "(docs/scaling.md)" in text
+
+
+def test_scaling_md_tells_the_commands_and_leases_the_code_has() -> None:
+    text = (ROOT / "docs" / "scaling.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `(\w+)` \| `([^`]+)` \|", section(text, "## What each process does"), re.M))
+    services = compose()["services"]
+    for app in APPS:
+        assert rows[app] == " && ".join(shlex.join(line) for line in commands(services[app])), app
+    defaults = Settings.model_fields
+    leases = section(text, "## Replacing a worker")
+    for name in ("send_lease", "webhook_lease", "processing_lease"):
+        assert f"`KENGELE_{name.upper()}`, {defaults[name].default:g} s" in leases, name
+    # The README's links into it land on headings it has.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    anchors = {
+        re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-")
+        for h in re.findall(r"^#+ (.+)$", text, re.M)
+    }
+    linked = set(re.findall(r"docs/scaling\.md#([\w\-]+)", readme))
+    assert linked and linked <= anchors, linked - anchors
