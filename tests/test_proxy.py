@@ -141,6 +141,9 @@ def test_webhooks_through_the_tls_proxy_reach_both_replicas_and_the_worker_sends
                 headers = signed_headers(form, url) if token is None else signed_headers(form, url, token)
                 assert client.post(hook, data=form, headers=headers).status_code == 403, url
             assert client.post(hook, data=form).status_code == 403  # no signature at all
+            # Africa's Talking is not configured here: its webhooks do not exist (404), and the
+            # proxy's log does not keep the secret a caller put in the path.
+            assert client.post("/webhooks/africastalking/s3cr3t-segment/sms", data={}).status_code == 404
         # Port 80 only redirects (its own health answer aside): nothing reaches a replica in clear.
         plain = httpx.get(f"http://localhost:{shape.http_port}/webhooks/twilio/sms?a=1")
         assert (plain.status_code, plain.headers["location"]) == (
@@ -152,15 +155,19 @@ def test_webhooks_through_the_tls_proxy_reach_both_replicas_and_the_worker_sends
         # lock-out for everyone), and not against one the caller claims in X-Forwarded-For.
         caller = httpx.HTTPTransport(local_address=CALLER, verify=trust)
         with httpx.Client(base_url=public_url, transport=caller, timeout=10) as browser:
-            form = browser.get("/login")
-            token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
-            assert form.status_code == 200 and token
+            page = browser.get("/login")
+            token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+            assert page.status_code == 200 and token
             login = {"username": "nobody", "password": "wrong", "csrf_token": token.group(1)}
             r = browser.post("/login", data=login, headers={"X-Forwarded-For": "203.0.113.9"})
             assert r.status_code == 401
         with setup.factory() as session:
             counted = list(session.scalars(select(LoginFailure.address)))
         assert counted == [setup.keyring.index(f"login:{CALLER}")]
+
+        logged = "\n".join(nginx.access_lines())
+        assert "s3cr3t-segment" not in logged and '"POST /webhooks/africastalking/-/sms" 404' in logged
+        assert "a=1" not in logged  # no query string: a search may hold a phone number
 
         # Both replicas stored some: the proxy's log names the replica that answered each webhook.
         answered = [UPSTREAM.search(line) for line in nginx.access_lines() if "/webhooks/twilio/sms" in line]
