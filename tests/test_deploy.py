@@ -99,8 +99,9 @@ def test_every_setting_of_env_example_reaches_the_app_services(app: str) -> None
     values = {name: interpolated(str(value)) for name, value in environment.items()}
     assert values.pop("KENGELE_ENV") == "production"
     assert values["KENGELE_DATABASE_URL"] == "postgresql+psycopg://kengele:kengele@db:5432/kengele"
-    fields = {name.removeprefix("KENGELE_").lower(): value for name, value in values.items()}
-    settings = Settings(_env_file=None, env="test", secret_key="k" * 16 + "x" * 16, **fields)  # type: ignore[call-arg]
+    fields: dict[str, Any] = {name.removeprefix("KENGELE_").lower(): value for name, value in values.items()}
+    fields |= {"_env_file": None, "env": "test", "secret_key": "k" * 16 + "x" * 16}
+    settings = Settings(**fields)
     assert (settings.db_pool_size, settings.db_max_overflow) == (5, 5)
     assert settings.forwarded_allow_ips == "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
 

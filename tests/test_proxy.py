@@ -156,9 +156,9 @@ def test_webhooks_through_the_tls_proxy_reach_both_replicas_and_the_worker_sends
         caller = httpx.HTTPTransport(local_address=CALLER, verify=trust)
         with httpx.Client(base_url=public_url, transport=caller, timeout=10) as browser:
             page = browser.get("/login")
-            token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-            assert page.status_code == 200 and token
-            login = {"username": "nobody", "password": "wrong", "csrf_token": token.group(1)}
+            csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+            assert page.status_code == 200 and csrf
+            login = {"username": "nobody", "password": "wrong", "csrf_token": csrf.group(1)}
             r = browser.post("/login", data=login, headers={"X-Forwarded-For": "203.0.113.9"})
             assert r.status_code == 401
         with setup.factory() as session:
