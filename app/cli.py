@@ -88,7 +88,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         http="httptools",
         log_config=None,
         access_log=False,
-        proxy_headers=False,  # signatures are checked against KENGELE_PUBLIC_URL, not forwarded headers
+        # The caller's address and scheme from the proxies named only (docs/scaling.md); webhook
+        # signatures are checked against KENGELE_PUBLIC_URL whatever these headers say.
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
         timeout_graceful_shutdown=10,
     )
     return EXIT_OK

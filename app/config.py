@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -112,6 +113,18 @@ class Settings(BaseSettings):
     reply_limit: str = "5/3600"
     reply_countries: str = ""
     flood_limit: str = "3/3600"
+
+    # Proxies whose X-Forwarded-For and X-Forwarded-Proto a replica believes: IP addresses or
+    # networks, comma-separated, or `*` (any peer: only where nothing but the proxy reaches the
+    # replicas). Unset: the headers are ignored, and the proxy's address is the caller's. The
+    # sign-in lock-out counts failures per caller address. Webhook signatures never use them.
+    forwarded_allow_ips: str = ""
+
+    # PostgreSQL connections each process may hold: pool_size kept open, max_overflow more opened
+    # under load and closed after. Every replica, uvicorn worker and `kengele worker` has its own
+    # pool; their sum must stay under the server's max_connections (docs/scaling.md). SQLite: one.
+    db_pool_size: int = Field(10, ge=1, le=100)
+    db_max_overflow: int = Field(10, ge=0, le=100)
 
     # Durability of SQLite commits: FULL survives power loss, NORMAL only process crashes.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
@@ -338,6 +351,21 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _forwarded_allow_ips(cls, value: str) -> str:
+        parts = [part.strip() for part in value.split(",") if part.strip()]
+        for part in parts:
+            if part == "*":
+                continue
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{part!r} is not an IP address or network (e.g. 10.0.0.5, 172.16.0.0/12, or *)"
+                ) from None
+        return ",".join(parts)
 
     @field_validator("map_tiles")
     @classmethod

@@ -72,6 +72,7 @@ def make_engine(
     keyring: Keyring | None = None,
     sqlite_synchronous: str = "FULL",
     pool_size: int = 10,
+    max_overflow: int = 10,
     background_checkpoints: bool = False,
 ) -> Engine:
     """Create an engine with the pragmas and pool the service needs on each backend.
@@ -79,7 +80,7 @@ def make_engine(
     `keyring` seals and opens the encrypted columns (app/crypto.py); an engine without one can
     still migrate an empty database, read and write everything else.
     """
-    engine = _make_engine(url, sqlite_synchronous, pool_size, background_checkpoints)
+    engine = _make_engine(url, sqlite_synchronous, pool_size, max_overflow, background_checkpoints)
     return attach(engine, keyring) if keyring is not None else engine
 
 
@@ -100,7 +101,9 @@ def private_file(path: str) -> None:
             )
 
 
-def _make_engine(url: str, sqlite_synchronous: str, pool_size: int, background_checkpoints: bool) -> Engine:
+def _make_engine(
+    url: str, sqlite_synchronous: str, pool_size: int, max_overflow: int, background_checkpoints: bool
+) -> Engine:
     if url.startswith("sqlite"):
         path = sqlite_path(url)
         if path:
@@ -154,7 +157,7 @@ def _make_engine(url: str, sqlite_synchronous: str, pool_size: int, background_c
     # the request 503 in seconds, well inside the providers' webhook timeouts (libpq waits forever).
     connect_args = {} if "connect_timeout=" in url else {"connect_timeout": PG_CONNECT_TIMEOUT}
     return create_engine(
-        url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True, connect_args=connect_args
+        url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True, connect_args=connect_args
     )
 
 

@@ -25,6 +25,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def environment(db_url: str, public_url: str, **env: str) -> dict[str, str]:
+    """The environment of a child `kengele` process: none of the test runner's own settings."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("KENGELE_", "TWILIO_", "AT_"))}
+    return base | {
+        "KENGELE_DATABASE_URL": db_url,
+        "KENGELE_PUBLIC_URL": public_url,
+        "KENGELE_GATEWAY": "console",
+        "KENGELE_LOG_LEVEL": "WARNING",
+        "KENGELE_DISPATCH_POLL": "0.1",
+        "KENGELE_SECRET_KEY": TEST_SECRET_KEY,
+        **env,
+    }
+
+
 class Server:
     """`kengele serve` on a free loopback port; `start()` returns once /readyz answers 200."""
 
@@ -35,18 +49,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("KENGELE_", "TWILIO_", "AT_"))}
-        self.env.update(
-            {
-                "KENGELE_DATABASE_URL": db_url,
-                "KENGELE_PUBLIC_URL": self.url,
-                "KENGELE_GATEWAY": "console",
-                "KENGELE_LOG_LEVEL": "WARNING",
-                "KENGELE_DISPATCH_POLL": "0.1",
-                "KENGELE_SECRET_KEY": TEST_SECRET_KEY,
-                **env,
-            }
-        )
+        self.env = environment(db_url, self.url, **env)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / f"{self.command}-{self.port}.log"
         LOGS.append(self.log)

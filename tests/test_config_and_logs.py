@@ -36,6 +36,7 @@ def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (s.default_region, s.timezone) == ("CD", "Africa/Lubumbashi")
     assert (s.ack_timeout, s.dedup_window, s.dedup_radius_km) == (600, 21600, 10.0)
     assert s.admin_token is None and s.twilio_auth_token is None and s.at_webhook_secret is None
+    assert (s.db_pool_size, s.db_max_overflow) == (10, 10)
 
 
 def test_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -68,6 +69,11 @@ def test_dotenv_is_read(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # t
         {"public_url": "kengele.example.org"},
         {"at_webhook_secret": "a/b"},
         {"ack_timeout": 0},
+        {"db_pool_size": 0},
+        {"db_pool_size": 101},
+        {"db_max_overflow": -1},
+        {"forwarded_allow_ips": "10.0.0.5,nginx"},
+        {"forwarded_allow_ips": "10.0.0.0/33"},
         {"env": "production", "admin_token": "changeme", "secret_key": TEST_SECRET_KEY},
         {"env": "production", "gateway": "twilio", "secret_key": TEST_SECRET_KEY},
         {
@@ -82,6 +88,29 @@ def test_dotenv_is_read(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # t
 def test_refused(values: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         make(**values)
+
+
+def test_the_pool_of_a_process_is_the_configured_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """KENGELE_DB_POOL_SIZE and KENGELE_DB_MAX_OVERFLOW size the Runtime's engine (no connection yet)."""
+    from app.services.runtime import Runtime
+
+    monkeypatch.setenv("KENGELE_DB_POOL_SIZE", "3")
+    monkeypatch.setenv("KENGELE_DB_MAX_OVERFLOW", "2")
+    settings = make(
+        env="test", secret_key=TEST_SECRET_KEY, database_url="postgresql+psycopg://k@127.0.0.1:1/k"
+    )
+    assert (settings.db_pool_size, settings.db_max_overflow) == (3, 2)
+    engine = Runtime(settings).engine
+    assert (engine.pool.size(), engine.pool._max_overflow) == (3, 2)  # type: ignore[attr-defined]
+
+
+def test_forwarded_allow_ips_are_addresses_networks_or_any() -> None:
+    assert make().forwarded_allow_ips == ""  # unset: X-Forwarded-* ignored, as before a proxy
+    given = make(forwarded_allow_ips=" 10.0.0.5, 172.16.0.0/12 ,, fd00::/8").forwarded_allow_ips
+    assert given == "10.0.0.5,172.16.0.0/12,fd00::/8"
+    assert make(forwarded_allow_ips="*").forwarded_allow_ips == "*"
+    with pytest.raises(ValidationError, match="'nginx' is not an IP address or network"):
+        make(forwarded_allow_ips="nginx")
 
 
 @pytest.mark.parametrize(

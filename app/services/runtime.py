@@ -38,6 +38,8 @@ class Runtime:
             settings.database_url,
             keyring=self.keyring,
             sqlite_synchronous=settings.sqlite_synchronous,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
             background_checkpoints=self.checkpointer is not None,
         )
         self.factory = make_sessionmaker(self.engine)
