@@ -121,16 +121,20 @@ def send_rate(url: str, concurrency: int, seconds: float = 10.0) -> float:
     return done / elapsed
 
 
-def measure(label: str, url: str, n: int, seconds: float) -> None:
+def measure(label: str, url: str, n: int, seconds: float) -> dict[int, float]:
+    """One round's time, then the dispatcher's rate at each concurrency (returned, by concurrency)."""
     fill(url, n)
     elapsed, queued = round_time(url)
     print(f"  {label + ':':<11} {queued} check-ins queued in {elapsed:.1f} s (target < 30 s)")
     expect(queued == reachable_people(n), f"{queued} check-ins queued for {reachable_people(n)} focal points")
+    rates = {}
     for concurrency in (4, 16):
-        rate = send_rate(url, concurrency, seconds)
+        rates[concurrency] = send_rate(url, concurrency, seconds)
         print(
-            f"  {label}, dispatcher at concurrency {concurrency:>2}: {rate:.0f} SMS/s handed to the gateway"
+            f"  {label}, dispatcher at concurrency {concurrency:>2}:"
+            f" {rates[concurrency]:.0f} SMS/s handed to the gateway"
         )
+    return rates
 
 
 def main(n: int = FOCAL_POINTS, seconds: float = 10.0) -> None:
@@ -139,10 +143,12 @@ def main(n: int = FOCAL_POINTS, seconds: float = 10.0) -> None:
         f" then the dispatcher (Twilio SDK -> fake Twilio on loopback, up to {seconds:g} s each)"
     )
     with scratch("checkins") as workdir:
-        measure("SQLite", f"sqlite:///{workdir}/bench.db", n, seconds)
+        sqlite = measure("SQLite", f"sqlite:///{workdir}/bench.db", n, seconds)
     if postgres_reachable():
         with postgres_database("checkins") as url:
-            measure("PostgreSQL", url, n, seconds)
+            pg = measure("PostgreSQL", url, n, seconds)
+        ratios = ", ".join(f"{pg[c] / sqlite[c]:.2f} at concurrency {c}" for c in sorted(pg))
+        print(f"  dispatcher, PostgreSQL / SQLite: {ratios}")
     else:
         expect(not postgres_required(), "PostgreSQL is not reachable (KENGELE_TEST_REQUIRE_PG=1)")
         print("  PostgreSQL: not reachable, skipped")

@@ -266,8 +266,20 @@ def main(
                 if url is None:
                     print(f"  {shape.label}: PostgreSQL not reachable, skipped")
                     continue
-                kw = {"rounds": rounds, "warmup": warmup, "wait": wait, "extra": extra}
-                results.append(measure(shape, url, workdir, bare_url, closed=closed, steady=steady, **kw))
+                results.append(
+                    measure(
+                        shape,
+                        url,
+                        workdir,
+                        bare_url,
+                        closed=closed,
+                        steady=steady,
+                        rounds=rounds,
+                        warmup=warmup,
+                        wait=wait,
+                        extra=extra,
+                    )
+                )
     print(
         f"inbound webhooks: {os.cpu_count()} cores, console gateway, generators on this machine; medians of"
         f" {rounds} rounds of {requests} requests (closed loop, c={concurrency} in all),"
