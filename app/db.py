@@ -6,12 +6,12 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -212,6 +212,24 @@ def sqlite_path(url: str) -> str | None:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+T = TypeVar("T")
+
+
+def per_transaction(session: Session, key: str, read: Callable[[], T]) -> T:
+    """`read()`, once per transaction of `session`: what a batch's messages all ask for alike.
+
+    On PostgreSQL each query is a round trip; a batch of 32 alerts asking who the officers are,
+    or whether anyone subscribed to changes, asks once. A new transaction reads again.
+    """
+    current = session.get_transaction()
+    kept = session.info.get(key)
+    if current is not None and kept is not None and kept[0] is current:
+        return kept[1]
+    value = read()
+    session.info[key] = (current, value)
+    return value
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from sqlalchemy import CursorResult, bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.crypto import keyring_of
-from app.db import utcnow
+from app.db import per_transaction, utcnow
 from app.enums import (
     AuditAction,
     AuditEntity,
@@ -123,7 +123,13 @@ class Escalation:
         """Every active officer whose area covers the incident (an empty area covers everywhere)."""
         with session.no_autoflush:  # reads of places and people: the incident's changes can wait
             areas = area_of(session, incident)
-            return [o for o in session.scalars(_OFFICERS) if not o.area or normalize_name(o.area) in areas]
+            # Read once a transaction; one of them may have texted STOP since (in this batch).
+            officers = per_transaction(session, "kengele.officers", lambda: list(session.scalars(_OFFICERS)))
+            return [
+                o
+                for o in officers
+                if not o.opted_out and o.active and (not o.area or normalize_name(o.area) in areas)
+            ]
 
     def officers_for(
         self, session: Session, incident: Incident, level: int, now: datetime

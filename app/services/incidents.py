@@ -201,7 +201,6 @@ def record_report(
     )
     session.add(alert)
     count_report(session, incident, sender=message.sender or "", at=reported_at, people=result.count)
-    message.incident_id = incident.id
     if escalation is not None:
         if new:
             escalation.forward(
@@ -233,6 +232,8 @@ def record_report(
         event=WebhookEvent.CREATED if new else WebhookEvent.UPDATED,
         now=now,
     )
+    # Last: written with the message's own outcome (one UPDATE of its row, not two).
+    message.incident_id = incident.id
     return Recorded(alert, incident, new)
 
 

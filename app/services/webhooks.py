@@ -38,7 +38,7 @@ import httpx
 from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from app.db import utcnow
+from app.db import per_transaction, utcnow
 from app.enums import AuditAction, AuditEntity, DeliveryState, WebhookEvent
 from app.metrics import WEBHOOK_DELIVERIES, WEBHOOK_PENDING
 from app.models import AuditLog, Incident, Webhook, WebhookDelivery
@@ -231,7 +231,7 @@ _ACTIVE = select(Webhook.id).where(Webhook.active.is_(True)).order_by(Webhook.id
 
 def emit(*, session: Session, incident: Incident, event: WebhookEvent, now: datetime) -> int:
     """Queue an incident change for every active subscription, in the change's transaction; how many."""
-    targets = session.scalars(_ACTIVE).all()
+    targets = per_transaction(session, "kengele.webhooks", lambda: session.scalars(_ACTIVE).all())
     if not targets:
         return 0
     session.flush()  # the change is written, and its incident row locked, before it is queued
