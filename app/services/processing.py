@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import cast
 
-from sqlalchemy import Table, and_, bindparam, or_, select, update
+from sqlalchemy import BigInteger, Table, and_, any_, bindparam, or_, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import utcnow
@@ -29,17 +30,27 @@ GATHER = 0.005
 
 # Built once: constructing a statement costs more than running it (see bench/).
 _TABLE = cast(Table, Message.__table__)
-_RENEW = (
-    update(_TABLE)
-    .where(
-        _TABLE.c.id.in_(bindparam("ids", expanding=True)),
-        _TABLE.c.claim_token == bindparam("token"),
-        _TABLE.c.processed_at.is_(None),
-    )
-    .values(claimed_until=bindparam("until"))
-    .returning(_TABLE.c.id)
+# Ids as one array on PostgreSQL: `IN (...)` has a text of its own per number of ids, planned
+# anew each time (milliseconds with the messages table's indexes); `= ANY(array)` is prepared once.
+_IDS = _TABLE.c.id.in_(bindparam("ids", expanding=True))
+_IDS_ARRAY = _TABLE.c.id == any_(bindparam("ids", type_=postgresql.ARRAY(BigInteger)))
+
+
+_OURS = (_TABLE.c.claim_token == bindparam("token"), _TABLE.c.processed_at.is_(None))
+# PostgreSQL: the rows locked till the commit (no new row versions, no index entries, as an UPDATE
+# of claimed_until would write), so a sweep that took them meanwhile waits, then finds them
+# processed. Found by id alone, processed_at read back: with `processed_at IS NULL` in the query,
+# PostgreSQL may walk ix_messages_unprocessed (its estimate of unprocessed rows is low, and a
+# backlog is when it is wrong), every unprocessed row for each batch. SQLite: the claim renewed
+# (its one writer at a time keeps sweeps out meanwhile).
+_RENEW_LOCK = (
+    select(_TABLE.c.id, _TABLE.c.processed_at)
+    .where(_IDS_ARRAY, _TABLE.c.claim_token == bindparam("token"))
+    .with_for_update()
 )
-_LOAD = select(Message).where(Message.id.in_(bindparam("ids", expanding=True)))
+_RENEW_IN = update(_TABLE).where(_IDS, *_OURS).values(claimed_until=bindparam("until")).returning(_TABLE.c.id)
+_LOAD = {"postgresql": select(Message).where(_IDS_ARRAY)}
+_LOAD_IN = select(Message).where(_IDS)
 
 
 class Processor(Worker):
@@ -167,7 +178,8 @@ class Processor(Worker):
             try:
                 with self.transaction() as session:
                     claimed = self._renew_claims(session, ids[position : position + size])
-                    messages = {m.id: m for m in session.scalars(_LOAD, {"ids": list(claimed)})}
+                    load = _LOAD.get(session.get_bind().dialect.name, _LOAD_IN)
+                    messages = {m.id: m for m in session.scalars(load, {"ids": list(claimed)})}
                     senders = load_senders(
                         session, {m.sender for m in messages.values() if m.sender}, utcnow()
                     )
@@ -196,14 +208,16 @@ class Processor(Worker):
         time.sleep(worked * BUSY_REST if self.signals.intake_busy() else 0)
 
     def _renew_claims(self, session: Session, ids: list[int]) -> set[int]:
-        """Renew our claim on these messages; the ones still ours and unprocessed.
+        """Hold these messages for this transaction; the ones still ours and unprocessed.
 
-        The UPDATE locks the rows (PostgreSQL) until the transaction ends, so a replica sweeping
-        at the same moment waits, then finds them processed: never processed twice.
+        The rows are locked (PostgreSQL) until the transaction ends, so a replica sweeping at the
+        same moment waits, then finds them processed: never processed twice.
         """
         params = {"ids": ids, "token": self.claim_token, "until": utcnow() + self.lease}
-        result = session.connection().execute(_RENEW, params)
-        return set(result.scalars())
+        connection = session.connection()
+        if connection.dialect.name == "postgresql":
+            return {row.id for row in connection.execute(_RENEW_LOCK, params) if row.processed_at is None}
+        return set(connection.execute(_RENEW_IN, params).scalars())
 
     def _process_alone(self, message_id: int) -> int:
         try:
