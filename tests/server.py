@@ -70,6 +70,10 @@ class Server:
 
     def start(self, timeout: float = 30.0) -> Server:
         self.spawn()
+        return self.ready(timeout)
+
+    def ready(self, timeout: float = 30.0) -> Server:
+        """Wait for /readyz to answer 200 (the process spawned already)."""
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -112,9 +116,20 @@ class WorkerProcess(Server):
 
     def start(self, timeout: float = 30.0, settle: float = 1.0) -> Server:
         self.spawn()
+        return self.ready(timeout, settle)
+
+    def ready(self, timeout: float = 30.0, settle: float = 1.0) -> Server:
         assert self.proc is not None
         try:
             self.proc.wait(settle)
         except subprocess.TimeoutExpired:
             return self
         raise RuntimeError(f"worker exited: {self.log.read_text()[-2000:]}")
+
+
+def start_all(*processes: Server) -> None:
+    """Start every process at once (each takes a second or two to be ready), then wait for each."""
+    for process in processes:
+        process.spawn()
+    for process in processes:
+        process.ready()

@@ -23,7 +23,7 @@ from app.services.runtime import Runtime
 from tests import proxy
 from tests.fakes import FakeProvider
 from tests.helpers import signed_headers, twilio_form, wait_for
-from tests.server import Server, WorkerProcess, free_port
+from tests.server import Server, WorkerProcess, free_port, start_all
 from tests.test_corpus import CORPUS, load_roster
 from tests.test_replicas import provider_env
 
@@ -87,8 +87,8 @@ def shape(db_url: str, tmp_path: Path, nginx_binary: Path, twilio_fake: FakeProv
     nginx: proxy.Nginx | None = None
     worker = WorkerProcess(db_url, tmp_path, **env)
     try:
-        for _ in range(2):
-            servers.append(Server(db_url, tmp_path, "--no-scheduler", "--no-dispatcher", **env).start())
+        servers += [Server(db_url, tmp_path, "--no-scheduler", "--no-dispatcher", **env) for _ in range(2)]
+        start_all(*servers)
         cert, key = proxy.self_signed(tmp_path)
         rendered = proxy.render(
             tmp_path,

@@ -20,7 +20,7 @@ from app.services import gazetteer
 from app.services.runtime import Runtime
 from tests.fakes import FakeProvider
 from tests.helpers import TWILIO_TOKEN, at_form, signed_headers, twilio_form, wait_for
-from tests.server import Server, WorkerProcess
+from tests.server import Server, WorkerProcess, start_all
 from tests.test_corpus import CORPUS, load_roster
 
 pytestmark = pytest.mark.slow  # real server processes, timed: run alone (make test)
@@ -55,8 +55,9 @@ def test_two_servers_send_every_escalation_step_exactly_once(
     gazetteer.store(setup.engine, gazetteer.read_csv(CORPUS / "gazetteer.csv"))
     load_roster(setup)
     env = provider_env(twilio_fake) | {"KENGELE_ACK_TIMEOUT": "1", "KENGELE_ESCALATION_POLL": "0.1"}
-    servers = [Server(db_url, tmp_path, **env).start() for _ in range(2)]
+    servers = [Server(db_url, tmp_path, **env) for _ in range(2)]
     try:
+        start_all(*servers)
         for n, (sender, text) in enumerate(ALERTS):
             target = servers[n % 2]
             r = httpx.post(f"{target.url}/webhooks/africastalking/-/sms", data=at_form(sender, text, f"R{n}"))
@@ -128,8 +129,7 @@ def test_two_web_replicas_and_a_worker_take_a_mixed_replay_each_step_once(
     sms = "/webhooks/twilio/sms"
     answers: list[int] = []
     try:
-        for server in [*webs, worker]:
-            server.start()
+        start_all(*webs, worker)
         # Alerts: each event's four reports at one instant, two on each replica; the first
         # report of every other event is also retried by the provider, at once, on the other one.
         for e, place in enumerate(EVENTS):
@@ -163,7 +163,11 @@ def test_two_web_replicas_and_a_worker_take_a_mixed_replay_each_step_once(
         sids = [r.sid for r in twilio_fake.requests if r.sid]
         status = "/webhooks/twilio/status"
         receipts = [{"MessageSid": sid, "MessageStatus": "delivered", "ErrorCode": "0"} for sid in sids]
-        answers += at_once([lambda s=s, f=f: post_twilio(s, status, f) for f in receipts for s in webs])
+        # Each receipt to both replicas side by side, sixteen posts in flight.
+        with ThreadPoolExecutor(16) as pool:
+            answers += pool.map(
+                lambda s_f: post_twilio(*s_f), [(s, status, f) for f in receipts for s in webs]
+            )
         wait_for(lambda: delivered(setup) == len(sids), timeout=30)
     finally:
         for server in [*webs, worker]:
