@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.crypto import keyring_of
 from app.db import utcnow
 from app.enums import (
+    FORWARDS,
     AuditAction,
     AuditEntity,
     Direction,
@@ -30,7 +31,7 @@ from app.enums import (
     Role,
     WebhookEvent,
 )
-from app.models import Alert, AuditLog, Incident, Message, Person, Place
+from app.models import FAILED_FORWARD, Alert, AuditLog, Incident, Message, Person, Place
 from app.phones import mask, scrub
 from app.services.areas import normalize_name
 from app.services.language import language_for
@@ -44,7 +45,6 @@ from keywords.sms import fit_one
 
 log = logging.getLogger("kengele.escalation")
 UPDATE_EVERY = timedelta(minutes=15)
-FORWARDS = (Purpose.ALERT_FORWARD, Purpose.ESCALATION)
 
 
 def area_of(session: Session, incident: Incident) -> set[str]:
@@ -88,15 +88,8 @@ _FLOOD_TOLD = (
     )
     .distinct()
 )
-_FAILED_FORWARDS = (
-    select(Message)
-    .where(
-        Message.status == MessageStatus.FAILED,
-        Message.purpose.in_(FORWARDS),
-        Message.followed_up_at.is_(None),
-    )
-    .order_by(Message.id)
-    .limit(50)
+_FAILED_FORWARDS = (  # through its partial index, ix_messages_failed (app/models.py)
+    select(Message).where(FAILED_FORWARD).order_by(Message.id).limit(50)
 )
 
 
