@@ -17,7 +17,6 @@ from typing import Any, cast
 
 import pytest
 from sqlalchemy import (
-    Connection,
     Engine,
     Executable,
     Table,
@@ -29,13 +28,13 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.sql import ClauseElement
 
 from app.db import utcnow
 from app.enums import FORWARDS, Direction, MessageStatus, Purpose
 from app.models import Message
 from app.services import escalation, outbox, processing
 from tests.helpers import engine as keyed_engine
+from tests.plans import prepared_plan
 
 T = cast(Table, Message.__table__)
 NOW = utcnow()
@@ -79,37 +78,6 @@ def db(db_url: str) -> Iterator[Engine]:
         conn.execute(text("ANALYZE"))
     yield engine
     engine.dispose()
-
-
-def plan(conn: Connection, statement: Executable) -> str:
-    """The plan of `statement`, compiled as the service compiles it, made before its values are known.
-
-    That is the plan a prepared statement keeps: PostgreSQL's generic plan (psycopg prepares a
-    query from its fifth run), and SQLite's plan at prepare time (to use a partial index for a
-    bound value, SQLite prepares the statement again at each run, once the value is bound).
-    """
-    compiled = cast(ClauseElement, statement).compile(
-        dialect=conn.dialect, compile_kwargs={"render_postcompile": True}
-    )
-    sql = str(compiled)
-    if conn.dialect.name == "sqlite":
-        rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", (None,) * sql.count("?")).all()
-        return "\n".join(row[-1] for row in rows)
-    names: list[str] = []
-
-    def number(match: re.Match[str]) -> str:
-        if match.group(1) not in names:
-            names.append(match.group(1))
-        return f"${names.index(match.group(1)) + 1}"
-
-    conn.exec_driver_sql("PREPARE probe AS " + re.sub(r"%\((\w+)\)s", number, sql))
-    conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
-    try:
-        args = f"({', '.join('NULL' for _ in names)})" if names else ""
-        return "\n".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN EXECUTE probe{args}"))
-    finally:
-        conn.exec_driver_sql("DEALLOCATE probe")
-        conn.exec_driver_sql("RESET plan_cache_mode")
 
 
 # The old queries' conditions, their values bound: what a partial index cannot serve.
@@ -167,7 +135,7 @@ def test_queue_queries_walk_their_partial_index(db: Engine) -> None:
     misses = []
     with db.connect() as conn:
         for case, (statement, bound, index) in CASES.items():
-            used, unused = plan(conn, statement), plan(conn, bound)
+            used, unused = prepared_plan(conn, statement), prepared_plan(conn, bound)
             if not re.search(rf"\b{index}\b", used):
                 misses.append(f"{case}: {index} not used:\n{used}")
             if re.search(rf"\b{index}\b", unused):
