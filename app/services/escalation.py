@@ -88,8 +88,10 @@ _FLOOD_TOLD = (
     )
     .distinct()
 )
-_FAILED_FORWARDS = (  # through its partial index, ix_messages_failed (app/models.py)
-    select(Message).where(FAILED_FORWARD).order_by(Message.id).limit(50)
+# By id, in the order of its partial index, ix_messages_failed (followed_up_at is NULL in all of
+# it): only that index gives this order, so PostgreSQL never walks the whole table by id instead.
+_FAILED_FORWARDS = (
+    select(Message).where(FAILED_FORWARD).order_by(Message.followed_up_at, Message.id).limit(50)
 )
 
 

@@ -47,7 +47,10 @@ _TAKEN_OVER = or_(_FREE, _TABLE.c.claim_token != bindparam("token"))
 
 
 def _sweep_ids(free: ColumnElement[bool]) -> Select[int]:
-    return select(_TABLE.c.id).where(UNPROCESSED, free).order_by(_TABLE.c.id).limit(bindparam("limit"))
+    # By id, in the order of ix_messages_unprocessed (the same processed_at and direction in all of
+    # it): only that index gives it, so PostgreSQL never walks the whole table by id (app/models.py).
+    order = (_TABLE.c.processed_at, _TABLE.c.direction, _TABLE.c.id)
+    return select(_TABLE.c.id).where(UNPROCESSED, free).order_by(*order).limit(bindparam("limit"))
 
 
 def _sweep_claim(free: ColumnElement[bool]) -> Update:

@@ -22,11 +22,14 @@ depends_on: str | Sequence[str] | None = None
 
 # As in app/models.py when this was written (a migration never imports what may change later).
 PARTIAL: dict[str, tuple[list[str], str]] = {
-    "ix_messages_unprocessed": (["id"], "processed_at IS NULL AND direction = 'inbound'"),
+    "ix_messages_unprocessed": (
+        ["processed_at", "direction", "id"],
+        "processed_at IS NULL AND direction = 'inbound'",
+    ),
     "ix_messages_due": (["priority", "next_attempt_at"], "status = 'queued'"),
     "ix_messages_stale": (["claimed_until"], "status = 'sending'"),
     "ix_messages_failed": (
-        ["id"],
+        ["followed_up_at", "id"],
         "status = 'failed' AND purpose IN ('alert_forward', 'escalation') AND followed_up_at IS NULL",
     ),
 }
