@@ -11,8 +11,11 @@ Then, each many times, p50 and p99 of:
 - an intake commit of one message and of 32 (intake.store_batch, fsynced as for a webhook);
 - the processor's sweep claim of unprocessed rows (its statements, rolled back).
 
-The table and its indexes' size on disk, the fill time, and, at the largest size, the index the
-claim's plan walks (the plan a prepared statement keeps: PostgreSQL's generic one).
+Also the table's size on disk with its indexes, the fill time (ANALYZE, on PostgreSQL VACUUM
+ANALYZE, included), and, at the largest size, the index each claim's plan walks: the plan a
+prepared statement keeps (PostgreSQL's generic one), which must be the claim's partial index.
+
+    python -m bench.scale [ROWS ...]    other sizes than 10,000 and 10,000,000
 """
 
 from __future__ import annotations
