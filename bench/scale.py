@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from app.db import make_engine, make_sessionmaker, transaction, upgrade, utcnow
 from app.enums import Direction, MessageStatus, Purpose
 from app.models import Message
-from app.services import intake, outbox, processing
+from app.services import escalation, intake, outbox, processing
 from app.services.outbox import PRIORITY, Dispatcher, RetryPolicy, enqueue
 from app.services.worker import Signals
 from bench.common import (
@@ -303,11 +303,12 @@ def size_on_disk(engine: Engine, path: Path | None) -> int:
         return int(conn.execute(text("SELECT pg_total_relation_size('messages')")).scalar_one())
 
 
-# Each claim's statement and the partial index its prepared plan must walk.
+# Each queue query and the partial index its prepared plan must walk.
 PLANS = {
     "claim (due)": (outbox._DUE_IDS, "ix_messages_due"),
     "claim (stale)": (outbox._STALE_IDS, "ix_messages_stale"),
     "processor's claim": (processing._SWEEP_IDS, "ix_messages_unprocessed"),
+    "escalator's failed forwards": (escalation._FAILED_FORWARDS, "ix_messages_failed"),
 }
 
 
