@@ -42,6 +42,10 @@ class Purpose(StrEnum):
     CHECKIN = "checkin"  # a scheduled "is all well?" to a focal point
 
 
+# An officer must learn of an incident through one of these: a failed one is handed on to another.
+FORWARDS = (Purpose.ALERT_FORWARD, Purpose.ESCALATION)
+
+
 class Outcome(StrEnum):
     """What processing made of an inbound message."""
 

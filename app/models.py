@@ -21,12 +21,22 @@ from sqlalchemy import (
     event,
     false,
     inspect,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column
+from sqlalchemy.sql.elements import TextClause
 
 from app.crypto import BlindIndex, Encrypted, blind_indexes, keyring_of
 from app.db import UTCDateTime, utcnow
-from app.enums import DeliveryState, IncidentStatus, PersonStatus, Precision
+from app.enums import (
+    FORWARDS,
+    DeliveryState,
+    Direction,
+    IncidentStatus,
+    MessageStatus,
+    PersonStatus,
+    Precision,
+)
 from gateways.base import MessageKind
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
@@ -174,19 +184,49 @@ class Incident(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+def status_is(status: MessageStatus) -> TextClause:
+    """`status = '<status>'` with the value written into the SQL, where a partial index can see it."""
+    return text(f"status = '{MessageStatus(status)}'")
+
+
+# The queues' partial indexes hold only the rows still to be done: a few hundred, beside the
+# millions of a deployment's history. A query uses one when its WHERE repeats the index's
+# condition with the values written in. PostgreSQL's generic plan of a prepared statement (psycopg
+# prepares a query from its fifth run) cannot see a bound value, so it would scan the table; SQLite
+# sees one only by preparing the statement again at every run. So the queue queries put these very
+# clauses in their WHERE (tests/test_scale_indexes.py EXPLAINs them).
+#
+# A query that takes the oldest rows first orders by all of its index's columns (the constant ones
+# too: by id, then). PostgreSQL estimates a condition on two columns as if they were independent:
+# of a table half outbound, where no outbound row is ever processed, it takes a quarter of all rows
+# for unprocessed inbound ones, so the primary key walked in id order looks as good as the index,
+# and reads millions of rows before the few it wants. Only the index gives its own order.
+UNPROCESSED = text(f"processed_at IS NULL AND direction = '{Direction.INBOUND}'")  # outbound: never
+QUEUED = status_is(MessageStatus.QUEUED)
+SENDING = status_is(MessageStatus.SENDING)
+FAILED_FORWARD = text(
+    f"status = '{MessageStatus.FAILED}' AND purpose IN ({', '.join(repr(str(p)) for p in FORWARDS)})"
+    " AND followed_up_at IS NULL"
+)
+
+
+def _partial(name: str, *columns: str, where: TextClause) -> Index:
+    return Index(name, *columns, sqlite_where=where, postgresql_where=where)
+
+
 class Message(Base):
     """An SMS in either direction. Inbound rows are the raw provider message; outbound rows are the outbox."""
 
     __tablename__ = "messages"
     __table_args__ = (
         UniqueConstraint("direction", "provider", "provider_message_id"),
-        # Plain (not partial) indexes: a partial index is only used when the query repeats its
-        # condition with literals, which prepared statements do not.
-        Index("ix_messages_unprocessed", "processed_at", "direction", "id"),
-        Index("ix_messages_due", "status", "priority", "next_attempt_at"),
-        Index("ix_messages_stale", "status", "claimed_until"),
+        # Constant columns (see above); equal to the query's terms, they also make SQLite without
+        # statistics (the service never runs ANALYZE) prefer this index to (direction, created_at).
+        _partial("ix_messages_unprocessed", "processed_at", "direction", "id", where=UNPROCESSED),
+        _partial("ix_messages_due", "priority", "next_attempt_at", where=QUEUED),
+        _partial("ix_messages_stale", "claimed_until", where=SENDING),
+        _partial("ix_messages_failed", "followed_up_at", "id", where=FAILED_FORWARD),
         Index(None, "direction", "created_at"),
-        Index("ix_messages_failed", "status", "purpose", "followed_up_at"),
         Index(None, "recipient_index", "created_at"),
     )
 

@@ -16,7 +16,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 
-from bench import checkins, forward, gazetteer, geo, inbound, parser
+from bench import checkins, forward, gazetteer, geo, inbound, parser, scale
 
 # name: (full size, tiny size)
 BENCHES: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
@@ -26,6 +26,7 @@ BENCHES: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
     "forward": (forward.main, forward.smoke),
     "checkins": (checkins.main, checkins.smoke),
     "gazetteer": (gazetteer.main, gazetteer.smoke),
+    "scale": (scale.main, scale.smoke),
 }
 SMOKE_BUDGET = 60.0  # seconds, on a shared two-core machine
 

@@ -69,6 +69,11 @@ def test_messages_filters_and_paging(client: TestClient, auth: dict[str, str], d
     assert replies["total"] == 5
     assert all(m["direction"] == "outbound" and m["status"] == "sent" for m in replies["items"])
     assert all(m["recipient"] == "+243810000002" for m in replies["items"])
+    by_status = {
+        status: client.get("/api/v1/messages", params={"status": status}, headers=auth).json()["total"]
+        for status in ("sent", "received", "queued")
+    }
+    assert by_status == {"sent": 5, "received": 5, "queued": 0}
 
 
 def test_bad_query_names_the_field(client: TestClient, auth: dict[str, str]) -> None:

@@ -487,6 +487,8 @@ def test_the_message_log_filters_by_phone(client: TestClient, db_url: str) -> No
     assert client.get("/messages", params={"who": "k1:zz:Zm9v"}).status_code == 422
     assert client.post("/messages", data={"phone": "0810000003"}).status_code == 403  # no CSRF token
     assert client.get("/messages", params={"direction": "outbound"}).text.count('id="message-') >= 4
+    assert client.get("/messages", params={"status": "received"}).text.count('id="message-') >= 4
+    assert client.get("/messages", params={"status": "failed"}).text.count('id="message-') == 0
 
 
 def test_a_french_user_reads_french(client: TestClient) -> None:

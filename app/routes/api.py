@@ -12,7 +12,7 @@ from sqlalchemy import Select, func, select
 from app.auth import Principal, require
 from app.db import transaction
 from app.enums import ApiRole, Direction, MessageStatus, Outcome, Purpose
-from app.models import Message
+from app.models import Message, status_is
 from app.schemas import MAX_ID, MessagePublic, Page, refusals
 
 router = APIRouter(prefix="/api/v1", tags=["api"], responses=refusals(401, 403, 422))
@@ -71,7 +71,7 @@ def list_messages(
     if purpose:
         query = query.where(Message.purpose == purpose)
     if status:
-        query = query.where(Message.status == status)
+        query = query.where(status_is(status))  # queued, sending: by their partial index
     if since:
         query = query.where(Message.created_at >= as_utc(since))
     return _page(request, query, limit, offset)

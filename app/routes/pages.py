@@ -15,7 +15,7 @@ from sqlalchemy import func, or_, select
 from app.auth import Principal
 from app.db import transaction, utcnow
 from app.enums import ApiRole, Direction, MessageStatus
-from app.models import Alert, Message, Person
+from app.models import Alert, Message, Person, status_is
 from app.phones import normalize
 from app.routes.dashboard import CATEGORIES, Csrf
 from app.routes.web import OfficerPage, ViewerPage, check_form_csrf, open_search, render, searched
@@ -188,7 +188,7 @@ def _messages(
     if direction in tuple(Direction):
         query = query.where(Message.direction == direction)
     if status in tuple(MessageStatus):
-        query = query.where(Message.status == status)
+        query = query.where(status_is(MessageStatus(status)))  # queued, sending: by their partial index
     if phone.strip():
         number = normalize(phone, runtime.settings.default_region)
         if not number.valid:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.crypto import keyring_of
 from app.db import per_transaction, utcnow
 from app.enums import (
+    FORWARDS,
     AuditAction,
     AuditEntity,
     Direction,
@@ -30,7 +31,7 @@ from app.enums import (
     Role,
     WebhookEvent,
 )
-from app.models import Alert, AuditLog, Incident, Message, Person, Place
+from app.models import FAILED_FORWARD, Alert, AuditLog, Incident, Message, Person, Place
 from app.phones import mask, scrub
 from app.services.areas import normalize_name
 from app.services.language import language_for
@@ -44,7 +45,6 @@ from keywords.sms import fit_one
 
 log = logging.getLogger("kengele.escalation")
 UPDATE_EVERY = timedelta(minutes=15)
-FORWARDS = (Purpose.ALERT_FORWARD, Purpose.ESCALATION)
 
 
 def area_of(session: Session, incident: Incident) -> set[str]:
@@ -88,15 +88,10 @@ _FLOOD_TOLD = (
     )
     .distinct()
 )
+# By id, in the order of its partial index, ix_messages_failed (followed_up_at is NULL in all of
+# it): only that index gives this order, so PostgreSQL never walks the whole table by id instead.
 _FAILED_FORWARDS = (
-    select(Message)
-    .where(
-        Message.status == MessageStatus.FAILED,
-        Message.purpose.in_(FORWARDS),
-        Message.followed_up_at.is_(None),
-    )
-    .order_by(Message.id)
-    .limit(50)
+    select(Message).where(FAILED_FORWARD).order_by(Message.followed_up_at, Message.id).limit(50)
 )
 
 

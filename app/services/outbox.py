@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import insert_ignoring_conflicts, transaction, utcnow
 from app.enums import Direction, MessageStatus, Purpose, Role
 from app.metrics import DELIVERY, OUTBOUND, OUTBOX_DEPTH, SEND_DEFERRED, SUPPRESSED
-from app.models import DeliveryEvent, Message, Person
+from app.models import QUEUED, SENDING, DeliveryEvent, Message, Person
 from app.services.pacing import LATE, RESERVE_SHARE, Decision, Pacer, Verdict
 from app.services.worker import Pass, Signals, Worker
 from gateways.base import DeliveryReport, DeliveryStatus, Gateway, MessageKind, SendError
@@ -223,22 +223,19 @@ _DUE = or_(
     and_(_T.c.status == MessageStatus.QUEUED, _T.c.next_attempt_at <= bindparam("now")),
     and_(_T.c.status == MessageStatus.SENDING, _T.c.claimed_until < bindparam("now")),
 )
-# Only outbound rows are ever queued or sending; each query walks its own index.
+# Only outbound rows are ever queued or sending; each query walks its own partial index, whose
+# condition (QUEUED, SENDING) it repeats with the value written in (app/models.py).
 _DUE_IDS = (
     select(_T.c.id)
     .where(
-        _T.c.status == MessageStatus.QUEUED,
+        QUEUED,
         _T.c.priority <= bindparam("max_priority"),
         _T.c.next_attempt_at <= bindparam("now"),
     )
     .order_by(_T.c.priority, _T.c.next_attempt_at)
     .limit(bindparam("limit"))
 )
-_STALE_IDS = (
-    select(_T.c.id)
-    .where(_T.c.status == MessageStatus.SENDING, _T.c.claimed_until < bindparam("now"))
-    .limit(bindparam("limit"))
-)
+_STALE_IDS = select(_T.c.id).where(SENDING, _T.c.claimed_until < bindparam("now")).limit(bindparam("limit"))
 _DUE_IDS_SKIP_LOCKED = _DUE_IDS.with_for_update(skip_locked=True)
 _STALE_IDS_SKIP_LOCKED = _STALE_IDS.with_for_update(skip_locked=True)
 _CLAIM = (
@@ -293,9 +290,9 @@ _RELEASE = (
     )
     .values(status=MessageStatus.QUEUED, claim_token=None, claimed_until=None)
 )
-_RELEASE_ALL = (
+_RELEASE_ALL = (  # the rows `sending`, few, found through ix_messages_stale
     update(_T)
-    .where(_T.c.claim_token == bindparam("token"), _T.c.status == MessageStatus.SENDING)
+    .where(_T.c.claim_token == bindparam("token"), SENDING)
     .values(status=MessageStatus.QUEUED, claim_token=None, claimed_until=None)
 )
 PURPOSE_OF_PRIORITY = {1: "notices and updates", 2: "replies", 3: "check-ins"}

@@ -9,13 +9,13 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import cast
 
-from sqlalchemy import BigInteger, Table, and_, any_, bindparam, or_, select, update
+from sqlalchemy import BigInteger, ColumnElement, Select, Table, Update, any_, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import utcnow
-from app.enums import Direction, Outcome
-from app.models import Message
+from app.enums import Outcome
+from app.models import UNPROCESSED, Message
 from app.outage import unavailable
 from app.services.pipeline import PipelineConfig, handle_inbound, load_senders
 from app.services.worker import Pass, Signals, Worker
@@ -51,6 +51,29 @@ _RENEW_LOCK = (
 _RENEW_IN = update(_TABLE).where(_IDS, *_OURS).values(claimed_until=bindparam("until")).returning(_TABLE.c.id)
 _LOAD = {"postgresql": select(Message).where(_IDS_ARRAY)}
 _LOAD_IN = select(Message).where(_IDS)
+# A sweep's claim: unprocessed inbound rows nobody holds (or, taking over, that another process
+# held), found through their partial index, ix_messages_unprocessed, whose condition it repeats.
+_FREE = or_(_TABLE.c.claimed_until.is_(None), _TABLE.c.claimed_until < bindparam("now"))
+_TAKEN_OVER = or_(_FREE, _TABLE.c.claim_token != bindparam("token"))
+
+
+def _sweep_ids(free: ColumnElement[bool]) -> Select[int]:
+    # By id, in the order of ix_messages_unprocessed (the same processed_at and direction in all of
+    # it): only that index gives it, so PostgreSQL never walks the whole table by id (app/models.py).
+    order = (_TABLE.c.processed_at, _TABLE.c.direction, _TABLE.c.id)
+    return select(_TABLE.c.id).where(UNPROCESSED, free).order_by(*order).limit(bindparam("limit"))
+
+
+def _sweep_claim(free: ColumnElement[bool]) -> Update:
+    return (
+        update(_TABLE)
+        .where(_TABLE.c.id.in_(bindparam("ids", expanding=True)), UNPROCESSED, free)
+        .values(claim_token=bindparam("token"), claimed_until=bindparam("until"))
+    )
+
+
+_SWEEP_IDS, _SWEEP_IDS_TAKING_OVER = _sweep_ids(_FREE), _sweep_ids(_TAKEN_OVER)
+_SWEEP_CLAIM, _SWEEP_CLAIM_TAKING_OVER = _sweep_claim(_FREE), _sweep_claim(_TAKEN_OVER)
 
 
 class Processor(Worker):
@@ -142,22 +165,16 @@ class Processor(Worker):
     def sweep(self, limit: int = 500, *, take_over: bool = False) -> int:
         """Claim and process messages nobody is processing (left by a crash or another replica)."""
         now = utcnow()
-        free = or_(Message.claimed_until.is_(None), Message.claimed_until < now)
-        if take_over:
-            free = or_(free, Message.claim_token != self.claim_token)
-        unprocessed = and_(Message.processed_at.is_(None), Message.direction == Direction.INBOUND, free)
+        select_ids, claim = (
+            (_SWEEP_IDS_TAKING_OVER, _SWEEP_CLAIM_TAKING_OVER) if take_over else (_SWEEP_IDS, _SWEEP_CLAIM)
+        )
+        params = {"now": now, "token": self.claim_token, "limit": limit}
         with self.transaction() as session:
-            ids = list(
-                session.scalars(select(Message.id).where(unprocessed).order_by(Message.id).limit(limit))
-            )
+            conn = session.connection()
+            ids = list(conn.execute(select_ids, params).scalars())
             if not ids:
                 return 0
-            session.execute(
-                update(Message)
-                .where(Message.id.in_(ids), unprocessed)
-                .values(claim_token=self.claim_token, claimed_until=now + self.lease)
-                .execution_options(synchronize_session=False)
-            )
+            conn.execute(claim, params | {"ids": ids, "until": now + self.lease})
         log.info("sweep claimed unprocessed messages", extra={"count": len(ids)})
         return self.process(ids)
 
