@@ -30,12 +30,10 @@ GATHER = 0.005
 
 # Built once: constructing a statement costs more than running it (see bench/).
 _TABLE = cast(Table, Message.__table__)
-# Ids as one array on PostgreSQL: `IN (...)` has a text of its own per number of ids, planned
-# anew each time (milliseconds with the messages table's indexes); `= ANY(array)` is prepared once.
+# Ids as one array on PostgreSQL: `IN (...)` has a text of its own per number of ids, so it is
+# parsed and planned anew each time; `= ANY(array)` is one statement, prepared once.
 _IDS = _TABLE.c.id.in_(bindparam("ids", expanding=True))
 _IDS_ARRAY = _TABLE.c.id == any_(bindparam("ids", type_=postgresql.ARRAY(BigInteger)))
-
-
 _OURS = (_TABLE.c.claim_token == bindparam("token"), _TABLE.c.processed_at.is_(None))
 # PostgreSQL: the rows locked till the commit (no new row versions, no index entries, as an UPDATE
 # of claimed_until would write), so a sweep that took them meanwhile waits, then finds them
