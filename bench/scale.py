@@ -55,7 +55,7 @@ from tests.plans import prepared_plan
 
 SIZES = (10_000, 10_000_000)
 SMOKE_SIZES = (10_000, 100_000)
-TODO = 300  # queued outbound rows, and as many unprocessed inbound ones
+PENDING = 300  # queued outbound rows, and as many unprocessed inbound ones
 HISTORY = timedelta(days=90)
 CHUNK = 1_000_000  # rows per fill transaction
 RUNS = 200
@@ -120,7 +120,7 @@ def seal(engine: Engine) -> Sealed:
 
 
 def _fill_sql(dialect: str) -> str:
-    """One INSERT ... SELECT of rows :lo to :hi of a fill of :n (the last 2 * TODO still to do)."""
+    """One INSERT ... SELECT of rows :lo to :hi of a fill of :n (the last 2 * PENDING still to do)."""
     if dialect == "sqlite":
         source = "g"
         prefix = "WITH RECURSIVE g(i) AS (SELECT :lo UNION ALL SELECT i + 1 FROM g WHERE i < :hi) "
@@ -141,12 +141,12 @@ def _fill_sql(dialect: str) -> str:
         def key(name: str) -> str:
             return f"'{name}' || lpad(CAST(i AS text), 10, '0')"
 
-    todo = "i > :n - :todo2"
+    pending = "i > :n - :pending2"
     inbound = "i % 2 = 1"
     t = "i * :step"  # seconds from the start of the history to the row's arrival
     # Outbound, finished: 5 % failed, 25 % sent, 70 % delivered; purposes as a network sends them.
     status = (
-        f"CASE WHEN {inbound} THEN 'received' WHEN {todo} THEN 'queued' WHEN i / 2 % 20 = 0 THEN 'failed'"
+        f"CASE WHEN {inbound} THEN 'received' WHEN {pending} THEN 'queued' WHEN i / 2 % 20 = 0 THEN 'failed'"
         " WHEN i / 2 % 20 <= 5 THEN 'sent' ELSE 'delivered' END"
     )
     purpose = (
@@ -159,12 +159,12 @@ def _fill_sql(dialect: str) -> str:
         f" WHEN i / 2 % 10 < 7 THEN {PRIORITY[Purpose.ALERT_FORWARD]} WHEN i / 2 % 10 = 7"
         f" THEN {PRIORITY[Purpose.NOTICE]} ELSE {PRIORITY[Purpose.CHECKIN]} END"
     )
-    done_out = f"NOT ({inbound}) AND NOT ({todo})"
+    done_out = f"NOT ({inbound}) AND NOT ({pending})"
     columns = {
         "direction": f"CASE WHEN {inbound} THEN 'inbound' ELSE 'outbound' END",
-        "provider": f"CASE WHEN {inbound} OR NOT ({todo}) THEN 'africastalking' END",
+        "provider": f"CASE WHEN {inbound} OR NOT ({pending}) THEN 'africastalking' END",
         "provider_message_id": (
-            f"CASE WHEN {inbound} THEN {key('ATXid_')} WHEN NOT ({todo}) THEN {key('ATPid_')} END"
+            f"CASE WHEN {inbound} THEN {key('ATXid_')} WHEN NOT ({pending}) THEN {key('ATPid_')} END"
         ),
         "sender": f"CASE WHEN {inbound} THEN :sender END",
         "recipient": f"CASE WHEN {inbound} THEN :recipient ELSE :out_recipient END",
@@ -178,9 +178,9 @@ def _fill_sql(dialect: str) -> str:
         "created_at": at(t),
         "reported_at": f"CASE WHEN {inbound} THEN {at(t)} END",
         "raw": f"CASE WHEN {inbound} THEN :raw END",
-        "processed_at": f"CASE WHEN {inbound} AND NOT ({todo}) THEN {at(t + ' + 1')} END",
-        "intent": f"CASE WHEN {inbound} AND NOT ({todo}) THEN 'report' END",
-        "outcome": f"CASE WHEN {inbound} AND NOT ({todo}) THEN 'alert' END",
+        "processed_at": f"CASE WHEN {inbound} AND NOT ({pending}) THEN {at(t + ' + 1')} END",
+        "intent": f"CASE WHEN {inbound} AND NOT ({pending}) THEN 'report' END",
+        "outcome": f"CASE WHEN {inbound} AND NOT ({pending}) THEN 'alert' END",
         "idempotency_key": f"CASE WHEN NOT ({inbound}) THEN {key('fill:')} END",
         "attempts": f"CASE WHEN {done_out} THEN 1 ELSE 0 END",
         "gateway_index": "0",
@@ -206,7 +206,7 @@ def fill(engine: Engine, n: int) -> float:
     now = utcnow()
     params: dict[str, Any] = {
         "n": n,
-        "todo2": 2 * TODO,
+        "pending2": 2 * PENDING,
         "start": (now - HISTORY).timestamp(),
         "step": HISTORY.total_seconds() / n,
         "yes": True,
@@ -253,14 +253,14 @@ def claims(engine: Engine, runs: int) -> list[float]:
         policy=RetryPolicy(3, 1.0, 60.0),
         signals=Signals(),
     )
-    wanted = min(dispatcher.claim_limit, TODO)
+    wanted = min(dispatcher.claim_limit, PENDING)
     times = []
     try:
         for _ in range(runs):
             t0 = time.perf_counter()
             token, rows = dispatcher.claim(dispatcher.claim_limit)
             times.append((time.perf_counter() - t0) * 1000)
-            expect(len(rows) == wanted, f"a claim took {len(rows)} rows of {TODO} queued, not {wanted}")
+            expect(len(rows) == wanted, f"a claim took {len(rows)} rows of {PENDING} queued, not {wanted}")
             dispatcher._release_all(token)
     finally:
         dispatcher.stop()
@@ -279,7 +279,7 @@ def sweeps(engine: Engine, runs: int) -> list[float]:
             params = {"now": now, "token": token, "limit": 500}
             ids = list(conn.execute(processing._SWEEP_IDS, params).scalars())
             claimed = conn.execute(processing._SWEEP_CLAIM, params | {"ids": ids, "until": now}).rowcount
-            expect(len(ids) == TODO == claimed, f"a sweep claimed {claimed} of {len(ids)}, not {TODO}")
+            expect(len(ids) == PENDING == claimed, f"a sweep claimed {claimed} of {len(ids)}, not {PENDING}")
 
     return _timed(runs, one)
 
@@ -346,7 +346,7 @@ def measure(label: str, engine: Engine, n: int, runs: int, path: Path | None = N
     sweep = sweeps(engine, runs)
     with engine.connect() as conn:
         left = conn.execute(select(func.count()).select_from(Message).where(*queued)).scalar_one()
-    expect(left == TODO, f"{label}: {left} rows queued after the claims, not {TODO}")
+    expect(left == PENDING, f"{label}: {left} rows queued after the claims, not {PENDING}")
     one = intakes(engine, runs, 1)
     batch = intakes(engine, runs, 32)
     return Result(label, n, seconds, size, claim, one, batch, sweep, plans)
@@ -409,7 +409,7 @@ def report(results: list[Result]) -> None:
 def main(sizes: tuple[int, ...] = SIZES, runs: int = RUNS) -> None:
     print(
         f"messages at scale: {' and '.join(f'{n:,}' for n in sizes)} rows over {HISTORY.days} days, "
-        f"{TODO} queued and {TODO} unprocessed; each measure {runs} times (p50 p99, ms)"
+        f"{PENDING} queued and {PENDING} unprocessed; each measure {runs} times (p50 p99, ms)"
     )
     with scratch("scale") as workdir:
         results = on_sqlite(workdir, sizes, runs)

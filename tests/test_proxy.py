@@ -25,20 +25,11 @@ from tests.fakes import FakeProvider
 from tests.helpers import signed_headers, twilio_form, wait_for
 from tests.server import Server, WorkerProcess, free_port, start_all
 from tests.test_corpus import CORPUS, load_roster
-from tests.test_replicas import provider_env
+from tests.test_replicas import ALERTS, provider_env  # ALERTS: focal points, an incident each
 
 pytestmark = pytest.mark.slow  # real server processes and nginx: run alone (make test)
 
 REQUIRE_PROXY = os.environ.get("KENGELE_TEST_REQUIRE_PROXY") == "1"
-# Focal points of the corpus roster, each reporting an incident of its own.
-ALERTS = [
-    ("+243810000001", "A1 Djugu 20"),
-    ("+243810000002", "A6 Fataki"),
-    ("+243810000003", "TAHADHARI SHAMBULIO Beni"),
-    ("+243810000004", "A3 Kpandroma"),
-    ("+243810000006", "A7 Oicha"),
-    ("+243810000008", "A2 Mbau"),
-]
 CALLER = "127.0.0.2"  # a browser's address: loopback, but not the one nginx reaches the replicas from
 UPSTREAM = re.compile(r"upstream=(127\.0\.0\.1:\d+) ")
 
