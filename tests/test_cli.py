@@ -1,11 +1,14 @@
-"""The command line as an operator meets it: real `kengele` processes, exit codes, one-line errors."""
+"""The command line as an operator meets it: exit codes, stdout, one-line errors (see `run`)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
 import os
 import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +19,7 @@ from rich.console import Console
 from sqlalchemy import create_engine, insert, select, update
 
 from app.cli import ProgressBar
+from app.cli import main as cli_main
 from app.crypto import Keyring
 from app.models import Alert, ApiToken, Message, Person
 from app.services.intake import message_row, store_batch
@@ -24,18 +28,73 @@ from tests.helpers import engine as helpers_engine
 from tests.helpers import recent
 from tests.server import KENGELE, TEST_SECRET_KEY
 
+# Commands that start servers or wait for signals run as their own process; the others run in this
+# one: the same `main` the `kengele` script calls, its exit code, stdout and stderr, without the
+# second of interpreter start and imports each (the suite runs hundreds). `real=True` forces the
+# installed script, as test_python_dash_m_app and the error-wording test do.
+OWN_PROCESS = {"serve", "worker"}
+
 
 def run(
-    *args: str, db_url: str | None = None, cwd: Path | None = None, input_text: str | None = None, **env: str
+    *args: str,
+    db_url: str | None = None,
+    cwd: Path | None = None,
+    input_text: str | None = None,
+    real: bool = False,
+    **env: str,
 ) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("KENGELE_", "TWILIO_", "AT_"))}
     environ["KENGELE_SECRET_KEY"] = TEST_SECRET_KEY
     if db_url:
         environ["KENGELE_DATABASE_URL"] = db_url
     environ.update(env)
-    return subprocess.run(
-        [KENGELE, *args], capture_output=True, text=True, env=environ, cwd=cwd, timeout=120, input=input_text
-    )
+    if real or (args and args[0] in OWN_PROCESS):
+        return subprocess.run(
+            [KENGELE, *args],
+            capture_output=True,
+            text=True,
+            env=environ,
+            cwd=cwd,
+            timeout=120,
+            input=input_text,
+        )
+    return in_process(list(args), environ=environ, cwd=cwd, input_text=input_text)
+
+
+def in_process(
+    argv: list[str], *, environ: dict[str, str], cwd: Path | None, input_text: str | None
+) -> subprocess.CompletedProcess[str]:
+    """`kengele ARGV` in this process, with its own environment, directory, stdin and root logger."""
+    saved_env, saved_cwd = dict(os.environ), Path.cwd()
+    root = logging.getLogger()
+    saved_log = (root.handlers[:], root.level)
+    out, err = io.StringIO(), io.StringIO()
+    stdin = sys.stdin
+    os.environ.clear()
+    os.environ.update(environ)
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        sys.stdin = io.StringIO(input_text or "")
+        # A fresh process's logging: warnings and worse, the bare message, on stderr (Python's
+        # last resort), until a command configures its own.
+        last_resort = logging.StreamHandler(err)
+        last_resort.setLevel(logging.WARNING)
+        root.handlers[:] = [last_resort]
+        root.setLevel(logging.WARNING)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli_main(argv)
+            except SystemExit as exc:  # argparse's usage errors and --help
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.stdin = stdin
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        root.handlers[:], _ = saved_log
+        root.setLevel(saved_log[1])
+    return subprocess.CompletedProcess([KENGELE, *argv], code, out.getvalue(), err.getvalue())
 
 
 def test_simulate_shows_stored_message_and_reply(db_url: str) -> None:
@@ -127,8 +186,6 @@ def test_sqlite_refuses_several_workers(tmp_path: Path) -> None:
 
 
 def test_python_dash_m_app(tmp_path: Path) -> None:
-    import sys
-
     r = subprocess.run(
         [sys.executable, "-m", "app", "parse", "RAS"], capture_output=True, text=True, cwd=tmp_path
     )
@@ -348,8 +405,8 @@ def test_a_file_that_cannot_be_used_is_worded_alike_by_every_command(db_url: str
         (("roster", "export"), tmp_path / "no" / "such" / "out.csv", "cannot write: no such directory"),
         (("roster", "export"), under_a_file, "cannot write: not a directory"),
     ]
-    for command, path, reason in table:
-        r = run(*command, str(path), db_url=db_url)
+    for i, (command, path, reason) in enumerate(table):
+        r = run(*command, str(path), db_url=db_url, real=i == 0)  # the first as the installed script
         assert (r.returncode, r.stderr) == (2, f"kengele: {path}: {reason}\n"), (command, path, r.stderr)
         assert r.stdout == "" or reason.startswith("row "), (command, path)  # a roster's report
     written = {p.name for p in tmp_path.iterdir() if not p.name.startswith("kengele.db")}
