@@ -431,6 +431,7 @@ def move_report(
                 target=target,
                 officer=actions.Actor.dashboard(principal.name),
                 now=utcnow(),
+                radius_km=runtime.pipeline.dedup_radius_km,
             )
         except actions.Refused as exc:
             raise HTTPException(422, f"to: {exc}") from None

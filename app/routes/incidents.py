@@ -240,6 +240,7 @@ def move_alert(request: Request, alert_id: RowId, body: MoveRequest, principal: 
                 target=target,
                 officer=_actor(principal),
                 now=utcnow(),
+                radius_km=request.app.state.runtime.pipeline.dedup_radius_km,
             )
         except actions.Refused as exc:
             raise HTTPException(422, str(exc)) from None

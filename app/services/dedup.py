@@ -7,15 +7,23 @@ Candidates are found through the (category, status, last_reported_at) index and 
 the cost does not grow with the number of alerts stored.
 
 Finding the incident and then joining or opening one must not interleave with another replica
-doing the same for another report of the same event, or each would open one: on PostgreSQL,
-every transaction that writes incidents first takes one advisory lock (`hold_incidents`), held
-until it ends. SQLite needs none: its writers already take turns (BEGIN IMMEDIATE).
+doing the same for another report of the same event, or each would open one. On PostgreSQL a
+located report first holds, until its transaction ends, an advisory lock per grid cell its search
+box touches, for its category (`hold_cells`): two reports that could meet share a cell, and take
+turns; reports of other categories or places do not wait for each other. A report without a place
+joins only its own sender's incidents, and its sender is locked already (limits.lock_senders). The
+incident a report joins, and any an officer decides on, is locked as a row (`lock_incidents`) and
+read again, so no count or decision is written over another replica's. SQLite needs none of this:
+its writers already take turns (BEGIN IMMEDIATE).
 """
 
 from __future__ import annotations
 
 import math
+import zlib
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.orm import Session
@@ -54,31 +62,88 @@ def severity(category: str, people: int | None, reporters: int) -> str:
     return SEVERITIES[min(rank, len(SEVERITIES) - 1)]
 
 
-# pg_advisory_xact_lock's key for incident writes: "KNGL", so that nothing else picks it by chance.
+# pg_advisory_xact_lock(INCIDENT_LOCK, cell): "KNGL", the class of the dedup cells' locks.
 INCIDENT_LOCK = 0x4B4E474C
-_LOCK = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=INCIDENT_LOCK)
-_HELD = "kengele.incidents_held"  # Session.info: the transaction that holds it
+# The grid's side, in degrees of latitude and of longitude: at least a search box's height (two
+# radii), so a box touches at most two rows, and at most three columns up to 60 degrees of latitude.
+CELL_DEGREES = 0.25
+_LOCK = text(
+    "SELECT count(pg_advisory_xact_lock(:cls, k))"
+    " FROM (SELECT unnest(CAST(:keys AS integer[])) AS k ORDER BY k) AS s"
+)
+_ROW = select(Incident.id).where(Incident.id == bindparam("id")).with_for_update()
+_CELLS = "kengele.cells_held"  # Session.info: (transaction, the keys it holds)
+_ROWS = "kengele.incidents_locked"  # Session.info: (transaction, the incident ids it has locked)
 
 
-def hold_incidents(session: Session, *read: Incident) -> None:
-    """Wait for, then hold until this transaction ends, the right to write incidents (PostgreSQL).
+def report_cells(category: str, lat: float, lon: float, radius_km: float) -> frozenset[int]:
+    """The lock keys of a located report: each grid cell its search box touches, for its category.
 
-    Taken before the first incident is read for writing, so that every writer waits at the same
-    place and in the same order (no deadlock between two replicas), and once per transaction. A
-    report waits at most for another replica's batch to commit; then it sees that batch's
-    incidents (READ COMMITTED reads what is committed when each statement starts). The incidents
-    `read` before it was taken are read again: another replica may have changed them meanwhile.
+    An incident the report could join lies in its box, so in one of these cells; one it opens lies
+    at its own place, in its box too. Two reports that could meet therefore share a key.
+    """
+    dlat, dlon = _box(lat, radius_km)
+    side = max(CELL_DEGREES, 2 * dlat)
+    rows = range(math.floor((lat - dlat) / side), math.floor((lat + dlat) / side) + 1)
+    columns = range(math.floor((lon - dlon) / side), math.floor((lon + dlon) / side) + 1)
+    return frozenset(_cell_key(category, row, column) for row in rows for column in columns)
+
+
+def _cell_key(category: str, row: int, column: int) -> int:
+    """A signed 32-bit key, the same in every process (crc32: Python's hash() differs per process)."""
+    value = zlib.crc32(f"{category}:{row}:{column}".encode())
+    return value - 2**32 if value >= 2**31 else value
+
+
+def _box(lat: float, radius_km: float) -> tuple[float, float]:
+    """Half the height and half the width, in degrees, of the box around a point that holds its radius."""
+    return radius_km / 111.0, radius_km / max(0.01, 111.0 * math.cos(math.radians(lat)))
+
+
+def _held(session: Session, key: str) -> set[int]:
+    """A set kept in Session.info for the current transaction only (a new one starts empty)."""
+    current = session.get_transaction()
+    kept = session.info.get(key)
+    if kept is None or kept[0] is not current:
+        kept = (current, set())
+        session.info[key] = kept
+    return cast(set[int], kept[1])
+
+
+def hold_cells(session: Session, keys: Iterable[int]) -> None:
+    """Wait for, then hold until this transaction ends, these cells' locks (PostgreSQL).
+
+    A batch takes all its reports' cells at once, in sorted order, before the first report (see
+    processing), so two replicas wait for each other rather than deadlock; a report then finds its
+    cells held. READ COMMITTED: every query after the wait sees what the other replica committed.
     """
     if session.get_bind().dialect.name != "postgresql":
         return
-    current = session.get_transaction()
-    if current is None or session.info.get(_HELD) is current:
+    held = _held(session, _CELLS)
+    missing = sorted(set(keys) - held)
+    if missing:
+        session.execute(_LOCK, {"cls": INCIDENT_LOCK, "keys": missing})
+        held.update(missing)
+
+
+def lock_incidents(session: Session, *incidents: Incident) -> None:
+    """Lock these incidents' rows until this transaction ends, and read them again (PostgreSQL).
+
+    Taken before a report is counted into an incident or an officer's decision is written to it:
+    another replica's report or decision waits, and ours is made on what it committed. Locked in
+    the order of their ids (two officers merging two incidents both ways wait, not deadlock).
+    """
+    if session.get_bind().dialect.name != "postgresql":
         return
-    session.execute(_LOCK)
-    session.info[_HELD] = current
-    for incident in read:
-        if not session.is_modified(incident):  # nothing of this transaction's own to lose
-            session.refresh(incident)
+    locked = _held(session, _ROWS)
+    for incident in sorted(incidents, key=lambda i: i.id):
+        if incident.id in locked:  # ours since the last time: nobody else has changed it
+            continue
+        if session.is_modified(incident):  # this transaction's own changes are kept
+            session.execute(_ROW, {"id": incident.id})
+        else:
+            session.refresh(incident, with_for_update=True)
+        locked.add(incident.id)
 
 
 def find_incident(
@@ -102,8 +167,7 @@ def find_incident(
         if not mine:
             return None
         return session.scalars(_UNLOCATED, times | {"mine": mine}).first()
-    dlat = radius_km / 111.0
-    dlon = radius_km / max(0.01, 111.0 * math.cos(math.radians(lat)))
+    dlat, dlon = _box(lat, radius_km)
     box = {"lat_lo": lat - dlat, "lat_hi": lat + dlat, "lon_lo": lon - dlon, "lon_hi": lon + dlon}
     best: tuple[float, Incident] | None = None
     for incident in session.scalars(_NEARBY, times | box):
@@ -142,7 +206,10 @@ _UNLOCATED = (
     .order_by(Incident.last_reported_at.desc())
     .limit(1)
 )
+# Located incidents only: one opened by a report without a place sits at its country's centre,
+# which says nothing of where the event is (and is opened under no cell's lock).
 _NEARBY = _CANDIDATES.where(
+    Incident.precision.in_((Precision.PLACE, Precision.HOME)),
     Incident.lat.between(bindparam("lat_lo"), bindparam("lat_hi")),
     Incident.lon.between(bindparam("lon_lo"), bindparam("lon_hi")),
 ).limit(50)

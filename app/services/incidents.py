@@ -28,10 +28,19 @@ from app.schemas import (
     for_viewer,
 )
 from app.services.areas import normalize_name
-from app.services.dedup import count_report, find_incident, hold_incidents, refresh, severity
+from app.services.dedup import (
+    OPEN,
+    count_report,
+    find_incident,
+    hold_cells,
+    lock_incidents,
+    refresh,
+    report_cells,
+    severity,
+)
 from app.services.escalation import Escalation
 from app.services.geotag import Located, Spot
-from app.services.limits import vouched_for
+from app.services.limits import count_opening, vouched_for
 from app.services.webhooks import emit
 from keywords.parser import ParseResult, Via
 
@@ -110,6 +119,10 @@ def _home_place(session: Session, person: Person | None) -> Place | None:
     return session.get(Place, person.place_id) if person and person.place_id is not None else None
 
 
+LOCATED = (Precision.PLACE, Precision.HOME)
+DEDUP_RADIUS_KM = 10.0  # KENGELE_DEDUP_RADIUS_KM's default
+
+
 # -- recording a report --------------------------------------------------------------------------
 def record_report(
     *,
@@ -144,18 +157,28 @@ def record_report(
         details["offset"] = result.offset
     home = _home_place(session, person) if where.precision == Precision.HOME else None
     place_name = where.name or (" ".join(result.place_words) or None) or (home.name if home else None)
-    located = where.precision in (Precision.PLACE, Precision.HOME)  # a country's centre locates nothing
-    hold_incidents(session)  # another replica's report of the same event waits, or is seen
-    incident = find_incident(
-        session,
-        category=category,
-        lat=where.lat if located else None,
-        lon=where.lon if located else None,
-        sender=message.sender or "",
-        at=reported_at,
-        radius_km=radius_km,
-        window=window,
-    )
+    located = where.precision in LOCATED  # a country's centre locates nothing
+    lat, lon = (where.lat, where.lon) if located else (None, None)
+    if lat is not None and lon is not None:  # another replica's report of the same event waits, or is seen
+        hold_cells(session, report_cells(category, lat, lon, radius_km))
+    incident = None
+    for _ in range(3):  # the one found may be closed or merged by an officer meanwhile: find again
+        incident = find_incident(
+            session,
+            category=category,
+            lat=lat,
+            lon=lon,
+            sender=message.sender or "",
+            at=reported_at,
+            radius_km=radius_km,
+            window=window,
+        )
+        if incident is None:
+            break
+        lock_incidents(session, incident)
+        if incident.status in OPEN:
+            break
+        incident = None
     area = report_area(place=where.place, precision=where.precision, home=home, person=person)
     new = incident is None
     if incident is None:
@@ -200,6 +223,8 @@ def record_report(
         created_at=now,
     )
     session.add(alert)
+    if new and message.sender:
+        count_opening(session, message.sender)  # counted by the flood bound below
     count_report(session, incident, sender=message.sender or "", at=reported_at, people=result.count)
     if escalation is not None:
         if new:
@@ -242,7 +267,7 @@ def acknowledge(
     *, session: Session, incident: Incident, officer: Actor, escalation: Escalation | None, now: datetime
 ) -> Decision:
     """Acknowledge and tell the other officers who has it; the first acknowledgement wins."""
-    hold_incidents(session, incident)  # another replica's officer may have been first
+    lock_incidents(session, incident)  # another replica's officer may have been first
     if incident.acknowledged_at is not None:
         return Decision(incident, changed=False)
     incident.acknowledged_at, incident.acknowledged_by = now, officer.name
@@ -260,7 +285,7 @@ def close(
     *, session: Session, incident: Incident, officer: Actor, escalation: Escalation | None, now: datetime
 ) -> Decision:
     """Close and tell the other officers who closed it; a closed incident takes no more reports."""
-    hold_incidents(session, incident)
+    lock_incidents(session, incident)
     if incident.status == IncidentStatus.CLOSED:
         return Decision(incident, changed=False)
     incident.status, incident.closed_at, incident.closed_by = IncidentStatus.CLOSED, now, officer.name
@@ -294,7 +319,7 @@ def merge(*, session: Session, source: Incident, target: Incident, officer: Acto
         raise Refused(f"into: {target.code} is closed")
     if source.category != target.category:
         raise Refused(f"into: {target.code} is {target.category}, {source.code} is {source.category}")
-    hold_incidents(session, source, target)
+    lock_incidents(session, source, target)
     # The reports it moves are named in the audit log: each keeps the change it made to `source`
     # (an incident's CAP versions are counted from its log, see change_times).
     moved = list(session.scalars(select(Alert.id).where(Alert.incident_id == source.id).order_by(Alert.id)))
@@ -311,13 +336,25 @@ def merge(*, session: Session, source: Incident, target: Incident, officer: Acto
 
 
 def move(
-    *, session: Session, alert: Alert, target: Incident | None, officer: Actor, now: datetime
+    *,
+    session: Session,
+    alert: Alert,
+    target: Incident | None,
+    officer: Actor,
+    now: datetime,
+    radius_km: float = DEDUP_RADIUS_KM,
 ) -> Decision:
-    """Move one report out of its incident, into `target` or into an incident of its own."""
-    hold_incidents(session)
+    """Move one report out of its incident, into `target` or into an incident of its own.
+
+    An incident of its own is opened under its place's cells (`radius_km`, the dedup radius), so
+    another replica's report there meanwhile waits and then finds it.
+    """
     source = session.get(Incident, alert.incident_id) if alert.incident_id else None
+    lock_incidents(session, *(i for i in (source, target) if i is not None))
     opened = target is None
     if target is None:
+        if alert.lat is not None and alert.lon is not None and alert.precision in LOCATED:  # as record_report
+            hold_cells(session, report_cells(alert.category, alert.lat, alert.lon, radius_km))
         target = _open(
             session,
             category=alert.category,

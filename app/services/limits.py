@@ -116,32 +116,100 @@ def _lock_key(index: str) -> int:
 
 
 # -- counts -------------------------------------------------------------------------------------
+# A batch's senders are counted once, in one grouped query per count, when their locks are taken
+# (`tally`); each reply queued or incident opened in the same transaction then adds one to its
+# sender's count. A sender held by lock_senders changes no other way until the commit, so the count
+# is the database's: one round trip per batch rather than one per message (on PostgreSQL, a
+# report's dearest cost). The batch's counts start at its first message's clock; the milliseconds
+# its later messages' windows move on can only keep a row in the window, never leave one out.
+_TALLY = "kengele.tally"  # Session.info: (transaction, Tally)
+
+
+@dataclass(slots=True)
+class Tally:
+    """Per sender locked in this transaction: replies queued and incidents opened, within their windows."""
+
+    replies: dict[str, int]
+    opened: dict[str, int]
+
+
+def tally(session: Session, phones: Iterable[str], *, now: datetime, limits: Limits) -> None:
+    """Count these (locked) senders' replies and openings in two queries, kept for this transaction."""
+    phones = set(phones)
+    keyring = keyring_of(session)
+    owner = {index: phone for phone in phones for index in keyring.indexes(phone)}
+    kept = Tally({}, {})
+    with session.no_autoflush:  # the batch's own rows come after: counted as they are added
+        for counts, limit, query in (
+            (kept.replies, limits.reply, _REPLIES_BY),
+            (kept.opened, limits.flood, _OPENED_BY),
+        ):
+            if limit is None or not owner:
+                continue
+            counts.update(dict.fromkeys(phones, 0))
+            params = {"indexes": list(owner), "since": now - limit.window}
+            for index, n in session.execute(query, params):
+                if index in owner:
+                    counts[owner[index]] += int(n)
+    session.info[_TALLY] = (session.get_transaction(), kept)
+
+
+def _tallied(session: Session) -> Tally | None:
+    kept = session.info.get(_TALLY)
+    current = session.get_transaction()
+    return kept[1] if kept is not None and current is not None and kept[0] is current else None
+
+
+def count_reply(session: Session, phone: str) -> None:
+    """One more reply queued to `phone` in this transaction."""
+    kept = _tallied(session)
+    if kept is not None and phone in kept.replies:
+        kept.replies[phone] += 1
+
+
+def count_opening(session: Session, phone: str) -> None:
+    """One more incident opened by `phone`'s report in this transaction."""
+    kept = _tallied(session)
+    if kept is not None and phone in kept.opened:
+        kept.opened[phone] += 1
+
+
 def replies_since(session: Session, *, phone: str, since: datetime) -> int:
     """How many replies were queued to this number since `since` (any key's blind index of it)."""
+    kept = _tallied(session)
+    if kept is not None and phone in kept.replies:
+        return kept.replies[phone]
     indexes = keyring_of(session).indexes(phone)
     return int(session.scalar(_REPLIES, {"indexes": indexes, "since": since}) or 0)
 
 
 # Only outbound rows have a purpose: no `direction` term, which PostgreSQL, short of statistics,
 # would meet with a walk of every outbound row's index entry (a BitmapAnd) for each reply.
-_REPLIES = select(func.count()).where(
+_REPLIED = (
     Message.recipient_index.in_(bindparam("indexes", expanding=True)),
     Message.created_at > bindparam("since"),
     Message.purpose == Purpose.REPLY,
 )
+_REPLIES = select(func.count()).where(*_REPLIED)
+_REPLIES_BY = select(Message.recipient_index, func.count()).where(*_REPLIED).group_by(Message.recipient_index)
 
 
 def opened_since(session: Session, *, phone: str, since: datetime) -> int:
     """How many incidents this number's reports opened since `since` (processing time)."""
+    kept = _tallied(session)
+    if kept is not None and phone in kept.opened:
+        return kept.opened[phone]
     indexes = keyring_of(session).indexes(phone)
     return int(session.scalar(_OPENED, {"indexes": indexes, "since": since}) or 0)
 
 
-_OPENED = select(func.count()).where(
+_OPENINGS = (
     Alert.sender_index.in_(bindparam("indexes", expanding=True)),
     Alert.opened.is_(True),
     Alert.created_at > bindparam("since"),
 )
+_OPENED = select(func.count()).where(*_OPENINGS)
+_OPENED_BY = select(Alert.sender_index, func.count()).where(*_OPENINGS).group_by(Alert.sender_index)
 
 
 def vouched_for(person: Person | None) -> bool:

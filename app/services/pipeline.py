@@ -23,11 +23,21 @@ from app.enums import AuditAction, AuditEntity, Outcome, PersonStatus, Purpose, 
 from app.metrics import PROCESSED
 from app.models import AuditLog, CheckIn, Message, Person
 from app.phones import country
+from app.services.dedup import report_cells
 from app.services.escalation import Escalation
-from app.services.geotag import PlaceIndexHolder
-from app.services.incidents import Actor, acknowledge, by_code, close, record_report
+from app.services.geotag import Located, PlaceIndexHolder
+from app.services.incidents import LOCATED, Actor, acknowledge, by_code, close, record_report
 from app.services.language import language_for
-from app.services.limits import Limits, Reason, lock_senders, replies_since, suppressed, vouched_for
+from app.services.limits import (
+    Limits,
+    Reason,
+    count_reply,
+    lock_senders,
+    replies_since,
+    suppressed,
+    tally,
+    vouched_for,
+)
 from app.services.outbox import enqueue
 from gateways.base import MessageKind
 from keywords.parser import Intent, Lexicon, ParseResult, SenderContext, Via, parse
@@ -93,6 +103,7 @@ class Inbound:
             language=self.language,
             now=self.now,
         )
+        count_reply(self.session, message.sender)
 
     def _affordable(self, phone: str) -> bool:
         """Whether cost control lets this reply go: its country, then the sender's replies in the window.
@@ -131,11 +142,15 @@ class Senders:
         )
 
 
-def load_senders(session: Session, phones: set[str], now: datetime) -> Senders:
-    """Load the senders of a batch of messages in two queries."""
+def load_senders(
+    session: Session, phones: set[str], now: datetime, *, limits: Limits | None = None
+) -> Senders:
+    """Load the senders of a batch of messages in two queries (and, with `limits`, count them in two)."""
     if not phones:
         return Senders({}, set())
     lock_senders(session, phones)  # the counts of cost control, one replica at a time per sender
+    if limits is not None:
+        tally(session, phones, now=now, limits=limits)
     indexes = keyring_of(session).indexes_of(phones)
     people = {p.phone: p for p in session.scalars(_PEOPLE_BY_PHONE, {"indexes": indexes})}
     pending: set[int] = set()
@@ -160,19 +175,40 @@ def handle_inbound(
     """Turn one stored inbound message into its alert or command effect and reply; the outcome."""
     now = utcnow()
     if senders is None:
-        senders = load_senders(session, {message.sender} if message.sender else set(), now)
+        phones = {message.sender} if message.sender else set()
+        senders = load_senders(session, phones, now, limits=config.limits)
+    person, result = read(message, config, senders)
+    return _finish(session, message, config, senders, person, result, now)
+
+
+def read(message: Message, config: PipelineConfig, senders: Senders) -> tuple[Person | None, ParseResult]:
+    """Who sent a message (on the roster or not) and what it says."""
     person, context = senders.context(message.sender)
     if message.kind == MessageKind.BEEP:  # a missed call: no text to read, a person asking to be called back
         if person is not None and person.role == Role.FOCAL_POINT:
             language = language_for(lexicon=config.lexicon, roster=context.language)
-            result = ParseResult(Intent.ALERT, language, 1.0, category="other", via=Via.BEEP)
-        else:
-            result = ParseResult(Intent.UNKNOWN, config.lexicon.default_language, 0.0, via=Via.BEEP)
-        return _finish(session, message, config, senders, person, result, now)
+            return person, ParseResult(Intent.ALERT, language, 1.0, category="other", via=Via.BEEP)
+        return person, ParseResult(Intent.UNKNOWN, config.lexicon.default_language, 0.0, via=Via.BEEP)
     if person is None:  # an unknown number: its country hints at the language to answer in
         context = SenderContext(language=language_for(lexicon=config.lexicon, phone=message.sender))
-    result = parse(message.text, context, lex=config.lexicon)
-    return _finish(session, message, config, senders, person, result, now)
+    return person, parse(message.text, context, lex=config.lexicon)
+
+
+def alert_cells(
+    session: Session, message: Message, config: PipelineConfig, senders: Senders
+) -> frozenset[int]:
+    """The dedup cells this message's report would lock, if it is a located alert (none otherwise).
+
+    A batch locks all of its reports' cells at once, in one sorted order, before handling the
+    first (processing.Processor): two replicas then wait for each other, never deadlock.
+    """
+    person, result = read(message, config, senders)
+    if result.intent != Intent.ALERT:
+        return frozenset()
+    where = _locate(session, config, result, person, message)
+    if where.precision not in LOCATED or where.lat is None or where.lon is None:
+        return frozenset()
+    return report_cells(result.category or "other", where.lat, where.lon, config.dedup_radius_km)
 
 
 def _finish(
@@ -226,14 +262,21 @@ def _audit(
     )
 
 
-def _alert(item: Inbound) -> Outcome:
-    result, person, message, config = item.result, item.person, item.message, item.config
+def _locate(
+    session: Session, config: PipelineConfig, result: ParseResult, person: Person | None, message: Message
+) -> Located:
+    """Where a report is: the place it names, else its sender's home, else their phone's country."""
     home = None
     if person is not None and person.home_lat is not None and person.home_lon is not None:
         home = (person.home_lat, person.home_lon)
-    where = config.places.get(item.session).resolve(
+    return config.places.get(session).resolve(
         result.place_words, home=home, area=person.area if person else None, country=country(message.sender)
     )
+
+
+def _alert(item: Inbound) -> Outcome:
+    result, person, message, config = item.result, item.person, item.message, item.config
+    where = _locate(item.session, config, result, person, message)
     recorded = record_report(
         session=item.session,
         message=message,

@@ -17,7 +17,8 @@ from app.db import utcnow
 from app.enums import Outcome
 from app.models import UNPROCESSED, Message
 from app.outage import unavailable
-from app.services.pipeline import PipelineConfig, handle_inbound, load_senders
+from app.services.dedup import hold_cells
+from app.services.pipeline import PipelineConfig, alert_cells, handle_inbound, load_senders
 from app.services.worker import Pass, Signals, Worker
 
 log = logging.getLogger("kengele.processing")
@@ -107,6 +108,9 @@ class Processor(Worker):
         self.claim_token = claim_token
         # SQLite deployments run one process: at start, every claim left behind is a dead one.
         self.sole_process = sole_process
+        # PostgreSQL: other processes write incidents too, under the dedup cells' locks (dedup.py).
+        bind = factory.kw.get("bind")
+        self._cells = bind is not None and bind.dialect.name == "postgresql"
 
     def submit(self, ids: Iterable[int]) -> None:
         """Hand claimed messages to the processor's thread."""
@@ -195,9 +199,11 @@ class Processor(Worker):
                     claimed = self._renew_claims(session, ids[position : position + size])
                     load = _LOAD.get(session.get_bind().dialect.name, _LOAD_IN)
                     messages = {m.id: m for m in session.scalars(load, {"ids": list(claimed)})}
-                    senders = load_senders(
-                        session, {m.sender for m in messages.values() if m.sender}, utcnow()
-                    )
+                    phones = {m.sender for m in messages.values() if m.sender}
+                    senders = load_senders(session, phones, utcnow(), limits=self.config.limits)
+                    if self._cells:  # every report's cells, in one sorted order, before the first
+                        cells = (alert_cells(session, m, self.config, senders) for m in messages.values())
+                        hold_cells(session, frozenset().union(*cells))
                     for message_id in ids[position : position + size]:
                         chunk.append(message_id)
                         if message_id in messages:
