@@ -157,7 +157,7 @@ def find_incident(
     radius_km: float,
     window: timedelta,
 ) -> Incident | None:
-    """The open incident this report belongs to, if any."""
+    """The open incident this report belongs to, if any (on PostgreSQL, locked till the commit)."""
     times = {"category": category, "since": shifted(at, -window), "until": shifted(at, window)}
     if lat is None or lon is None:
         # Nowhere to compare: only the same sender repeating themselves joins. Their own recent
@@ -166,16 +166,31 @@ def find_incident(
         mine = list(session.scalars(_SENDERS_INCIDENTS, {"senders": senders}))
         if not mine:
             return None
-        return session.scalars(_UNLOCATED, times | {"mine": mine}).first()
+        query = _UNLOCATED_LOCKING if _postgresql(session) else _UNLOCATED
+        found = session.scalars(query, times | {"mine": mine}).first()
+        return _locked(session, found) if found is not None else None
     dlat, dlon = _box(lat, radius_km)
     box = {"lat_lo": lat - dlat, "lat_hi": lat + dlat, "lon_lo": lon - dlon, "lon_hi": lon + dlon}
     best: tuple[float, Incident] | None = None
-    for incident in session.scalars(_NEARBY, times | box):
+    query = _NEARBY_LOCKING if _postgresql(session) else _NEARBY
+    for incident in session.scalars(query, times | box):
+        _locked(session, incident)
         assert incident.lat is not None and incident.lon is not None
         d = distance_km(lat, lon, incident.lat, incident.lon)
         if d <= radius_km and (best is None or d < best[0]):
             best = (d, incident)
     return best[1] if best else None
+
+
+def _postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _locked(session: Session, incident: Incident) -> Incident:
+    """Note an incident the candidates' query locked in this transaction: lock_incidents need not again."""
+    if _postgresql(session):
+        _held(session, _ROWS).add(incident.id)
+    return incident
 
 
 # The ends of time, for a window that would run past them.
@@ -213,6 +228,11 @@ _NEARBY = _CANDIDATES.where(
     Incident.lat.between(bindparam("lat_lo"), bindparam("lat_hi")),
     Incident.lon.between(bindparam("lon_lo"), bindparam("lon_hi")),
 ).limit(50)
+# On PostgreSQL the candidates are locked as they are read, and read again after any wait (READ
+# COMMITTED: a row another transaction holds is waited for, then read as it committed and checked
+# against the query again, so an incident an officer closed meanwhile is no longer found).
+_UNLOCATED_LOCKING = _UNLOCATED.with_for_update().execution_options(populate_existing=True)
+_NEARBY_LOCKING = _NEARBY.with_for_update().execution_options(populate_existing=True)
 _SENDERS_INCIDENTS = (
     select(Alert.incident_id)
     .where(Alert.sender_index.in_(bindparam("senders", expanding=True)), Alert.incident_id.is_not(None))

@@ -29,7 +29,6 @@ from app.schemas import (
 )
 from app.services.areas import normalize_name
 from app.services.dedup import (
-    OPEN,
     count_report,
     find_incident,
     hold_cells,
@@ -161,24 +160,17 @@ def record_report(
     lat, lon = (where.lat, where.lon) if located else (None, None)
     if lat is not None and lon is not None:  # another replica's report of the same event waits, or is seen
         hold_cells(session, report_cells(category, lat, lon, radius_km))
-    incident = None
-    for _ in range(3):  # the one found may be closed or merged by an officer meanwhile: find again
-        incident = find_incident(
-            session,
-            category=category,
-            lat=lat,
-            lon=lon,
-            sender=message.sender or "",
-            at=reported_at,
-            radius_km=radius_km,
-            window=window,
-        )
-        if incident is None:
-            break
-        lock_incidents(session, incident)
-        if incident.status in OPEN:
-            break
-        incident = None
+    # On PostgreSQL the incident found is locked, and read as committed (dedup.find_incident).
+    incident = find_incident(
+        session,
+        category=category,
+        lat=lat,
+        lon=lon,
+        sender=message.sender or "",
+        at=reported_at,
+        radius_km=radius_km,
+        window=window,
+    )
     area = report_area(place=where.place, precision=where.precision, home=home, person=person)
     new = incident is None
     if incident is None:
