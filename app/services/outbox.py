@@ -325,11 +325,9 @@ class Dispatcher(Worker):
         clock: Callable[[], datetime] = utcnow,
         send_timeout: float = 10.0,
         pacer: Pacer | None = None,
-        first: bool = True,
     ) -> None:
         if not gateways:
             raise ValueError("the dispatcher needs at least one gateway")
-        self.first = first  # the first of a process's dispatchers: it warns at start, once
         super().__init__(signals=signals, every=poll, factory=factory, wake=signals.outbox)
         self.gateways = list(gateways)
         self.policy = policy
@@ -356,8 +354,7 @@ class Dispatcher(Worker):
 
     def start(self) -> None:
         """Start sending; first warn when the roster has demo people and a gateway texts phones."""
-        if self.first:
-            self.warn_of_demo_people()
+        self.warn_of_demo_people()
         super().start()
 
     def warn_of_demo_people(self) -> int:

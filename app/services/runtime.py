@@ -25,8 +25,6 @@ from keywords.parser import lexicon
 
 log = logging.getLogger("kengele.runtime")
 
-FAST_GATEWAY = 100.0  # SMS a second from which a gateway is sent to by two dispatchers (PostgreSQL)
-
 
 class Runtime:
     """The engine and the workers of one process, and the signals between them."""
@@ -85,33 +83,19 @@ class Runtime:
             calm_budget=0.015 if settings.is_sqlite else 0.1,
             sizes=(4, 16) if settings.is_sqlite else (32, 32),
         )
-        pacer = Pacer(rates=settings.send_rates, budgets=settings.sms_budgets, timezone=settings.timezone)
-        # PostgreSQL: two dispatchers, as two replicas' would be (their claims skip each other's
-        # rows), so one sends while the other claims or records its pass, where the dispatcher
-        # and not the gateway's pace is the limit. A gateway paced slower than FAST_GATEWAY gains
-        # nothing from a second (its pace bounds it), and check-ins one had claimed could go
-        # ahead of a forward the other claimed. SQLite has one writer: one dispatcher.
-        rates = [rate for rate in settings.send_rates.values() if rate is not None]
-        fast = all(rate >= FAST_GATEWAY for rate in rates)
-        dispatchers = 2 if not settings.is_sqlite and fast else 1
-        self.dispatchers = [
-            Dispatcher(
-                factory=self.factory,
-                gateways=self.gateways,
-                policy=RetryPolicy(
-                    settings.send_max_attempts, settings.send_backoff_base, settings.send_backoff_max
-                ),
-                signals=self.signals,
-                concurrency=settings.dispatch_concurrency,
-                lease=settings.send_lease,
-                poll=settings.dispatch_poll,
-                send_timeout=settings.send_timeout,
-                pacer=pacer,
-                first=n == 0,
-            )
-            for n in range(dispatchers)
-        ]
-        self.dispatcher = self.dispatchers[0]
+        self.dispatcher = Dispatcher(
+            factory=self.factory,
+            gateways=self.gateways,
+            policy=RetryPolicy(
+                settings.send_max_attempts, settings.send_backoff_base, settings.send_backoff_max
+            ),
+            signals=self.signals,
+            concurrency=settings.dispatch_concurrency,
+            lease=settings.send_lease,
+            poll=settings.dispatch_poll,
+            send_timeout=settings.send_timeout,
+            pacer=Pacer(rates=settings.send_rates, budgets=settings.sms_budgets, timezone=settings.timezone),
+        )
         # Outbound webhooks: a sender, like the dispatcher, so it runs where the dispatcher does.
         self.webhooks = Deliverer(
             factory=self.factory,
@@ -159,7 +143,7 @@ class Runtime:
             self._started.append(self.writer)
         wanted = [
             (processor, self.processor),
-            *((dispatcher, d) for d in self.dispatchers),
+            (dispatcher, self.dispatcher),
             (dispatcher, self.webhooks),
             (scheduler, self.escalator),
             (scheduler, self.scheduler),
