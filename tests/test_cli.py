@@ -31,7 +31,8 @@ from tests.server import KENGELE, TEST_SECRET_KEY
 # Commands that start servers or wait for signals run as their own process; the others run in this
 # one: the same `main` the `kengele` script calls, its exit code, stdout and stderr, without the
 # second of interpreter start and imports each (the suite runs hundreds). `real=True` forces the
-# installed script, as test_python_dash_m_app and the error-wording test do.
+# installed script: the first row of the error-wording table and the key file's two processes
+# (tests/test_crypto.py) use it, and test_python_dash_m_app runs `python -m app` itself.
 OWN_PROCESS = {"serve", "worker"}
 
 
@@ -67,7 +68,7 @@ def in_process(
     """`kengele ARGV` in this process, with its own environment, directory, stdin and root logger."""
     saved_env, saved_cwd = dict(os.environ), Path.cwd()
     root = logging.getLogger()
-    saved_log = (root.handlers[:], root.level)
+    saved_handlers, saved_level = root.handlers[:], root.level
     out, err = io.StringIO(), io.StringIO()
     stdin = sys.stdin
     os.environ.clear()
@@ -92,8 +93,8 @@ def in_process(
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)
-        root.handlers[:], _ = saved_log
-        root.setLevel(saved_log[1])
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
     return subprocess.CompletedProcess([KENGELE, *argv], code, out.getvalue(), err.getvalue())
 
 
