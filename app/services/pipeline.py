@@ -62,6 +62,21 @@ class PipelineConfig:
 
 
 @dataclass(slots=True)
+class Reading:
+    """Who sent a message and what it says; for an alert, once located, where it is."""
+
+    person: Person | None
+    context: SenderContext  # the sender as the batch knew them when the message was read
+    result: ParseResult
+    where: Located | None = None
+
+    def still_holds(self, senders: Senders, phone: str | None) -> bool:
+        """Whether the sender is as they were when this was read (an earlier message of the batch
+        may have answered their check-in or put them on the roster: then the message is read again)."""
+        return senders.context(phone) == (self.person, self.context)
+
+
+@dataclass(slots=True)
 class Inbound:
     """One message being handled, with who sent it and what it says."""
 
@@ -72,6 +87,7 @@ class Inbound:
     config: PipelineConfig
     now: datetime
     senders: Senders
+    where: Located | None = None  # an alert's place, when the batch located it already
 
     @property
     def language(self) -> str:
@@ -170,45 +186,59 @@ _PENDING_CHECKINS = select(CheckIn.person_id).where(
 
 
 def handle_inbound(
-    *, session: Session, message: Message, config: PipelineConfig, senders: Senders | None = None
+    *,
+    session: Session,
+    message: Message,
+    config: PipelineConfig,
+    senders: Senders | None = None,
+    reading: Reading | None = None,
 ) -> Outcome:
-    """Turn one stored inbound message into its alert or command effect and reply; the outcome."""
+    """Turn one stored inbound message into its alert or command effect and reply; the outcome.
+
+    `senders` and `reading` are what a batch loaded and read already (processing.Processor).
+    """
     now = utcnow()
     if senders is None:
         phones = {message.sender} if message.sender else set()
         senders = load_senders(session, phones, now, limits=config.limits)
-    person, result = read(message, config, senders)
-    return _finish(session, message, config, senders, person, result, now)
+    if reading is None or not reading.still_holds(senders, message.sender):
+        reading = read(message, config, senders)
+    return _finish(session, message, config, senders, reading, now)
 
 
-def read(message: Message, config: PipelineConfig, senders: Senders) -> tuple[Person | None, ParseResult]:
+def read(message: Message, config: PipelineConfig, senders: Senders) -> Reading:
     """Who sent a message (on the roster or not) and what it says."""
-    person, context = senders.context(message.sender)
+    person, known = senders.context(message.sender)
     if message.kind == MessageKind.BEEP:  # a missed call: no text to read, a person asking to be called back
         if person is not None and person.role == Role.FOCAL_POINT:
-            language = language_for(lexicon=config.lexicon, roster=context.language)
-            return person, ParseResult(Intent.ALERT, language, 1.0, category="other", via=Via.BEEP)
-        return person, ParseResult(Intent.UNKNOWN, config.lexicon.default_language, 0.0, via=Via.BEEP)
+            language = language_for(lexicon=config.lexicon, roster=known.language)
+            return Reading(
+                person, known, ParseResult(Intent.ALERT, language, 1.0, category="other", via=Via.BEEP)
+            )
+        return Reading(
+            person, known, ParseResult(Intent.UNKNOWN, config.lexicon.default_language, 0.0, via=Via.BEEP)
+        )
+    context = known
     if person is None:  # an unknown number: its country hints at the language to answer in
         context = SenderContext(language=language_for(lexicon=config.lexicon, phone=message.sender))
-    return person, parse(message.text, context, lex=config.lexicon)
+    return Reading(person, known, parse(message.text, context, lex=config.lexicon))
 
 
 def alert_cells(
-    session: Session, message: Message, config: PipelineConfig, senders: Senders
+    session: Session, message: Message, config: PipelineConfig, reading: Reading
 ) -> frozenset[int]:
     """The dedup cells this message's report would lock, if it is a located alert (none otherwise).
 
     A batch locks all of its reports' cells at once, in one sorted order, before handling the
-    first (processing.Processor): two replicas then wait for each other, never deadlock.
+    first (processing.Processor): two replicas then wait for each other, never deadlock. The place
+    found is kept in `reading`, for the report.
     """
-    person, result = read(message, config, senders)
-    if result.intent != Intent.ALERT:
+    if reading.result.intent != Intent.ALERT:
         return frozenset()
-    where = _locate(session, config, result, person, message)
+    where = reading.where = _locate(session, config, reading.result, reading.person, message)
     if where.precision not in LOCATED or where.lat is None or where.lon is None:
         return frozenset()
-    return report_cells(result.category or "other", where.lat, where.lon, config.dedup_radius_km)
+    return report_cells(reading.result.category or "other", where.lat, where.lon, config.dedup_radius_km)
 
 
 def _finish(
@@ -216,11 +246,11 @@ def _finish(
     message: Message,
     config: PipelineConfig,
     senders: Senders,
-    person: Person | None,
-    result: ParseResult,
+    reading: Reading,
     now: datetime,
 ) -> Outcome:
-    item = Inbound(session, message, person, result, config, now, senders)
+    result = reading.result
+    item = Inbound(session, message, reading.person, result, config, now, senders, reading.where)
     if message.kind == MessageKind.BEEP and result.intent == Intent.UNKNOWN:
         outcome = Outcome.UNKNOWN  # for a human to call back; no SMS to someone without airtime
     else:
@@ -276,7 +306,7 @@ def _locate(
 
 def _alert(item: Inbound) -> Outcome:
     result, person, message, config = item.result, item.person, item.message, item.config
-    where = _locate(item.session, config, result, person, message)
+    where = item.where or _locate(item.session, config, result, person, message)
     recorded = record_report(
         session=item.session,
         message=message,

@@ -18,7 +18,7 @@ from app.enums import Outcome
 from app.models import UNPROCESSED, Message
 from app.outage import unavailable
 from app.services.dedup import hold_cells
-from app.services.pipeline import PipelineConfig, alert_cells, handle_inbound, load_senders
+from app.services.pipeline import PipelineConfig, alert_cells, handle_inbound, load_senders, read
 from app.services.worker import Pass, Signals, Worker
 
 log = logging.getLogger("kengele.processing")
@@ -201,8 +201,11 @@ class Processor(Worker):
                     messages = {m.id: m for m in session.scalars(load, {"ids": list(claimed)})}
                     phones = {m.sender for m in messages.values() if m.sender}
                     senders = load_senders(session, phones, utcnow(), limits=self.config.limits)
+                    readings = {i: read(m, self.config, senders) for i, m in messages.items()}
                     if self._cells:  # every report's cells, in one sorted order, before the first
-                        cells = (alert_cells(session, m, self.config, senders) for m in messages.values())
+                        cells = (
+                            alert_cells(session, messages[i], self.config, r) for i, r in readings.items()
+                        )
                         hold_cells(session, frozenset().union(*cells))
                     for message_id in ids[position : position + size]:
                         chunk.append(message_id)
@@ -212,6 +215,7 @@ class Processor(Worker):
                                 message=messages[message_id],
                                 config=self.config,
                                 senders=senders,
+                                reading=readings[message_id],
                             )
                         if time.perf_counter() - started > budget:
                             break
