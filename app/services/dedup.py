@@ -23,12 +23,12 @@ import math
 import zlib
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import cast
 
 from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.orm import Session
 
 from app.crypto import keyring_of
+from app.db import per_transaction
 from app.enums import IncidentStatus, Precision
 from app.models import Alert, Incident
 from app.services.geotag import distance_km
@@ -72,8 +72,8 @@ _LOCK = text(
     " FROM (SELECT unnest(CAST(:keys AS integer[])) AS k ORDER BY k) AS s"
 )
 _ROW = select(Incident.id).where(Incident.id == bindparam("id")).with_for_update()
-_CELLS = "kengele.cells_held"  # Session.info: (transaction, the keys it holds)
-_ROWS = "kengele.incidents_locked"  # Session.info: (transaction, the incident ids it has locked)
+_CELLS = "kengele.cells_held"  # per transaction: the cells' keys it holds
+_ROWS = "kengele.incidents_locked"  # per transaction: the ids of the incidents it has locked
 
 
 def report_cells(category: str, lat: float, lon: float, radius_km: float) -> frozenset[int]:
@@ -100,16 +100,6 @@ def _box(lat: float, radius_km: float) -> tuple[float, float]:
     return radius_km / 111.0, radius_km / max(0.01, 111.0 * math.cos(math.radians(lat)))
 
 
-def _held(session: Session, key: str) -> set[int]:
-    """A set kept in Session.info for the current transaction only (a new one starts empty)."""
-    current = session.get_transaction()
-    kept = session.info.get(key)
-    if kept is None or kept[0] is not current:
-        kept = (current, set())
-        session.info[key] = kept
-    return cast(set[int], kept[1])
-
-
 def hold_cells(session: Session, keys: Iterable[int]) -> None:
     """Wait for, then hold until this transaction ends, these cells' locks (PostgreSQL).
 
@@ -117,9 +107,9 @@ def hold_cells(session: Session, keys: Iterable[int]) -> None:
     processing), so two replicas wait for each other rather than deadlock; a report then finds its
     cells held. READ COMMITTED: every query after the wait sees what the other replica committed.
     """
-    if session.get_bind().dialect.name != "postgresql":
+    if not _postgresql(session):
         return
-    held = _held(session, _CELLS)
+    held = per_transaction(session, _CELLS, set[int])
     missing = sorted(set(keys) - held)
     if missing:
         session.execute(_LOCK, {"cls": INCIDENT_LOCK, "keys": missing})
@@ -133,9 +123,9 @@ def lock_incidents(session: Session, *incidents: Incident) -> None:
     another replica's report or decision waits, and ours is made on what it committed. Locked in
     the order of their ids (two officers merging two incidents both ways wait, not deadlock).
     """
-    if session.get_bind().dialect.name != "postgresql":
+    if not _postgresql(session):
         return
-    locked = _held(session, _ROWS)
+    locked = per_transaction(session, _ROWS, set[int])
     for incident in sorted(incidents, key=lambda i: i.id):
         if incident.id in locked:  # ours since the last time: nobody else has changed it
             continue
@@ -189,7 +179,7 @@ def _postgresql(session: Session) -> bool:
 def _locked(session: Session, incident: Incident) -> Incident:
     """Note an incident the candidates' query locked in this transaction: lock_incidents need not again."""
     if _postgresql(session):
-        _held(session, _ROWS).add(incident.id)
+        per_transaction(session, _ROWS, set[int]).add(incident.id)
     return incident
 
 

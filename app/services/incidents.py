@@ -119,7 +119,6 @@ def _home_place(session: Session, person: Person | None) -> Place | None:
 
 
 LOCATED = (Precision.PLACE, Precision.HOME)
-DEDUP_RADIUS_KM = 10.0  # KENGELE_DEDUP_RADIUS_KM's default
 
 
 # -- recording a report --------------------------------------------------------------------------
@@ -334,7 +333,7 @@ def move(
     target: Incident | None,
     officer: Actor,
     now: datetime,
-    radius_km: float = DEDUP_RADIUS_KM,
+    radius_km: float,
 ) -> Decision:
     """Move one report out of its incident, into `target` or into an incident of its own.
 

@@ -24,6 +24,7 @@ from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.orm import Session
 
 from app.crypto import keyring_of
+from app.db import per_transaction
 from app.enums import PersonStatus, Purpose
 from app.metrics import SUPPRESSED
 from app.models import Alert, Message, Person, Place
@@ -122,7 +123,7 @@ def _lock_key(index: str) -> int:
 # is the database's: one round trip per batch rather than one per message (on PostgreSQL, a
 # report's dearest cost). The batch's counts start at its first message's clock; the milliseconds
 # its later messages' windows move on can only keep a row in the window, never leave one out.
-_TALLY = "kengele.tally"  # Session.info: (transaction, Tally)
+_TALLY = "kengele.tally"  # per transaction: its Tally (empty until `tally` fills it)
 
 
 @dataclass(slots=True)
@@ -134,50 +135,49 @@ class Tally:
 
 
 def tally(session: Session, phones: Iterable[str], *, now: datetime, limits: Limits) -> None:
-    """Count these (locked) senders' replies and openings in two queries, kept for this transaction."""
-    phones = set(phones)
-    keyring = keyring_of(session)
-    owner = {index: phone for phone in phones for index in keyring.indexes(phone)}
-    kept = Tally({}, {})
+    """Count these (locked) senders' replies and openings in two queries, kept for this transaction.
+
+    A sender counted already in this transaction keeps its count (and what was added to it).
+    """
+    kept = _tallied(session)
+    indexes = {phone: keyring_of(session).indexes(phone) for phone in set(phones)}
     with session.no_autoflush:  # the batch's own rows come after: counted as they are added
         for counts, limit, query in (
             (kept.replies, limits.reply, _REPLIES_BY),
             (kept.opened, limits.flood, _OPENED_BY),
         ):
+            owner = {index: phone for phone in indexes.keys() - counts.keys() for index in indexes[phone]}
             if limit is None or not owner:
                 continue
-            counts.update(dict.fromkeys(phones, 0))
+            counts.update(dict.fromkeys(owner.values(), 0))
             params = {"indexes": list(owner), "since": now - limit.window}
             for index, n in session.execute(query, params):
                 if index in owner:
                     counts[owner[index]] += int(n)
-    session.info[_TALLY] = (session.get_transaction(), kept)
 
 
-def _tallied(session: Session) -> Tally | None:
-    kept = session.info.get(_TALLY)
-    current = session.get_transaction()
-    return kept[1] if kept is not None and current is not None and kept[0] is current else None
+def _tallied(session: Session) -> Tally:
+    return per_transaction(session, _TALLY, lambda: Tally({}, {}))
 
 
 def count_reply(session: Session, phone: str) -> None:
     """One more reply queued to `phone` in this transaction."""
     kept = _tallied(session)
-    if kept is not None and phone in kept.replies:
+    if phone in kept.replies:
         kept.replies[phone] += 1
 
 
 def count_opening(session: Session, phone: str) -> None:
     """One more incident opened by `phone`'s report in this transaction."""
     kept = _tallied(session)
-    if kept is not None and phone in kept.opened:
+    if phone in kept.opened:
         kept.opened[phone] += 1
 
 
 def replies_since(session: Session, *, phone: str, since: datetime) -> int:
     """How many replies were queued to this number since `since` (any key's blind index of it)."""
     kept = _tallied(session)
-    if kept is not None and phone in kept.replies:
+    if phone in kept.replies:
         return kept.replies[phone]
     indexes = keyring_of(session).indexes(phone)
     return int(session.scalar(_REPLIES, {"indexes": indexes, "since": since}) or 0)
@@ -197,7 +197,7 @@ _REPLIES_BY = select(Message.recipient_index, func.count()).where(*_REPLIED).gro
 def opened_since(session: Session, *, phone: str, since: datetime) -> int:
     """How many incidents this number's reports opened since `since` (processing time)."""
     kept = _tallied(session)
-    if kept is not None and phone in kept.opened:
+    if phone in kept.opened:
         return kept.opened[phone]
     indexes = keyring_of(session).indexes(phone)
     return int(session.scalar(_OPENED, {"indexes": indexes, "since": since}) or 0)
