@@ -24,7 +24,7 @@ from app.db import transaction, utcnow
 from app.enums import AuditAction
 from app.models import Alert, AuditLog, Incident, Message, Person
 from app.services import intake
-from app.services.dedup import report_cells
+from app.services.dedup import find_incident, report_cells
 from app.services.geotag import distance_km
 from app.services.incidents import Actor, acknowledge
 from app.services.pipeline import handle_inbound
@@ -135,18 +135,19 @@ def test_two_reports_of_one_event_at_once_make_one_incident(runtime: Runtime) ->
         ("A1", (DJUGU[0] + 1.0, DJUGU[1])),  # the same category 111 km north
     ],
 )
-def test_reports_that_cannot_meet_do_not_wait_for_each_other(
+def test_reports_that_cannot_meet_wait_only_on_sqlite(
     runtime: Runtime, db_url: str, text: str, where: tuple[float, float]
 ) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("SQLite has one writer at a time: every second transaction waits")
     focal_point(runtime, "+243810000101", DJUGU)
     focal_point(runtime, "+243810000102", where)
     first, second = stored(runtime, "+243810000101", "A1"), stored(runtime, "+243810000102", text)
     with first_holds(runtime, process(runtime, first)):
         later = Held(runtime, process(runtime, second)).start()
-        assert later.done.wait(10) and later.error is None, later.error  # while the first is open
-        later.release()
+        if db_url.startswith("postgresql"):  # no cell in common: it goes on while the first is open
+            assert later.done.wait(10) and later.error is None, later.error
+        else:  # SQLite has one writer at a time: every second transaction waits
+            assert not later.done.wait(WAIT)
+    later.release()
     with runtime.factory() as session:
         assert session.scalar(select(func.count()).select_from(Incident)) == 2
 
@@ -201,6 +202,43 @@ def test_a_provider_id_twice_in_one_batch_is_stored_once(runtime: Runtime) -> No
     assert intake.store_batch(runtime.engine, rows[:1]) == [None]  # and a later retry of it
     with runtime.factory() as session:
         assert session.scalar(select(func.count()).select_from(Message)) == 2
+
+
+@pytest.mark.parametrize(("precision", "joined"), [("country", False), ("home", True), ("place", True)])
+def test_a_located_report_joins_located_incidents_only(
+    runtime: Runtime, precision: str, joined: bool
+) -> None:
+    # An incident of a report without a place sits at its country's centre: a report of a place
+    # that happens to lie near it is another event, and is opened under no cell's lock.
+    now = utcnow()
+    with transaction(runtime.factory) as session:
+        incident = Incident(
+            category="attack",
+            severity="high",
+            status="open",
+            lat=DJUGU[0],
+            lon=DJUGU[1],
+            precision=precision,
+            first_reported_at=now,
+            last_reported_at=now,
+            report_count=1,
+            reporter_count=1,
+            escalation_level=0,
+            created_at=now,
+        )
+        session.add(incident)
+    with transaction(runtime.factory) as session:
+        found = find_incident(
+            session,
+            category="attack",
+            lat=DJUGU[0] + 0.01,  # 1.1 km north
+            lon=DJUGU[1],
+            sender="+243810000202",
+            at=now,
+            radius_km=10.0,
+            window=timedelta(hours=6),
+        )
+        assert (found is not None) == joined
 
 
 def test_reports_that_can_meet_share_a_cell() -> None:

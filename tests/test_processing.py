@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.config import Settings
 from app.db import transaction, utcnow
@@ -271,3 +271,33 @@ def test_unknown_senders_are_answered_in_their_countrys_language(
     runtime.processor.process([kenyan, congolese])
     out = replies(runtime)
     assert out[kenyan].language == "sw" and out[congolese].language == "fr"
+
+
+# -- one batch, one sender: what earlier messages of the batch did counts for the later ones -----
+def test_a_batch_of_one_senders_messages_gets_the_reply_limit_once(runtime: Runtime) -> None:
+    sender = "+243820000031"  # unregistered: KENGELE_REPLY_LIMIT's 5 an hour
+    first = [inbound(runtime, sender, "HELP", f"rl{i}") for i in range(8)]
+    assert runtime.processor.process(first) == 8  # one batch: counted once, then as replies queue
+    assert sum(m.recipient == sender for m in replies(runtime).values()) == 5
+    more = [inbound(runtime, sender, "HELP", f"rl{i}") for i in range(8, 10)]
+    assert runtime.processor.process(more) == 2  # the next batch counts the first one's replies
+    assert sum(m.recipient == sender for m in replies(runtime).values()) == 5
+
+
+def test_a_batch_of_one_unregistered_senders_alerts_forwards_the_flood_limit(runtime: Runtime) -> None:
+    sender = "+243820000032"  # unregistered: KENGELE_FLOOD_LIMIT's 3 new incidents an hour forwarded
+    ids = [inbound(runtime, sender, f"A{code}", f"fl{code}") for code in range(1, 7)]
+    assert runtime.processor.process(ids) == 6
+    with runtime.factory() as session:
+        assert session.scalar(select(func.count()).select_from(Incident)) == 6
+        forwards = session.scalars(select(Message).where(Message.purpose == "alert_forward")).all()
+    assert len(forwards) == 3
+
+
+def test_a_join_then_an_alert_in_one_batch_is_read_as_the_joined_person(runtime: Runtime) -> None:
+    sender = "+243820000033"
+    ids = [inbound(runtime, sender, "JOIN Djugu", "j1"), inbound(runtime, sender, "A1 Djugu", "j2")]
+    assert runtime.processor.process(ids) == 2
+    with runtime.factory() as session:
+        person = session.scalars(select(Person).where(phone_is(sender))).one()
+        assert session.scalars(select(Alert.person_id)).one() == person.id
